@@ -6,6 +6,7 @@ never imports the worker package. Correlation and event ids travel in message he
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 
 from shared.events import EventKind, IdentityEvent
@@ -40,7 +41,13 @@ class TaskSender(Protocol):
 
 
 def message_headers(event: IdentityEvent) -> dict[str, str]:
-    return {"event_id": event.id, "correlation_id": event.correlation_id}
+    """Headers every identity message carries: ids for log correlation, and the publish time so `idsync status`
+    can report the age of the oldest waiting message (kombu stores no enqueue time of its own)."""
+    return {
+        "event_id": event.id,
+        "correlation_id": event.correlation_id,
+        "published_at": f"{time.time():.3f}",
+    }
 
 
 def publish(sender: TaskSender, event: IdentityEvent, task_name: str | None = None) -> str:
