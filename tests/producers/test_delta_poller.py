@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+import threading
+from urllib.parse import unquote
+
+import pytest
+from kombu.exceptions import OperationalError
+
+from producers.checkpoints import DeltaCheckpoints
+from producers.delta_poller import USER_SELECT, DeltaPoller, user_event_kind
+from shared.errors import DeltaExpired, GraphThrottled
+from shared.events import EventKind
+from tests.producers.fakes import GRAPH, TENANT, BreakingSender, FakeGraph, page, queued, user
+
+NEXT = f"{GRAPH}/users/delta?$skiptoken=p2"
+DELTA1 = f"{GRAPH}/users/delta?$deltatoken=d1"
+DELTA2 = f"{GRAPH}/users/delta?$deltatoken=d2"
+
+
+@pytest.fixture
+def graph() -> FakeGraph:
+    return FakeGraph()
+
+
+@pytest.fixture
+def checkpoints(redis_client) -> DeltaCheckpoints:
+    return DeltaCheckpoints(redis_client, TENANT)
+
+
+def kinds(redis_client, queue: str) -> list[tuple[str, str]]:
+    return [(m["event"]["object_id"], m["event"]["kind"]) for m in queued(redis_client, queue)]
+
+
+def test_first_round_enumerates_everyone_with_accountenabled_selected_and_saves_the_link(
+    graph, celery_app, redis_client, settings, checkpoints
+):
+    graph.script("users", None, [
+        page([user("u1", accountEnabled=True), user("u2", accountEnabled=False)], next_link=NEXT),
+        page([user("u3", accountEnabled=True)], delta_link=DELTA1),
+    ])
+    result = DeltaPoller(graph, celery_app, redis_client, settings).run_round("users")
+    assert graph.delta_calls == [("users", None, USER_SELECT)]
+    assert "accountEnabled" in USER_SELECT
+    assert (result.pages, result.items, result.events) == (2, 3, 3)
+    assert kinds(redis_client, "revocation") == [
+        ("u1", "user.changed"), ("u2", "user.disabled"), ("u3", "user.changed")]
+    assert checkpoints.get("users") == DELTA1
+    assert checkpoints.last_round("users")["events"] == 3
+
+
+def test_a_disabled_user_goes_to_the_revocation_lane_as_user_disabled(
+    graph, celery_app, redis_client, settings, checkpoints
+):
+    checkpoints.save("users", DELTA1)
+    graph.script("users", DELTA1, [page([user("u9", accountEnabled=False, displayName="Leaver")],
+                                        delta_link=DELTA2)])
+    DeltaPoller(graph, celery_app, redis_client, settings).run_round("users")
+    [message] = queued(redis_client, "revocation")
+    assert message["event"]["kind"] == "user.disabled"
+    assert message["headers"]["task"] == "revocation.revoke_user"
+    assert graph.delta_calls == [("users", DELTA1, None)]  # the token carries $select; it is not repeated
+    assert checkpoints.get("users") == DELTA2
+
+
+def test_removed_users_map_to_soft_and_hard_deletes():
+    assert user_event_kind({"id": "a", "@removed": {"reason": "changed"}}) is EventKind.USER_SOFT_DELETED
+    assert user_event_kind({"id": "a", "@removed": {"reason": "deleted"}}) is EventKind.USER_HARD_DELETED
+    assert user_event_kind({"id": "a", "accountEnabled": True}) is EventKind.USER_CHANGED
+    assert user_event_kind({"id": "a", "displayName": "x"}) is EventKind.USER_CHANGED
+
+
+def test_duplicates_in_a_round_collapse_and_an_earlier_disable_is_not_forgotten(
+    graph, celery_app, redis_client, settings
+):
+    graph.script("users", None, [
+        page([user("u1", accountEnabled=False, displayName="A"), user("u2", displayName="B")], next_link=NEXT),
+        page([user("u1", displayName="A2"), user("u2", displayName="B2")], delta_link=DELTA1),
+    ])
+    result = DeltaPoller(graph, celery_app, redis_client, settings).run_round("users")
+    assert (result.items, result.duplicates, result.events) == (4, 2, 2)
+    assert kinds(redis_client, "revocation") == [("u1", "user.disabled"), ("u2", "user.changed")]
+
+
+def test_a_removal_later_in_the_round_wins_over_an_earlier_update(graph, celery_app, redis_client, settings):
+    graph.script("users", None, [
+        page([user("u1", accountEnabled=True)], next_link=NEXT),
+        page([{"id": "u1", "@removed": {"reason": "deleted"}}], delta_link=DELTA1),
+    ])
+    DeltaPoller(graph, celery_app, redis_client, settings).run_round("users")
+    assert kinds(redis_client, "revocation") == [("u1", "user.hard_deleted")]
+
+
+def test_group_member_slices_across_pages_are_merged_into_one_group_event(
+    graph, celery_app, redis_client, settings
+):
+    graph.script("groups", None, [
+        page([{"id": "g1", "displayName": "Sales", "members@delta": [{"id": "m1"}, {"id": "m2"}]}], next_link="n"),
+        page([{"id": "g1", "displayName": "Sales", "members@delta": [
+            {"id": "m2", "@removed": {"reason": "deleted"}}, {"id": "m3"}]}], delta_link="d"),
+    ])
+    result = DeltaPoller(graph, celery_app, redis_client, settings).run_round("groups")
+    assert kinds(redis_client, "sync") == [("g1", "group.changed")]
+    assert result.members["g1"] == {"added": {"m1", "m3"}, "removed": {"m2"}}
+
+
+def test_a_publish_failure_mid_round_leaves_the_checkpoint_and_the_retry_sends_only_the_rest(
+    graph, celery_app, redis_client, settings, checkpoints
+):
+    checkpoints.save("users", DELTA1)
+    graph.script("users", DELTA1, [page([user("u1", accountEnabled=False), user("u2", accountEnabled=False),
+                                         user("u3", accountEnabled=False)], delta_link=DELTA2)])
+    with pytest.raises(OperationalError):
+        DeltaPoller(graph, BreakingSender(celery_app, ok=2), redis_client, settings).run_round("users")
+    assert checkpoints.get("users") == DELTA1
+    assert [o for o, _ in kinds(redis_client, "revocation")] == ["u1", "u2"]
+
+    result = DeltaPoller(graph, celery_app, redis_client, settings).run_round("users")
+    assert (result.events, result.skipped) == (1, 2)
+    assert [o for o, _ in kinds(redis_client, "revocation")] == ["u1", "u2", "u3"]
+    assert checkpoints.get("users") == DELTA2
+
+
+def test_a_changed_object_is_sent_again_when_a_failed_round_is_retried(
+    graph, celery_app, redis_client, settings, checkpoints
+):
+    checkpoints.save("users", DELTA1)
+    graph.script("users", DELTA1, [page([user("u1", accountEnabled=True), user("u2")], delta_link=DELTA2)])
+    with pytest.raises(OperationalError):
+        DeltaPoller(graph, BreakingSender(celery_app, ok=1), redis_client, settings).run_round("users")
+    graph.script("users", DELTA1, [page([user("u1", accountEnabled=False), user("u2")], delta_link=DELTA2)])
+    DeltaPoller(graph, celery_app, redis_client, settings).run_round("users")
+    assert kinds(redis_client, "revocation") == [
+        ("u1", "user.changed"), ("u1", "user.disabled"), ("u2", "user.changed")]
+
+
+def test_a_graph_failure_mid_round_publishes_nothing_and_keeps_the_checkpoint(
+    graph, celery_app, redis_client, settings, checkpoints
+):
+    checkpoints.save("users", DELTA1)
+    graph.script("users", DELTA1, [page([user("u1", accountEnabled=False)], next_link=NEXT),
+                                   GraphThrottled("slow down", service="graph", status=429, retry_after=2)])
+    with pytest.raises(GraphThrottled):
+        DeltaPoller(graph, celery_app, redis_client, settings).run_round("users")
+    assert checkpoints.get("users") == DELTA1
+    assert redis_client.llen("revocation") == 0
+
+
+def test_410_clears_the_checkpoint_and_resyncs_from_the_location_url(
+    graph, celery_app, redis_client, settings, checkpoints
+):
+    location = f"{GRAPH}/users/delta?$select=id,accountEnabled,displayName&$deltatoken="
+    checkpoints.save("users", DELTA1)
+    graph.script("users", DELTA1, [DeltaExpired("gone", service="graph", status=410, location=location)])
+    graph.script("users", location, [page([user("u1", accountEnabled=True), user("u2", accountEnabled=False)],
+                                          delta_link=DELTA2)])
+    result = DeltaPoller(graph, celery_app, redis_client, settings).run_round("users")
+    assert result.resynced
+    assert [c[1] for c in graph.delta_calls] == [DELTA1, location]
+    assert kinds(redis_client, "revocation") == [("u1", "user.changed"), ("u2", "user.disabled")]
+    assert checkpoints.get("users") == DELTA2
+    assert checkpoints.last_round("users")["resyncs"] == 1
+
+
+def test_410_without_a_usable_location_resyncs_from_the_initial_request(
+    graph, celery_app, redis_client, settings, checkpoints
+):
+    checkpoints.save("users", DELTA1)
+    no_select = f"{GRAPH}/users/delta?$deltatoken="
+    graph.script("users", DELTA1, [DeltaExpired("gone", service="graph", status=410, location=no_select)])
+    graph.script("users", None, [page([user("u1", accountEnabled=True)], delta_link=DELTA2)])
+    DeltaPoller(graph, celery_app, redis_client, settings).run_round("users")
+    assert graph.delta_calls[-1] == ("users", None, USER_SELECT)
+    assert checkpoints.get("users") == DELTA2
+
+
+def test_starting_from_now_fetches_a_latest_link_and_emits_nothing(
+    graph, celery_app, redis_client, settings, checkpoints
+):
+    poller = DeltaPoller(graph, celery_app, redis_client, settings, start_from_now=True)
+    latest = poller.latest_link("users")
+    assert "$deltatoken=latest" in latest and "accountEnabled" in unquote(latest)
+    graph.script("users", latest, [page([], delta_link=DELTA1)])
+    result = poller.run_round("users")
+    assert result.from_now and result.events == 0
+    assert checkpoints.get("users") == DELTA1
+    assert redis_client.llen("revocation") == 0
+
+
+def test_run_forever_polls_users_then_groups_and_survives_errors(graph, celery_app, redis_client, settings):
+    graph.script("users", None, [RuntimeError("graph exploded")])
+    graph.script("groups", None, [page([{"id": "g1", "displayName": "G"}], delta_link="d")])
+    graph.script("groups", "d", [page([], delta_link="d")])
+    stop = threading.Event()
+    poller = DeltaPoller(graph, celery_app, redis_client, settings)
+    thread = threading.Thread(target=poller.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if len([c for c in graph.delta_calls if c[0] == "users"]) >= 2:
+                break
+            stop.wait(0.02)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert [c[0] for c in graph.delta_calls[:2]] == ["users", "groups"]
+    assert len([c for c in graph.delta_calls if c[0] == "users"]) >= 2
+    assert kinds(redis_client, "sync") == [("g1", "group.changed")]
