@@ -25,6 +25,7 @@ dlq_app = typer.Typer(help="Inspect and replay the dead-letter queue.", no_args_
 app.add_typer(dlq_app, name="dlq")
 console = Console()
 
+BEAT_HEARTBEAT_KEY = "idsync:heartbeat:beat"
 LaneOpt = Annotated[str | None, typer.Option("--lane", help="revocation or sync (default: both)")]
 
 
@@ -119,6 +120,8 @@ def poll(once: Annotated[bool, typer.Option(help="run one users+groups round and
 @app.command()
 def beat() -> None:
     """Run the scheduler: re-enqueue parked messages when due; create and renew Graph subscriptions."""
+    import time
+
     from shared.logging import configure_logging, get_logger
     from workers import scheduler
 
@@ -127,6 +130,14 @@ def beat() -> None:
     log = get_logger("idsync.beat")
     stop = _stop_on_signals()
     celery, redis = components.celery_app(settings), components.redis_client(settings)
+    def heartbeat() -> None:
+        while not stop.wait(0 if not redis.exists(BEAT_HEARTBEAT_KEY) else 10):
+            try:
+                redis.set(BEAT_HEARTBEAT_KEY, f"{time.time():.3f}", ex=120)
+            except Exception as err:  # noqa: BLE001 - a missed beat is reported by `idsync health beat`
+                log.warning("heartbeat_failed", error=type(err).__name__)
+
+    threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
     if settings.tenant_configured:
         manager = components.subscription_manager(settings)
         threading.Thread(target=manager.run_forever, args=(stop,), name="subscriptions", daemon=True).start()
@@ -215,9 +226,13 @@ def health(component: Annotated[str, typer.Argument(help="redis, poller or beat"
         console.print(f"unhealthy: redis: {type(err).__name__}", markup=False)
         raise typer.Exit(1) from None
     if component in ("poller", "beat"):
-        beat_key = f"idsync:heartbeat:{component}"
-        last = redis.get(beat_key)
-        limit = 3 * settings.delta_interval_s if component == "poller" else 30
+        if component == "poller":
+            from producers.checkpoints import DeltaCheckpoints
+
+            last_round = DeltaCheckpoints(redis, settings.graph_tenant_id or "default").last_round("users")
+            last, limit = (last_round or {}).get("time"), 3 * settings.delta_interval_s + 60
+        else:
+            last, limit = redis.get(BEAT_HEARTBEAT_KEY), 30.0
         if last is None or time.time() - float(last) > limit:
             console.print(f"unhealthy: no {component} heartbeat within {limit:.0f}s", markup=False)
             raise typer.Exit(1)

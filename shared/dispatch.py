@@ -45,7 +45,7 @@ def message_headers(event: IdentityEvent) -> dict[str, str]:
     can report the age of the oldest waiting message (kombu stores no enqueue time of its own)."""
     return {
         "event_id": event.id,
-        "correlation_id": event.correlation_id,
+        "idsync_correlation_id": event.correlation_id,  # not "correlation_id": Celery owns that name
         "published_at": f"{time.time():.3f}",
     }
 

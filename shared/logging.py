@@ -64,6 +64,9 @@ def _renderer(json_lines: bool) -> Processor:
     return structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
 
 
+_FOREIGN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.task", "celery.worker", "kombu")
+
+
 def configure_logging(settings: Any, stream: TextIO | None = None) -> None:
     """Configure structlog and the root stdlib logger; safe to call again (e.g. in a forked worker child).
 
@@ -95,6 +98,14 @@ def configure_logging(settings: Any, stream: TextIO | None = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # Servers (uvicorn, celery) install their own handlers and stop propagation; hand their records back to
+    # the root handler so every line has one format and passes the redaction processor.
+    for name in _FOREIGN_LOGGERS:
+        foreign = logging.getLogger(name)
+        foreign.handlers.clear()
+        foreign.propagate = True
+        foreign.disabled = False
+        foreign.setLevel(logging.NOTSET)
 
     structlog.configure(
         processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

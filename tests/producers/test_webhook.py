@@ -80,7 +80,7 @@ def test_a_user_update_is_in_the_revocation_queue_before_the_202(client, redis_c
     event = messages[0]["event"]
     assert (event["kind"], event["object_id"], event["source"], event["tenant"]) == (
         "user.changed", USER_ID, "webhook", TENANT)
-    assert messages[0]["headers"]["correlation_id"] == event["correlation_id"]
+    assert messages[0]["headers"]["idsync_correlation_id"] == event["correlation_id"]
     assert messages[0]["headers"]["task"] == "revocation.check_user"
     assert redis_client.llen("sync") == 0
 

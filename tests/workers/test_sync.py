@@ -1,0 +1,113 @@
+"""The sync lane: tombstones protect revocations, reactivation, follow-ups, and the pause near Salesforce's limit."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+from shared import audit as audit_mod
+from shared import parking
+from shared.dispatch import publish
+from shared.events import EventKind, EventSource, IdentityEvent
+from shared.limiter import SYNC_PAUSE_RECHECK_S
+
+ENTRA_ID = "0a1b2c3d-0000-4000-8000-000000000003"
+UPN = "mover@contoso.com"
+SF_ID = "005000000000003AAA"
+
+
+def _event(kind: EventKind, observed_at: datetime | None = None, object_id: str = ENTRA_ID) -> IdentityEvent:
+    extra = {"observed_at": observed_at} if observed_at else {}
+    return IdentityEvent(kind=kind, source=EventSource.DELTA, tenant="t1", object_id=object_id, **extra)
+
+
+def test_a_sync_event_older_than_the_revocation_tombstone_is_skipped(
+    app, worker, ctx, graph, salesforce, finished, waiter
+):
+    graph.add_user(ENTRA_ID, UPN, enabled=True)  # whatever Graph says, the stale event must not act
+    salesforce.add_user(SF_ID, UPN, federation_id=UPN, active=False)
+    revoked_at = datetime.now(UTC)
+    ctx.links.set_tombstone(ENTRA_ID, revoked_at.timestamp())
+    publish(app, _event(EventKind.USER_CHANGED, revoked_at - timedelta(seconds=5)), "sync.user_changed")
+    waiter(lambda: finished.outcomes("sync.user_changed"))
+
+    assert finished.outcomes("sync.user_changed") == ["skipped_tombstone"]
+    assert graph.calls == [] and salesforce.calls == []
+    assert ctx.links.tombstone(ENTRA_ID) == revoked_at.timestamp()
+
+
+def test_a_re_enabled_user_is_reactivated_and_the_tombstone_cleared(
+    app, worker, ctx, graph, salesforce, finished, waiter
+):
+    graph.add_user(ENTRA_ID, UPN, enabled=True)
+    salesforce.add_user(SF_ID, UPN, federation_id=UPN, active=False)
+    salesforce.frozen[SF_ID] = True
+    ctx.links.set_tombstone(ENTRA_ID, time.time() - 60)
+    publish(app, _event(EventKind.USER_ENABLED))
+    waiter(lambda: finished.outcomes("sync.reactivate_user"))
+
+    assert finished.outcomes("sync.reactivate_user") == ["reactivated"]
+    assert [name for name, _ in salesforce.writes()] == ["activate_user", "unfreeze_user"]
+    assert salesforce.users[SF_ID]["IsActive"] is True and salesforce.frozen[SF_ID] is False
+    assert ctx.links.tombstone(ENTRA_ID) is None
+
+
+def test_a_sync_event_for_a_disabled_user_is_handed_to_the_revocation_lane(
+    app, worker, ctx, graph, salesforce, finished, waiter
+):
+    graph.add_user(ENTRA_ID, UPN, enabled=False)
+    salesforce.add_user(SF_ID, UPN, federation_id=UPN)
+    publish(app, _event(EventKind.USER_CHANGED), "sync.user_changed")
+    waiter(lambda: finished.outcomes("revocation.revoke_user"))
+
+    assert finished.outcomes("sync.user_changed") == ["handed_to_revocation"]
+    assert finished.outcomes("revocation.revoke_user") == ["revoked"]
+
+
+def test_while_sync_is_paused_a_sync_task_parks_itself_and_revocation_proceeds(
+    app, worker, ctx, graph, salesforce, finished, waiter
+):
+    leaver = "0a1b2c3d-0000-4000-8000-0000000000ff"
+    graph.add_user(ENTRA_ID, UPN, enabled=True)
+    graph.add_user(leaver, "gone@contoso.com", enabled=False)
+    salesforce.add_user(SF_ID, UPN, federation_id=UPN, active=False)
+    salesforce.add_user("005LEAVER", "gone@contoso.com", federation_id="gone@contoso.com")
+    ctx.limiter.record_sf_usage(96_000, 100_000)  # above the pause share: the rest is kept for revocations
+    assert ctx.limiter.sync_paused()
+
+    publish(app, _event(EventKind.USER_ENABLED))
+    publish(app, _event(EventKind.USER_DISABLED, object_id=leaver))
+    waiter(lambda: finished.outcomes("revocation.revoke_user") and finished.of("sync.reactivate_user"))
+
+    assert finished.outcomes("revocation.revoke_user") == ["revoked"]
+    assert salesforce.users["005LEAVER"]["IsActive"] is False
+    assert salesforce.users[SF_ID]["IsActive"] is False  # the sync task did not call Salesforce
+    assert ("find_user", (ENTRA_ID, UPN, UPN)) not in salesforce.calls
+    waiter(lambda: finished.of("sync.transfer_ownership"))  # the revocation's follow-up is parked too
+    due = parking.pop_due(ctx.redis, time.time() + SYNC_PAUSE_RECHECK_S + 1)
+    assert sorted(m.task for m in due) == ["sync.reactivate_user", "sync.transfer_ownership"]
+    assert all(m.due_at >= time.time() + SYNC_PAUSE_RECHECK_S - 30 for m in due)
+    assert all(m.headers["deferred_from"] and m.task_id != m.headers["deferred_from"] for m in due)
+    assert ctx.dlq.size() == 0
+
+
+def test_transfer_ownership_records_one_pending_transfer_per_identity(app, worker, ctx, finished, waiter):
+    ctx.links.set_link(ENTRA_ID, SF_ID, UPN)
+    event = _event(EventKind.OWNERSHIP_TRANSFER)
+    publish(app, event)
+    publish(app, event)
+    waiter(lambda: len(finished.outcomes("sync.transfer_ownership")) == 2)
+
+    [pending] = ctx.links.pending_transfers()
+    assert pending["sf_user_id"] == SF_ID and pending["correlation_id"] == event.correlation_id
+    assert audit_mod.recent(ctx.redis, 1)[0]["action"] == "transfer_ownership"
+
+
+def test_a_group_change_is_audited_for_the_mapping_issue(app, worker, ctx, finished, waiter):
+    event = _event(EventKind.GROUP_CHANGED, object_id="group-1")
+    publish(app, event)
+    waiter(lambda: finished.outcomes("sync.group_changed"))
+
+    [record] = audit_mod.recent(ctx.redis, 1)
+    assert record["action"] == "group_changed" and record["detail"] == {"group_id": "group-1"}
+    assert record["correlation_id"] == event.correlation_id
