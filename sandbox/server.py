@@ -109,6 +109,7 @@ class SandboxServer:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
+        self.seed_seconds: float | None = None
 
     def start(self, timeout: float = 30.0) -> SandboxServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -121,7 +122,10 @@ class SandboxServer:
         host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host
         self.state.base_url = f"https://{host}:{self.port}"
         app = build_app(self.state)
+        started = time.perf_counter()
         seed(self.state, **self.seed_args)
+        #: how long seeding took (bench/sandbox_scale.py reports it)
+        self.seed_seconds = time.perf_counter() - started
         config = uvicorn.Config(
             app,
             ssl_certfile=str(self.tls.cert_path),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import secrets
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,7 @@ class ActivityLog:
 
     def add(self, kind: str, **data: Any) -> None:
         with self._lock:
-            self._items.append({"kind": kind, **data})
+            self._items.append({"kind": kind, "at": time.time(), **data})
             self.counters[kind] += 1
 
     def recent(self, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:

@@ -109,7 +109,9 @@ def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState) -> str:
             audit(redis, "freeze", entra_id, user.id, "done", cid)
         outcome = _deactivate(sf, links, redis, entra_id, user.id, cid)
 
-    audit(redis, "revoke", entra_id, user.id, outcome, cid, entra_status=state.status)
+    # observed_at: when a producer first saw the change; revocation latency = this record's ts - observed_at.
+    audit(redis, "revoke", entra_id, user.id, outcome, cid, entra_status=state.status,
+          observed_at=event.observed_at.timestamp())
     follow_up = IdentityEvent(
         kind=EventKind.OWNERSHIP_TRANSFER,
         source=EventSource.WORKER,
