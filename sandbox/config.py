@@ -28,6 +28,17 @@ DEFAULT_CONFIG: dict[str, dict[str, Any]] = {
         "validation_timeout_s": 10.0,
         "token_lifetime_s": 3599,
         "notifications_per_change": 1,  # >1: several `updated` per change, like real Graph
+        # change-notification delivery details (graph.md 2.4/2.5), owned by sandbox/graph/notifier.py
+        "notification_batch_window_ms": 50,  # pending notifications for one URL within this window share a value[]
+        "notification_max_batch": 50,  # most items in one delivery POST
+        "notification_retry_max_delay_s": 600,  # backoff cap between retries
+        "notification_slow_ms": 2900,  # a response slower than this counts as slow
+        "notification_slow_min_count": 100,  # notifications needed before an endpoint is judged
+        "notification_throttle_slow_pct": 10,  # >= this share slow: endpoint throttled (delayed)
+        "notification_drop_slow_pct": 15,  # >= this share slow: notifications dropped
+        "notification_throttle_delay_s": 600,  # throttled endpoints: delivery delay and retry interval
+        "notification_slow_window_s": 600,  # slow/total counters are flushed this often
+        "lifecycle_reauth_interval_s": 900,  # repeat reauthorizationRequired this often until reauthorized
     },
     "salesforce": {
         "daily_api_limit": 100_000,
@@ -35,6 +46,7 @@ DEFAULT_CONFIG: dict[str, dict[str, Any]] = {
         "query_batch_size": 2000,
         "other_org_usernames": ["taken@otherorg.example.com"],
         "default_api_version": "62.0",
+        "allow_inactive_owner_assignment": False,  # org setting "Update Records with Inactive Owners"
     },
 }
 
@@ -43,6 +55,7 @@ DEFAULT_FAULTS: dict[str, dict[str, Any]] = {
         "error_rate": 0.0,
         "error_kinds": ["503"],  # any of 503, UNABLE_TO_LOCK_ROW, timeout, reset
         "latency_ms": 0,
+        "timeout_hold_s": 35,  # how long the `timeout` fault holds a request (or until the client disconnects)
     },
     "graph": {
         "throttle_rate": 0.0,  # share of requests answered 429 regardless of budget
