@@ -1,0 +1,36 @@
+"""Done-when #1/#3: a user disabled in Entra is frozen and deactivated in Salesforce through the real pipeline:
+sandbox Graph -> change notification -> webhook -> Redis -> revocation worker -> Salesforce."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _subscribe(stack) -> list[dict]:
+    from producers.subscriptions import SubscriptionManager
+    from shared.graph_client import GraphClient
+
+    settings = stack.settings()
+    return SubscriptionManager(GraphClient(settings), stack.redis, settings).ensure()
+
+
+def test_disabled_user_is_frozen_then_deactivated_via_webhook(stack, wait_for):
+    stack.start_worker("revocation")
+    stack.start_worker("sync")
+    stack.start_webhook()
+    subs = _subscribe(stack)  # the sandbox validated our webhook with the handshake
+    assert {s["resource"] for s in subs} == {"/users", "/groups"}
+
+    user, sf_user = stack.active_member_in_salesforce()
+    stack.tenant.disable(user["id"])
+
+    wait_for(lambda: stack.org.user(user["userPrincipalName"])["IsActive"] is False, what="deactivated")
+    assert stack.org.frozen(sf_user["Id"])
+    revokes = stack.audit("revoke", user["id"])
+    assert [r["outcome"] for r in revokes] == ["revoked"]
+    assert [r["action"] for r in reversed(stack.audit(entra_id=user["id"]))][:3] == ["freeze", "deactivate", "revoke"]
+    # the ownership transfer follow-up went to the sync lane, not inline
+    wait_for(lambda: stack.audit("ownership_transfer", user["id"]) or stack.redis.llen("sync") == 0,
+             what="follow-up handled")
