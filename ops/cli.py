@@ -140,7 +140,20 @@ def beat() -> None:
     threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
     if settings.tenant_configured:
         manager = components.subscription_manager(settings)
-        threading.Thread(target=manager.run_forever, args=(stop,), name="subscriptions", daemon=True).start()
+
+        def subscriptions() -> None:
+            # At start-up the webhook may not listen yet (Graph's handshake would fail): retry quickly until the
+            # subscriptions exist, then settle into the manager's own renewal cadence.
+            while not stop.is_set():
+                try:
+                    manager.ensure()
+                    break
+                except Exception as err:  # noqa: BLE001 - logged and retried; beat must keep parking going
+                    log.warning("subscriptions_not_ready", error=type(err).__name__, detail=str(err)[:200])
+                    stop.wait(2)
+            manager.run_forever(stop)
+
+        threading.Thread(target=subscriptions, name="subscriptions", daemon=True).start()
     else:
         log.warning("subscriptions_disabled", reason="no tenant configured")
     scheduler.run_forever(celery, redis, stop)

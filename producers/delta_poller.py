@@ -101,6 +101,15 @@ def user_event_kind(item: dict[str, Any]) -> EventKind:
     return EventKind.USER_CHANGED
 
 
+def _task_for(kind: EventKind, item: dict[str, Any]) -> str | None:
+    """Delta, unlike a notification, tells us the user is enabled: such updates skip the revocation lane's triage
+    and go straight to sync. This keeps an initial full enumeration (every user, once) off the revocation lane,
+    where it would otherwise sit in front of real leavers."""
+    if kind is EventKind.USER_CHANGED and item.get("accountEnabled") is True:
+        return "sync.user_changed"
+    return None  # the dispatch table decides
+
+
 def _members(item: dict[str, Any]) -> dict[str, set[str]]:
     """Merge a group's members@delta slices; for one member the last entry in page order wins."""
     state: dict[str, bool] = {}
@@ -226,7 +235,7 @@ class DeltaPoller:
                     result.skipped += 1
                     continue
                 event = IdentityEvent(kind=kind, source=EventSource.DELTA, tenant=self.tenant, object_id=object_id)
-                publish(self.sender, event)
+                publish(self.sender, event, _task_for(kind, item))
                 result.events += 1
                 result.kinds[kind.value] += 1
                 pending.append(fingerprint)

@@ -42,8 +42,9 @@ def test_first_round_enumerates_everyone_with_accountenabled_selected_and_saves_
     assert graph.delta_calls == [("users", None, USER_SELECT)]
     assert "accountEnabled" in USER_SELECT
     assert (result.pages, result.items, result.events) == (2, 3, 3)
-    assert kinds(redis_client, "revocation") == [
-        ("u1", "user.changed"), ("u2", "user.disabled"), ("u3", "user.changed")]
+    # Delta says who is enabled: those go straight to sync, only the disable takes the revocation lane.
+    assert kinds(redis_client, "revocation") == [("u2", "user.disabled")]
+    assert kinds(redis_client, "sync") == [("u1", "user.changed"), ("u3", "user.changed")]
     assert checkpoints.get("users") == DELTA1
     assert checkpoints.last_round("users")["events"] == 3
 
@@ -129,8 +130,8 @@ def test_a_changed_object_is_sent_again_when_a_failed_round_is_retried(
         DeltaPoller(graph, BreakingSender(celery_app, ok=1), redis_client, settings).run_round("users")
     graph.script("users", DELTA1, [page([user("u1", accountEnabled=False), user("u2")], delta_link=DELTA2)])
     DeltaPoller(graph, celery_app, redis_client, settings).run_round("users")
-    assert kinds(redis_client, "revocation") == [
-        ("u1", "user.changed"), ("u1", "user.disabled"), ("u2", "user.changed")]
+    assert kinds(redis_client, "sync") == [("u1", "user.changed")]
+    assert kinds(redis_client, "revocation") == [("u1", "user.disabled"), ("u2", "user.changed")]
 
 
 def test_a_graph_failure_mid_round_publishes_nothing_and_keeps_the_checkpoint(
@@ -156,7 +157,8 @@ def test_410_clears_the_checkpoint_and_resyncs_from_the_location_url(
     result = DeltaPoller(graph, celery_app, redis_client, settings).run_round("users")
     assert result.resynced
     assert [c[1] for c in graph.delta_calls] == [DELTA1, location]
-    assert kinds(redis_client, "revocation") == [("u1", "user.changed"), ("u2", "user.disabled")]
+    assert kinds(redis_client, "revocation") == [("u2", "user.disabled")]
+    assert kinds(redis_client, "sync") == [("u1", "user.changed")]
     assert checkpoints.get("users") == DELTA2
     assert checkpoints.last_round("users")["resyncs"] == 1
 
