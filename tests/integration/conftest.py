@@ -262,3 +262,9 @@ def stack(sandbox: SandboxServer, redis_server: EmbeddedRedis, tmp_path: Path) -
 @pytest.fixture(name="wait_for")
 def wait_for_fixture() -> Callable[..., Any]:
     return wait_for
+
+
+@pytest.fixture
+def admin_clients() -> tuple[type[TenantAdmin], type[OrgAdmin]]:
+    """The Entra-admin and Salesforce-admin client classes, for tests that build their own environment."""
+    return TenantAdmin, OrgAdmin
