@@ -53,8 +53,15 @@ def _shared_processors() -> list[Processor]:
         structlog.stdlib.PositionalArgumentsFormatter(),
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
+        _drop_color_message,
         redact_secrets,
     ]
+
+
+def _drop_color_message(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    """uvicorn attaches an ANSI-coloured copy of each message; it only doubles the line in JSON output."""
+    event_dict.pop("color_message", None)
+    return event_dict
 
 
 def _renderer(json_lines: bool) -> Processor:
@@ -106,6 +113,9 @@ def configure_logging(settings: Any, stream: TextIO | None = None) -> None:
         foreign.propagate = True
         foreign.disabled = False
         foreign.setLevel(logging.NOTSET)
+    # One line per HTTP call is noise at INFO (every Graph page, every Salesforce query); keep it for DEBUG.
+    for name in ("httpx", "httpcore", "urllib3"):
+        logging.getLogger(name).setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
 
     structlog.configure(
         processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
