@@ -134,6 +134,7 @@ class SandboxServer:
             lifespan="off",
             access_log=False,
             timeout_keep_alive=30,
+            timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
