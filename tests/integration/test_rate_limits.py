@@ -1,0 +1,185 @@
+"""Rate limits are fleet-wide: a Graph 429 holds off every worker process until Retry-After has passed, and when
+Salesforce's daily allowance is nearly spent the sync lane waits (parked) while revocations still go through."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from shared import parking
+from shared.dispatch import publish
+from shared.dlq import DeadLetterQueue
+from shared.events import EventKind, EventSource, IdentityEvent
+from shared.limiter import Limiter
+
+pytestmark = pytest.mark.integration
+
+#: Below IDSYNC_PARK_THRESHOLD_S (5 in the harness), so throttled tasks retry with a countdown, not parked.
+GRAPH_RETRY_AFTER_S = 4
+#: Requests already on the wire when a 429 came back may still arrive just after it; nothing may start later.
+IN_FLIGHT_SLACK_S = 1.0
+#: Clock resolution between Redis TIME (the shared deadline) and the sandbox's request log (same host).
+CLOCK_EPSILON_S = 0.05
+
+
+def _event(stack: Any, kind: EventKind, entra_id: str) -> IdentityEvent:
+    return IdentityEvent(kind=kind, source=EventSource.WEBHOOK, tenant=stack.env["IDSYNC_GRAPH_TENANT_ID"],
+                         object_id=entra_id)
+
+
+def _log_records(stack: Any, *names: str) -> list[dict[str, Any]]:
+    """The JSON log lines of the named processes."""
+    records = []
+    for name in names:
+        for line in stack.log(name).splitlines():
+            if line.startswith(b"{"):
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue
+    return records
+
+
+def _finished(stack: Any, *names: str) -> list[dict[str, Any]]:
+    return [r for r in _log_records(stack, *names) if r.get("event") == "task finished"]
+
+
+def _graph_requests(stack: Any, since: float) -> list[dict[str, Any]]:
+    """Graph API calls (not token requests) the sandbox answered since `since`, oldest first."""
+    items = stack.admin("GET", "/_sandbox/activity?kind=graph_request&limit=500")["items"]
+    return sorted((i for i in items if i["at"] >= since and i["path"].startswith("/v1.0/")), key=lambda i: i["at"])
+
+
+def _throttle_bursts(requests: list[dict[str, Any]]) -> list[list[float]]:
+    """429 arrival times grouped into bursts: a burst is the requests that were already in flight together."""
+    bursts: list[list[float]] = []
+    for at in (r["at"] for r in requests if r["status"] == 429):
+        if bursts and at - bursts[-1][0] <= IN_FLIGHT_SLACK_S:
+            bursts[-1].append(at)
+        else:
+            bursts.append([at])
+    return bursts
+
+
+def _requests_inside_retry_after(requests: list[dict[str, Any]], retry_after: float) -> list[tuple[float, float]]:
+    """(429 time, request time) for every request that started while a Retry-After window was active."""
+    violations = []
+    for throttled in (r for r in requests if r["status"] == 429):
+        for other in requests:
+            delta = other["at"] - throttled["at"]
+            if IN_FLIGHT_SLACK_S < delta < retry_after - CLOCK_EPSILON_S:
+                violations.append((throttled["at"], other["at"]))
+    return violations
+
+
+def test_graph_429_makes_every_worker_wait_retry_after(stack, wait_for):
+    stack.env["IDSYNC_MAX_RETRIES"] = "10"  # enough budget to outlast the throttling phase
+    tenant = stack.env["IDSYNC_GRAPH_TENANT_ID"]
+    state = stack.sandbox.state
+    with state.lock:
+        user_ids = [u["id"] for u in state.directory.users.values()
+                    if u.get("accountEnabled") and u.get("userType") == "Member"][:4]
+    workers = ("worker-revocation-a", "worker-revocation-b")
+    for name in workers:
+        stack.start_worker("revocation", name=name)
+    limiter = Limiter(stack.redis, stack.settings())
+    assert limiter.throttled_for("graph", tenant) == 0
+
+    since = time.time()
+    stack.admin("PATCH", "/_sandbox/faults",
+                {"graph": {"throttle_rate": 1.0, "throttle_retry_after_s": GRAPH_RETRY_AFTER_S}})
+    celery = stack.celery()
+    for user_id in user_ids:
+        publish(celery, _event(stack, EventKind.USER_CHANGED, user_id))
+
+    # The first 429 sets the shared deadline that every process reads before calling Graph.
+    wait_for(lambda: limiter.throttled_for("graph", tenant) > 0, timeout=30, what="the shared throttle deadline")
+
+    def refused_locally() -> list[dict[str, Any]]:
+        return [r for r in _finished(stack, *workers)
+                if r.get("error_class") == "GraphThrottled" and "rate limit reached" in str(r.get("error"))]
+
+    wait_for(lambda: len(_throttle_bursts(_graph_requests(stack, since))) >= 2 and refused_locally(),
+             timeout=30, interval=0.2, what="a second Retry-After window and a locally refused attempt")
+    stack.admin("PATCH", "/_sandbox/faults", {"graph": {"throttle_rate": 0.0}})
+
+    wait_for(lambda: len([r for r in _finished(stack, *workers) if r.get("outcome") == "handed_to_sync"])
+             == len(user_ids), timeout=30, interval=0.2, what="every event processed after the throttling")
+
+    requests = _graph_requests(stack, since)
+    throttled = [r for r in requests if r["status"] == 429]
+    bursts = _throttle_bursts(requests)
+    throttled_attempts = [r for r in _finished(stack, *workers) if r.get("error_class") == "GraphThrottled"]
+    # Not one Graph request started inside an active Retry-After window, from either worker process...
+    assert _requests_inside_retry_after(requests, GRAPH_RETRY_AFTER_S) == []
+    # ...so each window saw at most the requests already in flight (one per worker process) when it opened,
+    assert all(len(burst) <= len(workers) for burst in bursts), bursts
+    # and the other throttled attempts were held back by the shared deadline without calling Graph.
+    assert len(throttled) < len(throttled_attempts)
+    assert len(refused_locally()) == len(throttled_attempts) - len(throttled)
+    # After the fault cleared every event was processed, none dead-lettered.
+    assert [r["status"] for r in requests if r["status"] != 429] == [200] * len(user_ids)
+    assert stack.redis.llen("sync") == len(user_ids)  # each handed its user to the sync lane
+    assert DeadLetterQueue(stack.redis, 100, 86_400).list(limit=10) == []
+
+
+@pytest.fixture
+def restore_salesforce_limit(stack: Any) -> Iterator[None]:
+    yield
+    stack.admin("PATCH", "/_sandbox/config", {"salesforce": {"daily_api_limit": None}})  # null = default
+
+
+def _daily_usage(stack: Any) -> tuple[int, int]:
+    """(used, max) of the org's rolling daily API allowance, as a Salesforce admin reads it (this call counts)."""
+    daily = stack.org.sf.limits()["DailyApiRequests"]
+    return int(daily["Max"]) - int(daily["Remaining"]), int(daily["Max"])
+
+
+def _parked(stack: Any, task: str, entra_id: str) -> list[parking.ParkedMessage]:
+    messages = [parking.ParkedMessage.model_validate_json(raw) for raw in stack.redis.zrange(parking.PARKED_KEY, 0, -1)]
+    return [m for m in messages if m.task == task and m.args and m.args[0].get("object_id") == entra_id]
+
+
+def test_salesforce_usage_threshold_pauses_sync_but_not_revocation(stack, wait_for, restore_salesforce_limit):
+    pause_share = stack.settings().sf_sync_pause_share
+    leaver, leaver_sf = stack.active_member_in_salesforce()
+    returner, returner_sf = stack.active_member_in_salesforce(skip=1)
+    # Enabled in Entra but inactive in Salesforce: a sync would reactivate them.
+    stack.org.sf.User.update(returner_sf["Id"], {"IsActive": False})
+    stack.tenant.disable(leaver["id"])
+
+    # Spend the org's allowance to just above the pause share, with room left for the revocation's own calls.
+    used, _ = _daily_usage(stack)
+    limit = max(200, used + 40)
+    stack.admin("PATCH", "/_sandbox/config", {"salesforce": {"daily_api_limit": limit}})
+    target = math.ceil(0.92 * limit)
+    while used < target:
+        used, _ = _daily_usage(stack)
+    assert pause_share <= used / limit < 1.0
+
+    stack.start_worker("revocation")
+    stack.start_worker("sync")
+    celery = stack.celery()
+    publish(celery, _event(stack, EventKind.USER_ENABLED, returner["id"]))  # -> sync.reactivate_user
+    publish(celery, _event(stack, EventKind.USER_DISABLED, leaver["id"]))  # -> revocation.revoke_user
+
+    wait_for(lambda: stack.audit("revoke", leaver["id"]), timeout=30, what="the revocation")
+    wait_for(lambda: _parked(stack, "sync.reactivate_user", returner["id"]), timeout=30, what="the parked sync")
+
+    assert [r["outcome"] for r in stack.audit("revoke", leaver["id"])] == ["revoked"]
+    assert [r["outcome"] for r in stack.audit("deactivate", leaver["id"])] == ["done"]
+    assert parking.count(stack.redis) >= 1
+    (parked,) = _parked(stack, "sync.reactivate_user", returner["id"])
+    assert parked.queue == "sync"
+    assert parked.due_at > time.time()
+    assert stack.audit("activate", returner["id"]) == []
+    assert Limiter(stack.redis, stack.settings()).sync_paused()  # the workers saw the usage Salesforce reported
+    assert DeadLetterQueue(stack.redis, 100, 86_400).list(limit=10) == []
+    # As the Salesforce admin sees it (two more calls, still within the allowance):
+    assert stack.org.user(leaver["userPrincipalName"])["IsActive"] is False
+    assert stack.org.user(returner["userPrincipalName"])["IsActive"] is False

@@ -1,0 +1,77 @@
+"""The operator's CLI against a real Redis: DLQ listing, showing, purging; status; durations."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import typer
+
+from ops.cli import parse_duration
+from shared.dlq import DeadLetter, DeadLetterQueue
+
+
+def _run(redis_server, tmp_path, *args):
+    env = {"PATH": "/usr/bin:/bin", "IDSYNC_REDIS_URL": redis_server.url, "IDSYNC_LOG_JSON": "true"}
+    return subprocess.run([sys.executable, "-m", "ops", *args], cwd=tmp_path, capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+def _dead(redis_client, entry_id: str, lane: str, age_s: float = 0) -> None:
+    now = time.time() - age_s
+    DeadLetterQueue(redis_client, 100, 86400 * 30).put(DeadLetter(
+        id=entry_id, task=f"{lane}.x", args=[{"id": "e1"}], kwargs={}, headers={}, lane=lane,
+        error_class="PermanentError", error_message="REQUIRED_FIELD_MISSING", traceback="tb", attempts=1,
+        first_failed_at=now, last_failed_at=now, correlation_id="corr-1", event_id="e1"))
+
+
+def test_durations_accept_seconds_minutes_hours_and_days():
+    assert [parse_duration(t) for t in ("90", "30s", "15m", "12h", "7d")] == [90, 30, 900, 43200, 604800]
+    with pytest.raises(typer.BadParameter):
+        parse_duration("a week")
+
+
+def test_dlq_list_json_filters_by_lane_and_show_prints_the_entry(redis_server, redis_client, tmp_path):
+    _dead(redis_client, "d1", "revocation")
+    _dead(redis_client, "d2", "sync")
+    listed = json.loads(_run(redis_server, tmp_path, "dlq", "list", "--lane", "sync", "--json").stdout)
+    assert [e["id"] for e in listed] == ["d2"]
+    shown = _run(redis_server, tmp_path, "dlq", "show", "d1")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["correlation_id"] == "corr-1"
+    assert _run(redis_server, tmp_path, "dlq", "show", "nope").returncode == 1
+
+
+def test_dlq_purge_removes_only_entries_older_than_the_given_age(redis_server, redis_client, tmp_path):
+    _dead(redis_client, "old", "sync", age_s=3 * 86400)
+    _dead(redis_client, "new", "sync")
+    result = _run(redis_server, tmp_path, "dlq", "purge", "--older-than", "2d")
+    assert result.returncode == 0 and "purged 1" in result.stdout
+    assert [e.id for e in DeadLetterQueue(redis_client, 100, 86400 * 30).list()] == ["new"]
+
+
+def test_dlq_replay_needs_an_id_or_all(redis_server, tmp_path):
+    result = _run(redis_server, tmp_path, "dlq", "replay")
+    assert result.returncode != 0 and "--all" in result.stderr
+
+
+def test_status_json_reports_lanes_dlq_and_oldest_message_age(redis_server, redis_client, tmp_path):
+    _dead(redis_client, "d1", "revocation")
+    redis_client.lpush("sync", json.dumps({"headers": {"published_at": f"{time.time() - 5:.3f}"}}))
+    status = json.loads(_run(redis_server, tmp_path, "status", "--json").stdout)
+    assert status["lanes"]["revocation"]["dlq"] == 1
+    assert status["lanes"]["sync"]["depth"] == 1 and status["lanes"]["sync"]["oldest_age_s"] >= 5
+    assert status["lanes"]["revocation"]["oldest_age_s"] is None
+    assert set(status) >= {"delta", "subscriptions", "api", "parked", "reviews", "recent_revocations"}
+
+
+def test_commands_that_need_redis_explain_how_to_get_one(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "ops", "dlq", "list"], cwd=tmp_path, capture_output=True,
+                            text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert result.returncode != 0 and "IDSYNC_REDIS_URL" in result.stderr
+
+
+def test_health_reports_a_missing_poller_heartbeat(redis_server, tmp_path):
+    result = _run(redis_server, tmp_path, "health", "poller")
+    assert result.returncode == 1 and "poller" in result.stdout
+    assert _run(redis_server, tmp_path, "health", "redis").returncode == 0
