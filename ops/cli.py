@@ -58,7 +58,7 @@ def run() -> None:
     except SettingsError as err:
         console.print(f"idsync: invalid setting {err}", style="red", markup=False)
         raise typer.Exit(2) from None
-    raise typer.Exit(Supervisor(settings, echo=lambda m: console.print(m, markup=False)).run())
+    raise typer.Exit(Supervisor(settings, echo=lambda m: print(m, flush=True)).run())
 
 
 # ---------------------------------------------------------------------------- single components

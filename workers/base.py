@@ -53,10 +53,14 @@ class Deferred(Exception):  # noqa: N818 - control flow, not an error
 
 
 def backoff_delay(retries: int, base_s: float, max_s: float, retry_after: float | None = None) -> float:
-    """Full-jitter exponential backoff (AWS style), but never shorter than the server's Retry-After."""
+    """Full-jitter exponential backoff (AWS style), but never shorter than the server's Retry-After.
+
+    After a Retry-After, a little jitter goes on top: every worker that was told to wait would otherwise wake at the
+    same instant and hit the service together (a thundering herd the limiter would then have to absorb).
+    """
     delay = random.uniform(0, min(max_s, base_s * (2**retries)))
     if retry_after is not None:
-        delay = max(delay, float(retry_after))
+        delay = max(delay, float(retry_after) + random.uniform(0, min(1.0, base_s)))
     return delay
 
 
