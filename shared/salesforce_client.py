@@ -216,17 +216,20 @@ class SalesforceClient:
         path = f"sobjects/{quote(sobject, safe='')}/{quote(record_id, safe='')}"
         self._call(lambda sf: sf.restful(path, method="PATCH", data=json.dumps(fields)))
 
-    def _set_frozen(self, user_id: str, frozen: bool) -> None:
-        login = self.get_user_login(user_id)
+    def _set_frozen(self, user_id: str, frozen: bool, login: dict[str, Any] | None = None) -> None:
+        login = login if login is not None else self.get_user_login(user_id)
         if login is None:
             raise NotFound(f"no UserLogin for user {user_id}", service=SERVICE_SALESFORCE, code="NOT_FOUND")
         if bool(login.get("IsFrozen")) == frozen:
             return
         self.update_record("UserLogin", str(login["Id"]), {"IsFrozen": frozen})
 
-    def freeze_user(self, user_id: str) -> None:
-        """Block log-in at once; works even when deactivation is blocked (default owner, workflow user...)."""
-        self._set_frozen(user_id, True)
+    def freeze_user(self, user_id: str, login: dict[str, Any] | None = None) -> None:
+        """Block log-in at once; works even when deactivation is blocked (default owner, workflow user...).
+
+        Pass the `UserLogin` row when the caller already read it: one query less on the revocation hot path.
+        """
+        self._set_frozen(user_id, True, login)
 
     def unfreeze_user(self, user_id: str) -> None:
         self._set_frozen(user_id, False)

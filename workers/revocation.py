@@ -105,7 +105,7 @@ def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState) -> str:
     else:
         login = sf.get_user_login(user.id)
         if login is not None and not login.get("IsFrozen"):
-            sf.freeze_user(user.id)
+            sf.freeze_user(user.id, login)
             audit(redis, "freeze", entra_id, user.id, "done", cid)
         outcome = _deactivate(sf, links, redis, entra_id, user.id, cid)
 

@@ -111,7 +111,7 @@ class FakeSalesforce(_Recorder):
             return None
         return {"Id": f"login-{user_id}", "UserId": user_id, "IsFrozen": self.frozen[user_id]}
 
-    def freeze_user(self, user_id: str) -> None:
+    def freeze_user(self, user_id: str, login: dict | None = None) -> None:
         self._record("freeze_user", user_id)
         self.frozen[user_id] = True
 
