@@ -192,20 +192,25 @@ class SalesforceClient:
         """The Salesforce user for an Entra user: by FederationIdentifier (explicit id first, then the Entra object
         id), else by Username. Matching prefers the federation id because usernames get renamed."""
         candidates = list(dict.fromkeys(v for v in (federation_id, entra_id) if v))
+        clauses, values = [], []
         if candidates:
-            soql = format_soql(f"SELECT {USER_FIELDS} FROM User WHERE FederationIdentifier IN {{}}", candidates)
-            found = self.query_all(soql)
-            for wanted in candidates:
-                for record in found:
-                    if record.get("FederationIdentifier") == wanted:
-                        return record
-            if found:
-                return found[0]
+            clauses.append("FederationIdentifier IN {}")
+            values.append(candidates)
         if username:
-            found = self.query_all(format_soql(f"SELECT {USER_FIELDS} FROM User WHERE Username = {{}}", username))
-            if found:
-                return found[0]
-        return None
+            clauses.append("Username = {}")
+            values.append(username)
+        if not clauses:
+            return None
+        # One query for every way of matching (it is on the revocation hot path), preference applied here.
+        found = self.query_all(format_soql(f"SELECT {USER_FIELDS} FROM User WHERE {' OR '.join(clauses)}", *values))
+        for wanted in candidates:
+            for record in found:
+                if record.get("FederationIdentifier") == wanted:
+                    return record
+        for record in found:
+            if username and record.get("Username") == username:
+                return record
+        return found[0] if found else None
 
     def get_user_login(self, user_id: str) -> dict[str, Any] | None:
         found = self.query_all(format_soql("SELECT Id, UserId, IsFrozen FROM UserLogin WHERE UserId = {}", user_id))

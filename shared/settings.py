@@ -72,7 +72,9 @@ class Settings(BaseSettings):
 
     # --- Rate limits
     graph_requests_per_s: float = Field(default=50.0, gt=0)
-    sf_requests_per_s: float = Field(default=25.0, gt=0)
+    # Salesforce has no per-second limit (only a daily allowance and 25 concurrent long requests): this rate only
+    # smooths bursts; the daily allowance is guarded by sf_sync_pause_share.
+    sf_requests_per_s: float = Field(default=100.0, gt=0)
     revocation_reserved_share: float = Field(default=0.3, ge=0, lt=1)
     sf_sync_pause_share: float = Field(default=0.9, gt=0, le=1)
 

@@ -374,14 +374,15 @@ def test_find_user_prefers_federation_identifier_and_quotes_values(org: FakeOrg)
     assert "FederationIdentifier IN ('o\\'neil@x.test','entra-1')" in soql
 
 
-def test_find_user_falls_back_to_username_then_gives_none(org: FakeOrg) -> None:
-    org.on("GET", f"{API}/query", _records(), _records({"Id": "005U", "Username": "ann@x.test"}), _records())
+def test_find_user_matches_federation_id_or_username_in_one_query_then_gives_none(org: FakeOrg) -> None:
+    org.on("GET", f"{API}/query", _records({"Id": "005U", "Username": "ann@x.test"}), _records())
     client = _client(org)
     assert client.find_user("entra-1", None, "ann@x.test") == {"Id": "005U", "Username": "ann@x.test"}
-    assert "Username = 'ann@x.test'" in org.api()[1].query["q"][0]
+    soql = org.api()[0].query["q"][0]
+    assert "FederationIdentifier IN ('entra-1') OR Username = 'ann@x.test'" in soql
     assert client.find_user(None, None, "nobody@x.test") is None
     assert client.find_user(None, None, None) is None
-    assert len(org.api()) == 3
+    assert len(org.api()) == 2  # one query per lookup; none at all without anything to match on
 
 
 def test_freeze_user_patches_the_user_login_and_is_a_no_op_when_already_frozen(org: FakeOrg) -> None:
