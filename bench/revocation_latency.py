@@ -43,7 +43,6 @@ import platform
 import shutil
 import signal
 import socket
-import ssl
 import statistics
 import subprocess
 import sys
@@ -57,14 +56,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import msal
 import redis as redis_lib
-import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ops.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from sandbox.admin_clients import GraphAdmin  # noqa: E402
 from sandbox.server import SandboxServer  # noqa: E402
 from shared.audit import STREAM_KEY  # noqa: E402
 from shared.settings import Settings, load_settings  # noqa: E402
@@ -190,28 +188,6 @@ class Processes:
 
 
 # ---------------------------------------------------------------------------------------------- tenant and org
-
-
-class TenantAdmin:
-    """An Entra admin disabling users over the sandbox's Graph (msal + httpx), as in the integration tests."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        ca = env["IDSYNC_CA_BUNDLE"]
-        session = requests.Session()
-        session.trust_env = False  # the machines export REQUESTS_CA_BUNDLE, which would override verify
-        session.verify = ca
-        app = msal.ConfidentialClientApplication(
-            env["IDSYNC_GRAPH_CLIENT_ID"], client_credential=env["IDSYNC_GRAPH_CLIENT_SECRET"],
-            authority=env["IDSYNC_GRAPH_AUTHORITY"], instance_discovery=False, http_client=session,
-        )
-        token = app.acquire_token_for_client(["https://graph.microsoft.com/.default"])["access_token"]
-        self.http = httpx.Client(
-            base_url=env["IDSYNC_GRAPH_URL"], verify=ssl.create_default_context(cafile=ca), trust_env=False,
-            headers={"Authorization": f"Bearer {token}"}, timeout=20,
-        )
-
-    def disable(self, user_id: str) -> None:
-        self.http.patch(f"/users/{user_id}", json={"accountEnabled": False}).raise_for_status()
 
 
 @dataclass(frozen=True)
@@ -420,7 +396,7 @@ class Bench:
 
     # --- one scenario
 
-    def disable_all(self, tenant: TenantAdmin, targets: list[Target], name: str,
+    def disable_all(self, tenant: GraphAdmin, targets: list[Target], name: str,
                     depth_probe: bool = False) -> ScenarioResult:
         assert self.redis is not None and self.procs is not None
         result = ScenarioResult(name)
@@ -637,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
         bench.start()
-        tenant = TenantAdmin(bench.env)
+        tenant = GraphAdmin(bench.env)
         targets, others = revocable_members(bench.server)
         need = WARMUP_USERS + 2 * args.users
         if len(targets) < need:

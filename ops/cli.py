@@ -207,49 +207,61 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readabl
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
         return
-    table = Table(title="Lanes")
-    for col in ("lane", "waiting", "oldest (s)", "dead-lettered"):
-        table.add_column(col)
-    for lane, info in data["lanes"].items():
-        table.add_row(lane, str(info["depth"]), str(info["oldest_age_s"] or "-"), str(info["dlq"]))
-    console.print(table)
-    console.print(f"in flight: {data['in_flight']}   parked: {data['parked']}   reviews: {data['reviews']}   "
-                  f"pending ownership transfers: {data['pending_ownership_transfers']}", markup=False)
-    for resource, last in data["delta"].items():
-        console.print(f"delta {resource}: {last or 'no round yet'}", markup=False)
-    for sub in data["subscriptions"] or [{"id": "none"}]:
-        console.print(f"subscription: {sub}", markup=False)
-    console.print(f"api: {data['api']}", markup=False)
-    for rev in data["recent_revocations"]:
-        when = datetime.fromtimestamp(rev["ts"], UTC).strftime("%H:%M:%S")
-        console.print(f"{when} {rev['action']} {rev['entra_id']} -> {rev['sf_user_id']}: {rev['outcome']}",
-                      markup=False)
+    _print_status(data)
 
 
-@app.command()
-def health(component: Annotated[str, typer.Argument(help="redis, poller or beat")] = "redis") -> None:
-    """Exit 0 when the component looks alive (for container healthchecks), else 1 with the reason."""
+def _ago(ts: float | None) -> str:
     import time
 
-    settings = _settings()
-    redis = components.redis_client(settings)
-    try:
-        redis.ping()
-    except Exception as err:  # noqa: BLE001 - any failure is "unhealthy", said in one line
-        console.print(f"unhealthy: redis: {type(err).__name__}", markup=False)
-        raise typer.Exit(1) from None
-    if component in ("poller", "beat"):
-        if component == "poller":
-            from producers.checkpoints import DeltaCheckpoints
+    if not ts:
+        return "never"
+    return f"{datetime.fromtimestamp(ts, UTC).strftime('%H:%M:%S')} UTC ({time.time() - ts:.0f} s ago)"
 
-            last_round = DeltaCheckpoints(redis, settings.graph_tenant_id or "default").last_round("users")
-            last, limit = (last_round or {}).get("time"), 3 * settings.delta_interval_s + 60
-        else:
-            last, limit = redis.get(BEAT_HEARTBEAT_KEY), 30.0
-        if last is None or time.time() - float(last) > limit:
-            console.print(f"unhealthy: no {component} heartbeat within {limit:.0f}s", markup=False)
-            raise typer.Exit(1)
-    console.print("healthy", markup=False)
+
+def _print_status(data: dict[str, Any]) -> None:
+    lanes = Table(title="Lanes")
+    for col in ("lane", "waiting", "oldest waiting (s)", "dead-lettered"):
+        lanes.add_column(col)
+    for lane, info in data["lanes"].items():
+        oldest = "-" if info["oldest_age_s"] is None else f"{info['oldest_age_s']:.1f}"
+        lanes.add_row(lane, str(info["depth"]), oldest, str(info["dlq"]))
+    console.print(lanes)
+    console.print(f"in flight {data['in_flight']} · parked {data['parked']} · review items {data['reviews']} · "
+                  f"pending ownership transfers {data['pending_ownership_transfers']}", markup=False)
+
+    sources = Table(title="Producers")
+    for col in ("source", "state"):
+        sources.add_column(col)
+    for resource, last in data["delta"].items():
+        state = "no round yet" if not last else (
+            f"last round {_ago(last.get('time'))}: {last.get('events', 0)} events, {last.get('pages', 0)} pages, "
+            f"{last.get('resyncs', 0)} resyncs")
+        sources.add_row(f"delta {resource}", state)
+    for sub in data["subscriptions"]:
+        expires = f"expires in {sub['expires_in_s'] / 3600:.1f} h"
+        sources.add_row(f"subscription {sub['resource']}", f"{sub['id']}, {expires}")
+    if not data["subscriptions"]:
+        sources.add_row("subscriptions", "none recorded (is `idsync beat` running?)")
+    console.print(sources)
+
+    api = data["api"]
+    usage = api.get("sf_api_usage")
+    throttled = {svc: keys for svc, keys in api.get("throttled_for_s", {}).items() if keys}
+    console.print(
+        "API: Salesforce daily usage "
+        + ("unknown yet" if not usage else f"{usage['used']:,}/{usage['total']:,} ({usage['share']:.1%})")
+        + (" · sync PAUSED (revocation continues)" if api.get("sync_paused") else "")
+        + (f" · throttled: {throttled}" if throttled else " · not throttled"),
+        markup=False,
+    )
+
+    revocations = Table(title="Recent revocations (newest first)")
+    for col in ("time (UTC)", "Entra id", "Salesforce id", "outcome"):
+        revocations.add_column(col, overflow="fold")
+    for rev in data["recent_revocations"]:
+        when = datetime.fromtimestamp(rev["ts"], UTC).strftime("%H:%M:%S")
+        revocations.add_row(when, str(rev["entra_id"]), str(rev["sf_user_id"] or "-"), rev["outcome"])
+    console.print(revocations)
 
 
 # ---------------------------------------------------------------------------- dead-letter queue

@@ -44,9 +44,8 @@ def collect(settings: Settings, redis: Any) -> dict[str, Any]:
     tenant = settings.graph_tenant_id or "default"
     checkpoints = DeltaCheckpoints(redis, tenant)
     links = IdentityLinks(redis)
-    revocations = [
-        e for e in audit.recent(redis, 200) if str(e.get("action", "")).startswith(("revoke", "freeze", "deactivate"))
-    ]
+    # One "revoke" record per revocation carries its outcome (revoked, frozen_blocked, no_salesforce_user...).
+    revocations = [e for e in audit.recent(redis, 500) if e.get("action") == "revoke"]
     return {
         "lanes": lanes,
         "in_flight": int(redis.hlen("unacked")),

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import msal
 import pytest
 import redis as redis_lib
-import requests
-from simple_salesforce import Salesforce
 
 from ops.embedded_redis import EmbeddedRedis, free_port
+from sandbox.admin_clients import GraphAdmin as TenantAdmin
+from sandbox.admin_clients import OrgAdmin
 from sandbox.server import SandboxServer
 from shared.settings import Settings, load_settings
 
@@ -54,53 +53,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what or predicate}")
         time.sleep(interval)
-
-
-class TenantAdmin:
-    """What an Entra admin does in the portal, over the sandbox's Graph with msal."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        ca = env["IDSYNC_CA_BUNDLE"]
-        session = requests.Session()
-        session.trust_env = False
-        session.verify = ca
-        app = msal.ConfidentialClientApplication(
-            env["IDSYNC_GRAPH_CLIENT_ID"], client_credential=env["IDSYNC_GRAPH_CLIENT_SECRET"],
-            authority=env["IDSYNC_GRAPH_AUTHORITY"], instance_discovery=False, http_client=session,
-        )
-        token = app.acquire_token_for_client(["https://graph.microsoft.com/.default"])["access_token"]
-        self.http = httpx.Client(
-            base_url=env["IDSYNC_GRAPH_URL"], verify=ssl.create_default_context(cafile=ca), trust_env=False,
-            headers={"Authorization": f"Bearer {token}"}, timeout=20,
-        )
-
-    def disable(self, user_id: str) -> None:
-        self.http.patch(f"/users/{user_id}", json={"accountEnabled": False}).raise_for_status()
-
-    def enable(self, user_id: str) -> None:
-        self.http.patch(f"/users/{user_id}", json={"accountEnabled": True}).raise_for_status()
-
-
-class OrgAdmin:
-    """What a Salesforce admin sees, through simple-salesforce in direct mode."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        session = requests.Session()
-        session.trust_env = False
-        session.verify = env["IDSYNC_CA_BUNDLE"]
-        token = session.post(
-            f"{env['IDSYNC_SF_URL']}/services/oauth2/token", data={"grant_type": "client_credentials"},
-            auth=(env["IDSYNC_SF_CLIENT_ID"], env["IDSYNC_SF_CLIENT_SECRET"]), timeout=20,
-        ).json()["access_token"]
-        self.sf = Salesforce(instance_url=env["IDSYNC_SF_URL"], session_id=token, session=session, version="62.0")
-
-    def user(self, username: str) -> dict[str, Any] | None:
-        rows = self.sf.query_all(f"SELECT Id, IsActive, Username FROM User WHERE Username = '{username}'")["records"]
-        return rows[0] if rows else None
-
-    def frozen(self, user_id: str) -> bool:
-        rows = self.sf.query_all(f"SELECT IsFrozen FROM UserLogin WHERE UserId = '{user_id}'")["records"]
-        return bool(rows and rows[0]["IsFrozen"])
 
 
 class Stack:
