@@ -34,3 +34,22 @@ def test_disabled_user_is_frozen_then_deactivated_via_webhook(stack, wait_for):
     # the ownership transfer follow-up went to the sync lane, not inline
     wait_for(lambda: stack.audit("ownership_transfer", user["id"]) or stack.redis.llen("sync") == 0,
              what="follow-up handled")
+
+
+def test_user_reenabled_in_entra_is_reactivated_on_the_sync_lane(stack, wait_for):
+    stack.start_worker("revocation")
+    stack.start_worker("sync")
+    stack.start_webhook()
+    _subscribe(stack)
+    user, sf_user = stack.active_member_in_salesforce(skip=2)
+    stack.tenant.disable(user["id"])
+    wait_for(lambda: stack.org.user(user["userPrincipalName"])["IsActive"] is False, what="deactivated")
+
+    stack.tenant.enable(user["id"])
+
+    wait_for(lambda: stack.org.user(user["userPrincipalName"])["IsActive"] is True, what="reactivated")
+    wait_for(lambda: not stack.org.frozen(sf_user["Id"]), what="unfrozen")
+    assert [r["outcome"] for r in stack.audit("activate", user["id"])] == ["done"]
+    from shared.identity_links import IdentityLinks
+
+    assert IdentityLinks(stack.redis).tombstone(user["id"]) is None  # the re-enable cleared the revocation tombstone
