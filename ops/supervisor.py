@@ -72,6 +72,11 @@ class Supervisor:
         self.urls["flower"] = f"http://127.0.0.1:{flower_port}/"
         run_env = dict(env)
         run_env["IDSYNC_VAR_DIR"] = str(self.var_dir)
+        # Listening URLs, for people and scripts (settings ignore these names).
+        run_env["IDSYNC_RUN_WEBHOOK_URL"] = self.urls["webhook"]
+        run_env["IDSYNC_RUN_FLOWER_URL"] = self.urls["flower"]
+        if "sandbox" in self.urls:
+            run_env["IDSYNC_RUN_SANDBOX_URL"] = self.urls["sandbox"].split(" ")[0]
         write_env_file(self.var_dir / "run.env", run_env)
         self.env = {**os.environ, **{k: v for k, v in run_env.items()}}
         if self.sandbox is not None:
@@ -94,7 +99,9 @@ class Supervisor:
     def _start_sandbox(self) -> dict[str, str]:
         env_file = self.var_dir / "sandbox.env"
         env_file.unlink(missing_ok=True)
-        port, _ = choose_port(8443)
+        port, replaced = choose_port(8443)
+        if replaced:
+            self.echo(f"port 8443 is taken: the sandbox listens on {port} instead")
         argv = [
             sys.executable, "-m", "sandbox",
             "--state-dir", str(self.var_dir / "sandbox"),

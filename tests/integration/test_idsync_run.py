@@ -33,6 +33,8 @@ def test_idsync_run_revokes_a_disabled_user_and_status_shows_it(tmp_path, wait_f
         assert proc.poll() is None, log_path.read_text()[-3000:]
         env = {**read_env_file(tmp_path / "var" / "sandbox.env"), **read_env_file(run_env)}
         assert env["IDSYNC_REDIS_URL"].startswith("redis://127.0.0.1:")
+        assert env["IDSYNC_RUN_WEBHOOK_URL"].endswith("/graph/notifications")
+        assert env["IDSYNC_RUN_FLOWER_URL"].startswith("http://127.0.0.1:")
         wait_for(lambda: "idsync is running" in log_path.read_text(), timeout=30, what="the start-up banner")
 
         tenant, org = TenantAdmin(env), OrgAdmin(env)
