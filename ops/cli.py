@@ -264,6 +264,34 @@ def _print_status(data: dict[str, Any]) -> None:
     console.print(revocations)
 
 
+@app.command()
+def health(component: Annotated[str, typer.Argument(help="redis, poller or beat")] = "redis") -> None:
+    """Exit 0 when the component looks alive (for container healthchecks), else 1 with the reason."""
+    import time
+
+    settings = _settings()
+    redis = components.redis_client(settings)
+    try:
+        redis.ping()
+    except Exception as err:  # noqa: BLE001 - any failure is "unhealthy", said in one line
+        console.print(f"unhealthy: redis: {type(err).__name__}", markup=False)
+        raise typer.Exit(1) from None
+    if component in ("poller", "beat"):
+        if component == "poller":
+            from producers.checkpoints import DeltaCheckpoints
+
+            last_round = DeltaCheckpoints(redis, settings.graph_tenant_id or "default").last_round("users")
+            last, limit = (last_round or {}).get("time"), 3 * settings.delta_interval_s + 60
+        else:
+            last, limit = redis.get(BEAT_HEARTBEAT_KEY), 30.0
+        if last is None or time.time() - float(last) > limit:
+            console.print(f"unhealthy: no {component} heartbeat within {limit:.0f}s", markup=False)
+            raise typer.Exit(1)
+    elif component != "redis":
+        raise typer.BadParameter("component must be redis, poller or beat")
+    console.print("healthy", markup=False)
+
+
 # ---------------------------------------------------------------------------- dead-letter queue
 def _dlq(settings: Settings) -> Any:
     from shared.dlq import DeadLetterQueue

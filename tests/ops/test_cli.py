@@ -75,3 +75,11 @@ def test_health_reports_a_missing_poller_heartbeat(redis_server, tmp_path):
     result = _run(redis_server, tmp_path, "health", "poller")
     assert result.returncode == 1 and "poller" in result.stdout
     assert _run(redis_server, tmp_path, "health", "redis").returncode == 0
+
+
+def test_health_is_good_once_the_poller_has_finished_a_round(redis_server, redis_client, tmp_path):
+    from producers.checkpoints import DeltaCheckpoints
+
+    DeltaCheckpoints(redis_client, "default").record_round("users", events=1, pages=1, items=1, resynced=False)
+    result = _run(redis_server, tmp_path, "health", "poller")
+    assert result.returncode == 0 and "healthy" in result.stdout
