@@ -65,4 +65,5 @@ def webhook_app(settings: Settings) -> Any:
 def delta_poller(settings: Settings) -> Any:
     from producers.delta_poller import DeltaPoller
 
-    return DeltaPoller(graph_client(settings), celery_app(settings), redis_client(settings), settings)
+    return DeltaPoller(graph_client(settings), celery_app(settings), redis_client(settings), settings,
+                       start_from_now=settings.delta_start_from_now)

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
 
     # --- Producers
     delta_interval_s: float = Field(default=60.0, gt=0)
+    # First start: False reads every user once and reconciles (one Graph and one Salesforce call per user on the
+    # sync lane); True only records "now" and acts on changes from then on.
+    delta_start_from_now: bool = False
     subscription_renew_before_s: float = Field(default=3600.0, gt=0)
     subscription_lifetime_min: int = Field(default=4230, gt=0, le=41760)
 

@@ -1,0 +1,68 @@
+"""Builds each long-running component from settings. One place, so `idsync <cmd>`, `idsync run` and docker compose
+all wire the same objects the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.settings import Settings
+
+
+def redis_url(settings: Settings) -> str:
+    if not settings.redis_url:
+        raise SystemExit(
+            "idsync: invalid setting IDSYNC_REDIS_URL: not set (start `idsync run`, which starts an embedded Redis "
+            "and writes var/run.env, or point IDSYNC_REDIS_URL at your Redis)"
+        )
+    return settings.redis_url
+
+
+def require_tenant(settings: Settings) -> None:
+    if not settings.tenant_configured:
+        raise SystemExit(
+            "idsync: invalid setting IDSYNC_GRAPH_CLIENT_ID: no tenant configured (set IDSYNC_GRAPH_* and IDSYNC_SF_*, "
+            "or run `idsync run`, which starts the sandbox)"
+        )
+
+
+def celery_app(settings: Settings) -> Any:
+    from workers.app import create_app
+
+    return create_app(settings)
+
+
+def redis_client(settings: Settings) -> Any:
+    from shared.redis_conn import get_redis
+
+    return get_redis(redis_url(settings))
+
+
+def limiter(settings: Settings) -> Any:
+    from shared.limiter import Limiter
+
+    return Limiter(redis_client(settings), settings)
+
+
+def graph_client(settings: Settings, lane: str = "sync") -> Any:
+    from shared.graph_client import GraphClient
+
+    require_tenant(settings)
+    return GraphClient(settings, limiter=limiter(settings), lane=lane)
+
+
+def subscription_manager(settings: Settings) -> Any:
+    from producers.subscriptions import SubscriptionManager
+
+    return SubscriptionManager(graph_client(settings), redis_client(settings), settings)
+
+
+def webhook_app(settings: Settings) -> Any:
+    from producers.webhook import create_app
+
+    return create_app(settings, celery_app(settings), redis_client(settings), subscription_manager(settings))
+
+
+def delta_poller(settings: Settings) -> Any:
+    from producers.delta_poller import DeltaPoller
+
+    return DeltaPoller(graph_client(settings), celery_app(settings), redis_client(settings), settings)

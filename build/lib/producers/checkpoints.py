@@ -1,0 +1,94 @@
+"""Delta checkpoints in Redis: the saved deltaLink per resource, the last round's summary, and the
+"published in this round" set.
+
+Why Redis: it is already the broker, so the checkpoint lives next to the queue it guards, and any poller replica can
+pick up where another stopped. Why a per-round set: a round that fails half-way keeps its old deltaLink (publish
+before persist) and is read again; the set remembers which (object, kind, state) hints already reached the queue so
+the retry re-sends only what is new. It is keyed by the round's starting link, so a different round never shares it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+#: A half-finished round's memory lives one day: long enough for any retry, short enough to never leak.
+ROUND_SET_TTL_S = 24 * 3600
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class DeltaCheckpoints:
+    """Checkpoint store for one tenant. Works with a redis-py client whether or not it decodes responses."""
+
+    def __init__(self, redis: Any, tenant: str) -> None:
+        self.redis = redis
+        self.tenant = tenant
+
+    def _key(self, resource: str, part: str) -> str:
+        return f"idsync:delta:{self.tenant}:{resource}:{part}"
+
+    # --- the deltaLink
+
+    def get(self, resource: str) -> str | None:
+        return _text(self.redis.get(self._key(resource, "link")))
+
+    def save(self, resource: str, delta_link: str) -> None:
+        """Persist the link; callers do this only after every event of the round is in the broker."""
+        self.redis.set(self._key(resource, "link"), delta_link)
+
+    def clear(self, resource: str) -> None:
+        """Forget the link (after a 410 resync request): the next round is a full enumeration."""
+        self.redis.delete(self._key(resource, "link"))
+
+    # --- the last round's summary, for `idsync status`
+
+    def record_round(self, resource: str, *, events: int, pages: int, items: int, resynced: bool) -> None:
+        summary = {
+            "time": time.time(),
+            "events": events,
+            "pages": pages,
+            "items": items,
+            "resynced": resynced,
+        }
+        self.redis.set(self._key(resource, "last_round"), json.dumps(summary))
+        if resynced:
+            self.redis.incr(self._key(resource, "resyncs"))
+
+    def last_round(self, resource: str) -> dict[str, Any] | None:
+        raw = _text(self.redis.get(self._key(resource, "last_round")))
+        if raw is None:
+            return None
+        summary: dict[str, Any] = json.loads(raw)
+        summary["resyncs"] = int(_text(self.redis.get(self._key(resource, "resyncs"))) or 0)
+        return summary
+
+    # --- "already published in this round" dedupe
+
+    def _round_key(self, resource: str, start_link: str | None) -> str:
+        digest = hashlib.sha256((start_link or "<initial>").encode()).hexdigest()[:24]
+        return self._key(resource, f"round:{digest}")
+
+    def published_in_round(self, resource: str, start_link: str | None) -> set[str]:
+        return {t for t in (_text(m) for m in self.redis.smembers(self._round_key(resource, start_link))) if t}
+
+    def mark_published(self, resource: str, start_link: str | None, fingerprints: Iterable[str]) -> None:
+        batch = list(fingerprints)
+        if not batch:
+            return
+        key = self._round_key(resource, start_link)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sadd(key, *batch)
+        pipe.expire(key, ROUND_SET_TTL_S)
+        pipe.execute()
+
+    def finish_round(self, resource: str, start_link: str | None) -> None:
+        """Drop the round's set once its deltaLink is saved: the next round starts from a different link."""
+        self.redis.delete(self._round_key(resource, start_link))

@@ -1,0 +1,191 @@
+"""The dead-letter queue: where a message goes when retrying cannot help, so an operator can read why and replay it.
+
+Why our own: on Redis, Celery's `Reject(requeue=False)` simply deletes the message (celery.md §3.1). Every path that
+gives up on a message (permanent error, retries exhausted, a poison message that kills its worker, a failed retry
+publish) writes here explicitly first.
+
+Layout (Sidekiq's "dead" set, celery.md §3.6/§3.7): one sorted set per lane, `idsync:dlq:{lane}`, member = entry id,
+score = last failure time; the entries themselves as JSON in one hash `idsync:dlq:entries` (so `get(id)` needs no lane).
+The size and age caps are applied in the same MULTI as the insert, so the DLQ can never grow without bound.
+An entry's id is the Celery task id: dead-lettering the same task id again updates the entry (attempts,
+last_failed_at) and keeps first_failed_at.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback as tb_module
+import uuid
+from typing import Any
+
+import redis
+from pydantic import BaseModel, Field
+
+from shared.dispatch import LANES
+
+KEY_PREFIX = "idsync:dlq"
+ENTRIES_KEY = f"{KEY_PREFIX}:entries"
+CLAIM_PREFIX = f"{KEY_PREFIX}:claim"
+
+#: Enough frames to see where an error came from, small enough that 10,000 entries stay cheap.
+MAX_TRACEBACK_FRAMES = 20
+MAX_TRACEBACK_BYTES = 8 * 1024
+
+
+def lane_key(lane: str) -> str:
+    return f"{KEY_PREFIX}:{lane}"
+
+
+class DeadLetter(BaseModel):
+    """Everything needed to understand a failure and to republish the message unchanged."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    task: str
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    headers: dict[str, Any] = Field(default_factory=dict)
+    lane: str
+    error_class: str
+    error_message: str = ""
+    traceback: str = ""
+    attempts: int = 1
+    first_failed_at: float = Field(default_factory=time.time)
+    last_failed_at: float = Field(default_factory=time.time)
+    correlation_id: str | None = None
+    event_id: str | None = None
+
+
+def trim_traceback(text: str, max_frames: int = MAX_TRACEBACK_FRAMES, max_bytes: int = MAX_TRACEBACK_BYTES) -> str:
+    """Keep the innermost `max_frames` frames and at most `max_bytes` (the tail: the error line is last)."""
+    if not text:
+        return ""
+    lines = text.splitlines()
+    frame_starts = [i for i, line in enumerate(lines) if line.startswith("  File ")]
+    if len(frame_starts) > max_frames:
+        first, keep_from = frame_starts[0], frame_starts[-max_frames]
+        omitted = len(frame_starts) - max_frames
+        lines = lines[:first] + [f"  ... {omitted} frames omitted ..."] + lines[keep_from:]
+    out = "\n".join(lines)
+    raw = out.encode("utf-8")
+    if len(raw) > max_bytes:
+        out = "...(truncated)\n" + raw[-max_bytes:].decode("utf-8", errors="ignore")
+    return out
+
+
+def format_traceback(exc: BaseException) -> str:
+    return trim_traceback("".join(tb_module.format_exception(type(exc), exc, exc.__traceback__)))
+
+
+class DeadLetterQueue:
+    """Bounded, per-lane dead letters in Redis (client must use `decode_responses=True`)."""
+
+    def __init__(self, redis_client: redis.Redis, max_entries: int, max_age_s: float) -> None:
+        self.redis = redis_client
+        self.max_entries = max_entries
+        self.max_age_s = max_age_s
+
+    # --- writing -----------------------------------------------------------------------------------------------
+
+    def put(self, entry: DeadLetter) -> str:
+        """Store `entry` (merging with an earlier entry of the same id) and trim the lane; returns the id."""
+        zkey = lane_key(entry.lane)
+
+        def txn(pipe: redis.client.Pipeline) -> None:
+            stored = entry
+            previous = pipe.hget(ENTRIES_KEY, entry.id)
+            if previous:
+                old = DeadLetter.model_validate_json(previous)
+                stored = entry.model_copy(
+                    update={
+                        "first_failed_at": min(old.first_failed_at, entry.first_failed_at),
+                        "attempts": max(entry.attempts, old.attempts + 1),
+                    }
+                )
+            now = time.time()
+            too_old = pipe.zrangebyscore(zkey, "-inf", f"({now - self.max_age_s}")
+            size = pipe.zcard(zkey) + (0 if previous else 1)
+            overflow = max(0, size - self.max_entries)
+            # Oldest first; the new entry scores "now", so it is never among the overflow it causes.
+            oldest = pipe.zrange(zkey, 0, overflow - 1) if overflow else []
+            doomed = [m for m in dict.fromkeys([*too_old, *oldest]) if m != entry.id]
+            pipe.multi()
+            pipe.zadd(zkey, {stored.id: stored.last_failed_at})
+            pipe.hset(ENTRIES_KEY, stored.id, stored.model_dump_json())
+            if doomed:
+                pipe.zrem(zkey, *doomed)
+                pipe.hdel(ENTRIES_KEY, *doomed)
+
+        self.redis.transaction(txn, zkey, ENTRIES_KEY)
+        return entry.id
+
+    def remove(self, entry_id: str) -> bool:
+        """Delete one entry; True only for the caller that actually removed it."""
+        raw = self.redis.hget(ENTRIES_KEY, entry_id)
+        if raw is None:
+            return False
+        lane = DeadLetter.model_validate_json(raw).lane
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(lane_key(lane), entry_id)
+        pipe.hdel(ENTRIES_KEY, entry_id)
+        _, removed = pipe.execute()
+        return bool(removed)
+
+    def purge(self, older_than_s: float, lane: str | None = None) -> int:
+        """Delete entries whose last failure is older than `older_than_s`; returns how many."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for name in self._lanes(lane):
+            zkey = lane_key(name)
+            ids = self.redis.zrangebyscore(zkey, "-inf", f"({cutoff}")
+            if not ids:
+                continue
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.zrem(zkey, *ids)
+            pipe.hdel(ENTRIES_KEY, *ids)
+            _, n = pipe.execute()
+            removed += int(n)
+        return removed
+
+    # --- reading -----------------------------------------------------------------------------------------------
+
+    def get(self, entry_id: str) -> DeadLetter | None:
+        raw = self.redis.hget(ENTRIES_KEY, entry_id)
+        return DeadLetter.model_validate_json(raw) if raw else None
+
+    def list(self, lane: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Newest failures first, across lanes unless `lane` is given."""
+        scored: list[tuple[float, str]] = []
+        for name in self._lanes(lane):
+            for member, score in self.redis.zrevrange(lane_key(name), 0, max(limit - 1, 0), withscores=True):
+                scored.append((float(score), member))
+        scored.sort(reverse=True)
+        ids = [member for _, member in scored[:limit]]
+        if not ids:
+            return []
+        return [DeadLetter.model_validate_json(raw) for raw in self.redis.hmget(ENTRIES_KEY, ids) if raw]
+
+    def size(self, lane: str | None = None) -> int:
+        return sum(int(self.redis.zcard(lane_key(name))) for name in self._lanes(lane))
+
+    def oldest_age(self, lane: str | None = None) -> float | None:
+        """Seconds since the oldest entry last failed (for a "DLQ not drained" alert); None when empty."""
+        oldest: float | None = None
+        for name in self._lanes(lane):
+            first = self.redis.zrange(lane_key(name), 0, 0, withscores=True)
+            if first:
+                score = float(first[0][1])
+                oldest = score if oldest is None else min(oldest, score)
+        return None if oldest is None else max(0.0, time.time() - oldest)
+
+    # --- replay coordination -----------------------------------------------------------------------------------
+
+    def claim(self, entry_id: str, ttl_s: float = 60) -> bool:
+        """SET NX: of two replayers racing for one entry, exactly one gets True."""
+        return bool(self.redis.set(f"{CLAIM_PREFIX}:{entry_id}", "1", nx=True, px=int(ttl_s * 1000)))
+
+    def release(self, entry_id: str) -> None:
+        self.redis.delete(f"{CLAIM_PREFIX}:{entry_id}")
+
+    @staticmethod
+    def _lanes(lane: str | None) -> tuple[str, ...]:
+        return (lane,) if lane else LANES

@@ -1,0 +1,143 @@
+"""What idsync remembers per identity: the Entra -> Salesforce link, revocation tombstones, review items and
+pending ownership transfers.
+
+Why each exists:
+- link: a hard-deleted Entra user can no longer be read from Graph, so its last known UPN and Salesforce user id must
+  be stored to find (and revoke) the Salesforce user at all.
+- tombstone: events are hints and arrive out of order; a sync event observed before a revocation must not undo it
+  (celery.md §4, option 3). The tombstone holds the time the revocation was observed; only newer events may act.
+- review: some revocations cannot finish (Salesforce refuses to deactivate the last admin or a default owner). The
+  user stays frozen and a human must act; that is a review item, not a dead letter (nothing to replay).
+- pending transfer: the ownership-transfer follow-up after a revocation is recorded here until its worker exists.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+PREFIX = "idsync"
+REVIEWS_KEY = f"{PREFIX}:reviews"
+TRANSFERS_KEY = f"{PREFIX}:transfers:pending"
+
+# Keep the larger of the stored and the new tombstone: a late, older revocation must not move it backwards.
+_SET_MAX = """
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or tonumber(cur) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Link:
+    entra_id: str
+    sf_user_id: str | None
+    upn: str | None
+    updated_at: float
+
+
+class IdentityLinks:
+    """Per-identity state in Redis (client must use `decode_responses=True`)."""
+
+    def __init__(self, redis_client: redis.Redis) -> None:
+        self.redis = redis_client
+
+    # --- link --------------------------------------------------------------------------------------------------
+
+    def set_link(self, entra_id: str, sf_user_id: str | None = None, upn: str | None = None) -> None:
+        """Record what we know; a None field keeps the stored value (a hard-deleted user has no UPN any more)."""
+        fields: dict[str, str] = {"updated_at": repr(time.time())}
+        if sf_user_id:
+            fields["sf_user_id"] = sf_user_id
+        if upn:
+            fields["upn"] = upn
+        self.redis.hset(_link_key(entra_id), mapping=fields)
+
+    def get_link(self, entra_id: str) -> Link | None:
+        data = self.redis.hgetall(_link_key(entra_id))
+        if not data:
+            return None
+        return Link(
+            entra_id=entra_id,
+            sf_user_id=data.get("sf_user_id") or None,
+            upn=data.get("upn") or None,
+            updated_at=float(data.get("updated_at", 0.0)),
+        )
+
+    def remove_link(self, entra_id: str) -> None:
+        self.redis.delete(_link_key(entra_id))
+
+    # --- tombstone ---------------------------------------------------------------------------------------------
+
+    def set_tombstone(self, entra_id: str, ts: float) -> None:
+        self.redis.eval(_SET_MAX, 1, _tombstone_key(entra_id), repr(float(ts)))
+
+    def tombstone(self, entra_id: str) -> float | None:
+        raw = self.redis.get(_tombstone_key(entra_id))
+        return float(raw) if raw is not None else None
+
+    def clear_tombstone(self, entra_id: str) -> None:
+        self.redis.delete(_tombstone_key(entra_id))
+
+    # --- review items ------------------------------------------------------------------------------------------
+
+    def add_review(self, entra_id: str, sf_user_id: str | None, reason: str, detail: str) -> None:
+        """One open item per identity; a repeat updates it (duplicate events must not multiply review work)."""
+        now = time.time()
+        previous = self.redis.hget(REVIEWS_KEY, entra_id)
+        created = json.loads(previous)["created_at"] if previous else now
+        item = {
+            "entra_id": entra_id,
+            "sf_user_id": sf_user_id,
+            "reason": reason,
+            "detail": detail,
+            "created_at": created,
+            "updated_at": now,
+        }
+        self.redis.hset(REVIEWS_KEY, entra_id, json.dumps(item))
+
+    def list_reviews(self) -> list[dict[str, Any]]:
+        items = [json.loads(raw) for raw in self.redis.hvals(REVIEWS_KEY)]
+        return sorted(items, key=lambda item: item["created_at"])
+
+    def review_count(self) -> int:
+        return int(self.redis.hlen(REVIEWS_KEY))
+
+    def resolve_review(self, entra_id: str) -> bool:
+        return bool(self.redis.hdel(REVIEWS_KEY, entra_id))
+
+    # --- pending ownership transfers ---------------------------------------------------------------------------
+
+    def add_pending_transfer(self, entra_id: str, sf_user_id: str | None, correlation_id: str | None) -> None:
+        """Keyed by identity: a duplicate follow-up leaves one pending transfer, with its first request time."""
+        previous = self.redis.hget(TRANSFERS_KEY, entra_id)
+        requested = json.loads(previous)["requested_at"] if previous else time.time()
+        item = {
+            "entra_id": entra_id,
+            "sf_user_id": sf_user_id,
+            "correlation_id": correlation_id,
+            "requested_at": requested,
+        }
+        self.redis.hset(TRANSFERS_KEY, entra_id, json.dumps(item))
+
+    def pending_transfers(self) -> list[dict[str, Any]]:
+        items = [json.loads(raw) for raw in self.redis.hvals(TRANSFERS_KEY)]
+        return sorted(items, key=lambda item: item["requested_at"])
+
+    def complete_transfer(self, entra_id: str) -> bool:
+        return bool(self.redis.hdel(TRANSFERS_KEY, entra_id))
+
+
+def _link_key(entra_id: str) -> str:
+    return f"{PREFIX}:link:{entra_id}"
+
+
+def _tombstone_key(entra_id: str) -> str:
+    return f"{PREFIX}:tombstone:{entra_id}"

@@ -1,0 +1,304 @@
+"""Salesforce REST via simple-salesforce in direct mode, with our own token handling, timeouts and error mapping.
+
+Why direct mode plus our own client-credentials call: simple-salesforce's built-in refresh retries forever on
+repeated INVALID_SESSION_ID in `SFType` (issue #804) and has no request timeout at all; here a rejected session gets
+exactly one new token, and every request has a timeout from an adapter it cannot bypass. Why a response hook: the
+`Sforce-Limit-Info` header rides on every response, errors included, and is how we see the daily allowance run out
+before Salesforce starts refusing calls.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+from simple_salesforce import Salesforce
+from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSession
+from simple_salesforce.format import format_soql
+
+from shared.errors import (
+    SERVICE_SALESFORCE,
+    AuthenticationFailed,
+    IdsyncError,
+    NotFound,
+    RetryableError,
+    SalesforceThrottled,
+    TransportError,
+    classify_salesforce,
+)
+from shared.limiter import Limiter
+from shared.logging import get_logger
+
+USER_FIELDS = "Id, Username, IsActive, FederationIdentifier, Email, ProfileId"
+COLLECTION_LIMIT = 200
+CONNECT_TIMEOUT_S = 5.0
+_USAGE = re.compile(r"(?:^|[^-])api-usage=(\d+)/(\d+)")
+
+T = TypeVar("T")
+log = get_logger(__name__)
+
+
+class TimeoutHTTPAdapter(HTTPAdapter):
+    """Gives every request a timeout unless the caller chose one: simple-salesforce passes none for create/update."""
+
+    def __init__(self, timeout: float, **kwargs: Any) -> None:
+        self.timeout = (min(CONNECT_TIMEOUT_S, timeout), timeout)
+        super().__init__(**kwargs)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout
+        return super().send(request, **kwargs)
+
+
+def parse_api_usage(header: str | None) -> tuple[int, int] | None:
+    """`api-usage=18/5000; per-app-api-usage=17/250(appName=x)` -> (18, 5000); the per-app figure is ignored."""
+    if not header:
+        return None
+    match = _USAGE.search(header)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def build_session(settings: Any) -> requests.Session:
+    """A session whose CA bundle and timeouts the environment cannot change (see the CA-bundle trap)."""
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(settings.ca_bundle) if settings.ca_bundle else True
+    adapter = TimeoutHTTPAdapter(float(settings.sf_timeout_s))
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+class SalesforceClient:
+    """One org's REST API for one lane; not thread-safe (one per worker process or thread)."""
+
+    def __init__(
+        self,
+        settings: Any,
+        limiter: Limiter | None = None,
+        lane: str = "sync",
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not settings.sf_client_id:
+            raise ValueError("Salesforce is not configured (IDSYNC_SF_* settings are unset)")
+        self._settings = settings
+        self._limiter = limiter
+        self._lane = lane
+        self._sleep = sleep
+        self._session = build_session(settings)
+        self._session.hooks["response"].append(self._on_response)
+        self._sf: Salesforce | None = None
+        self._usage: tuple[int, int] | None = None
+
+    # --- plumbing ---------------------------------------------------------------------------------------------
+    def _on_response(self, response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
+        usage = parse_api_usage(response.headers.get("Sforce-Limit-Info"))
+        if usage is None:
+            return
+        self._usage = usage
+        if self._limiter is not None:
+            try:
+                self._limiter.record_sf_usage(*usage)
+            except IdsyncError as exc:
+                log.warning("salesforce.usage_not_recorded", error=str(exc))
+
+    def _fetch_token(self) -> tuple[str, str]:
+        """Client-credentials token from the org's My Domain; returns (access token, instance URL)."""
+        s = self._settings
+        url = f"{str(s.sf_url).rstrip('/')}/services/oauth2/token"
+        try:
+            response = self._session.post(
+                url,
+                data={"grant_type": "client_credentials"},
+                auth=(s.sf_client_id, s.sf_client_secret.get_secret_value()),
+                headers={"Accept": "application/json"},
+            )
+        except requests.RequestException as exc:
+            raise _transport_error(exc) from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if response.status_code >= 500 or response.status_code == 429:
+            raise RetryableError("token endpoint unavailable", service=SERVICE_SALESFORCE, status=response.status_code)
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if response.status_code != 200 or not token:
+            code = str(body.get("error")) if isinstance(body, dict) and body.get("error") else None
+            raise AuthenticationFailed(
+                "client-credentials token request rejected",
+                service=SERVICE_SALESFORCE,
+                status=response.status_code,
+                code=code,
+            )
+        return str(token), str(body.get("instance_url") or s.sf_url)
+
+    def _connection(self) -> Salesforce:
+        if self._sf is None:
+            token, instance_url = self._fetch_token()
+            self._sf = Salesforce(
+                instance_url=instance_url,
+                session_id=token,
+                session=self._session,
+                version=self._settings.sf_api_version,
+            )
+        return self._sf
+
+    def _admit(self) -> None:
+        if self._limiter is None:
+            return
+        wait = self._limiter.admit(SERVICE_SALESFORCE, self._lane, sleep=self._sleep)
+        if wait > 0:
+            raise SalesforceThrottled("rate limit reached", service=SERVICE_SALESFORCE, retry_after=wait)
+
+    def _call(self, op: Callable[[Salesforce], T]) -> T:
+        """Run one API call; a rejected session gets one new token and one retry, never more."""
+        refreshed = False
+        while True:
+            self._admit()
+            sf = self._connection()
+            try:
+                return op(sf)
+            except SalesforceExpiredSession as exc:
+                self._sf = None
+                if refreshed:
+                    raise _map_salesforce_error(exc) from exc
+                refreshed = True
+                log.info("salesforce.session_refresh")
+            except SalesforceError as exc:
+                raise _map_salesforce_error(exc) from exc
+            except requests.RequestException as exc:
+                raise _transport_error(exc) from exc
+
+    # --- queries ----------------------------------------------------------------------------------------------
+    def query_all(self, soql: str) -> list[dict[str, Any]]:
+        """Every record of a query; each page is its own admitted call, so a long query yields to revocations."""
+        page = self._call(lambda sf: sf.query(soql))
+        records: list[dict[str, Any]] = list(page.get("records", []))
+        while not page.get("done", True) and page.get("nextRecordsUrl"):
+            next_url = page["nextRecordsUrl"]
+            page = self._call(lambda sf, url=next_url: sf.query_more(url, identifier_is_url=True))
+            records.extend(page.get("records", []))
+        return records
+
+    def find_user(self, entra_id: str | None, federation_id: str | None, username: str | None) -> dict[str, Any] | None:
+        """The Salesforce user for an Entra user: by FederationIdentifier (explicit id first, then the Entra object
+        id), else by Username. Matching prefers the federation id because usernames get renamed."""
+        candidates = list(dict.fromkeys(v for v in (federation_id, entra_id) if v))
+        clauses, values = [], []
+        if candidates:
+            clauses.append("FederationIdentifier IN {}")
+            values.append(candidates)
+        if username:
+            clauses.append("Username = {}")
+            values.append(username)
+        if not clauses:
+            return None
+        # One query for every way of matching (it is on the revocation hot path), preference applied here.
+        found = self.query_all(format_soql(f"SELECT {USER_FIELDS} FROM User WHERE {' OR '.join(clauses)}", *values))
+        for wanted in candidates:
+            for record in found:
+                if record.get("FederationIdentifier") == wanted:
+                    return record
+        for record in found:
+            if username and record.get("Username") == username:
+                return record
+        return found[0] if found else None
+
+    def get_user_login(self, user_id: str) -> dict[str, Any] | None:
+        found = self.query_all(format_soql("SELECT Id, UserId, IsFrozen FROM UserLogin WHERE UserId = {}", user_id))
+        return found[0] if found else None
+
+    # --- writes -----------------------------------------------------------------------------------------------
+    def update_record(self, sobject: str, record_id: str, fields: dict[str, Any]) -> None:
+        path = f"sobjects/{quote(sobject, safe='')}/{quote(record_id, safe='')}"
+        self._call(lambda sf: sf.restful(path, method="PATCH", data=json.dumps(fields)))
+
+    def _set_frozen(self, user_id: str, frozen: bool, login: dict[str, Any] | None = None) -> None:
+        login = login if login is not None else self.get_user_login(user_id)
+        if login is None:
+            raise NotFound(f"no UserLogin for user {user_id}", service=SERVICE_SALESFORCE, code="NOT_FOUND")
+        if bool(login.get("IsFrozen")) == frozen:
+            return
+        self.update_record("UserLogin", str(login["Id"]), {"IsFrozen": frozen})
+
+    def freeze_user(self, user_id: str, login: dict[str, Any] | None = None) -> None:
+        """Block log-in at once; works even when deactivation is blocked (default owner, workflow user...).
+
+        Pass the `UserLogin` row when the caller already read it: one query less on the revocation hot path.
+        """
+        self._set_frozen(user_id, True, login)
+
+    def unfreeze_user(self, user_id: str) -> None:
+        self._set_frozen(user_id, False)
+
+    def deactivate_user(self, user_id: str) -> None:
+        self.update_record("User", user_id, {"IsActive": False})
+
+    def activate_user(self, user_id: str) -> None:
+        self.update_record("User", user_id, {"IsActive": True})
+
+    def composite(self, requests: list[dict[str, Any]], all_or_none: bool = True) -> list[dict[str, Any]]:
+        """POST composite (≤25 subrequests); subrequest failures come back in the list, they are not raised."""
+        body = json.dumps({"allOrNone": all_or_none, "compositeRequest": requests})
+        result = self._call(lambda sf: sf.restful("composite", method="POST", data=body))
+        return list((result or {}).get("compositeResponse", []))
+
+    def collections_update(self, records: list[dict[str, Any]], all_or_none: bool = False) -> list[dict[str, Any]]:
+        """PATCH composite/sobjects in chunks of 200; per-record results in input order.
+
+        `all_or_none` holds per chunk only: Salesforce has no transaction across calls.
+        """
+        for record in records:
+            if not (isinstance(record.get("attributes"), dict) and record["attributes"].get("type")):
+                raise ValueError("every record needs attributes.type")
+            if not record.get("id"):
+                raise ValueError("every record needs an id")
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(records), COLLECTION_LIMIT):
+            body = json.dumps({"allOrNone": all_or_none, "records": records[start : start + COLLECTION_LIMIT]})
+            chunk = self._call(lambda sf, body=body: sf.restful("composite/sobjects", method="PATCH", data=body))
+            results.extend(chunk or [])
+        return results
+
+    # --- usage ------------------------------------------------------------------------------------------------
+    def api_usage(self) -> tuple[int, int] | None:
+        """The latest (used, allowed) daily API figure seen by this client, else by any process via the limiter."""
+        if self._usage is not None:
+            return self._usage
+        return self._limiter.sf_usage() if self._limiter is not None else None
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _transport_error(exc: requests.RequestException) -> TransportError:
+    if isinstance(exc, requests.Timeout):
+        return TransportError("request timed out", service=SERVICE_SALESFORCE, code="timeout")
+    if isinstance(exc, requests.exceptions.SSLError):
+        return TransportError("TLS verification failed", service=SERVICE_SALESFORCE, code="tls")
+    return TransportError(f"connection failed: {type(exc).__name__}", service=SERVICE_SALESFORCE, code="connection")
+
+
+def _map_salesforce_error(exc: SalesforceError) -> IdsyncError:
+    """simple-salesforce's exception (status + parsed body) -> our class, via `classify_salesforce`."""
+    status = int(getattr(exc, "status", 0) or 0)
+    content = getattr(exc, "content", None)
+    code: str | None = None
+    message = ""
+    first = content[0] if isinstance(content, list) and content else content
+    if isinstance(first, dict):
+        code = first.get("errorCode") or first.get("error")
+        message = str(first.get("message") or first.get("error_description") or "")
+    elif isinstance(content, str | bytes):
+        message = content.decode(errors="replace") if isinstance(content, bytes) else content
+    message = (message or f"HTTP {status}")[:500]
+    cls = classify_salesforce(status, code, message)
+    return cls(message, service=SERVICE_SALESFORCE, status=status or None, code=code)

@@ -1,0 +1,172 @@
+"""The revocation lane: a leaver loses Salesforce access within seconds.
+
+Events are hints (shared/events.py): each task re-reads the user from Graph, decides from what Graph says *now*,
+and acts; so duplicates, late and reordered events are harmless (celery.md §4, level-triggered processing).
+
+Revoking = find the Salesforce user (stored link, then FederationIdentifier = UPN, then Username = UPN), **freeze**
+it at once (log-in blocked even if deactivation is refused), then **deactivate** it. A deactivation blocker (the last
+admin, a default owner...) leaves the user frozen and opens a review item: a human must act, replaying would not help,
+so it is not a dead letter. The revocation tombstone is written before any Salesforce call, so an older sync event
+cannot undo the revocation even while it is in progress. Ownership transfer is a follow-up on the sync lane, never
+inline: it is slow and must not delay the next leaver. Revocation tasks never check the sync pause.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from celery import shared_task
+
+from shared.audit import audit
+from shared.dispatch import publish
+from shared.errors import PermanentError
+from shared.events import EventKind, EventSource, IdentityEvent
+from shared.identity_links import IdentityLinks
+from workers.base import IdentityTask
+
+GRAPH_SELECT = ["id", "accountEnabled", "userPrincipalName", "mail", "employeeId", "userType"]
+
+#: Salesforce error codes meaning "this user cannot be deactivated until someone changes org data".
+DEACTIVATION_BLOCKERS = frozenset({"FIELD_INTEGRITY_EXCEPTION", "CANNOT_DISABLE_LAST_ADMIN"})
+
+ENABLED = "enabled"
+DISABLED = "disabled"
+SOFT_DELETED = "soft_deleted"
+HARD_DELETED = "hard_deleted"
+
+
+@dataclass(frozen=True)
+class EntraState:
+    """What Graph says about a user right now."""
+
+    status: str
+    upn: str | None
+
+    @property
+    def enabled(self) -> bool:
+        return self.status == ENABLED
+
+
+@dataclass(frozen=True)
+class SalesforceUser:
+    id: str
+    is_active: bool | None  # None: found by stored link only, state not read
+
+
+def read_entra_user(graph: Any, entra_id: str) -> EntraState:
+    """Enabled, disabled, soft-deleted (in deletedItems) or hard-deleted (gone everywhere)."""
+    user = graph.get_user(entra_id, select=GRAPH_SELECT)
+    if user is not None:
+        status = DISABLED if user.get("accountEnabled") is False else ENABLED
+        return EntraState(status, user.get("userPrincipalName"))
+    deleted = graph.get_deleted_user(entra_id)
+    if deleted is not None:
+        return EntraState(SOFT_DELETED, _undeleted_upn(entra_id, deleted.get("userPrincipalName")))
+    return EntraState(HARD_DELETED, None)
+
+
+def _undeleted_upn(entra_id: str, upn: str | None) -> str | None:
+    """Graph renames a soft-deleted user's UPN to `{objectId without dashes}{original UPN}`."""
+    prefix = entra_id.replace("-", "")
+    if upn and upn.startswith(prefix) and len(upn) > len(prefix):
+        return upn[len(prefix) :]
+    return upn
+
+
+def find_salesforce_user(sf: Any, links: IdentityLinks, entra_id: str, upn: str | None) -> SalesforceUser | None:
+    """Stored link first (survives renames and hard deletes), then FederationIdentifier, then Username."""
+    link = links.get_link(entra_id)
+    upn = upn or (link.upn if link else None)
+    record = sf.find_user(entra_id, upn, upn)
+    if link and link.sf_user_id:
+        if record and record.get("Id") == link.sf_user_id:
+            return SalesforceUser(link.sf_user_id, bool(record.get("IsActive")))
+        return SalesforceUser(link.sf_user_id, None)
+    if record:
+        return SalesforceUser(str(record["Id"]), bool(record.get("IsActive")))
+    return None
+
+
+def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState) -> str:
+    """The one revocation path (check_user and revoke_user both end here); returns the outcome."""
+    ctx = task.ctx
+    links, redis, entra_id, cid = ctx.links, ctx.redis, event.object_id, event.correlation_id
+    links.set_tombstone(entra_id, event.observed_at.timestamp())
+    sf = ctx.salesforce(task.lane)
+    user = find_salesforce_user(sf, links, entra_id, state.upn)
+    if user is None:
+        audit(redis, "revoke", entra_id, None, "no_salesforce_user", cid, entra_status=state.status)
+        return "no_salesforce_user"
+    links.set_link(entra_id, user.id, state.upn)
+
+    if user.is_active is False:
+        outcome = "already_revoked"
+    else:
+        login = sf.get_user_login(user.id)
+        if login is not None and not login.get("IsFrozen"):
+            sf.freeze_user(user.id, login)
+            audit(redis, "freeze", entra_id, user.id, "done", cid)
+        outcome = _deactivate(sf, links, redis, entra_id, user.id, cid)
+
+    # observed_at: when a producer first saw the change; revocation latency = this record's ts - observed_at.
+    audit(redis, "revoke", entra_id, user.id, outcome, cid, entra_status=state.status,
+          observed_at=event.observed_at.timestamp())
+    follow_up = IdentityEvent(
+        kind=EventKind.OWNERSHIP_TRANSFER,
+        source=EventSource.WORKER,
+        tenant=event.tenant,
+        object_id=entra_id,
+        observed_at=event.observed_at,
+        correlation_id=cid,
+    )
+    publish(task.app, follow_up)
+    return outcome
+
+
+def _deactivate(sf: Any, links: IdentityLinks, redis: Any, entra_id: str, sf_user_id: str, cid: str) -> str:
+    try:
+        sf.deactivate_user(sf_user_id)
+    except PermanentError as exc:
+        if exc.code not in DEACTIVATION_BLOCKERS:
+            raise
+        detail = f"user is frozen but Salesforce refuses deactivation: {exc.code}: {exc.message}"
+        links.add_review(entra_id, sf_user_id, "deactivation_blocked", detail)
+        audit(redis, "deactivate", entra_id, sf_user_id, "blocked", cid, code=exc.code, reason=exc.message)
+        return "frozen_blocked"
+    audit(redis, "deactivate", entra_id, sf_user_id, "done", cid)
+    return "revoked"
+
+
+def hand_to_sync(task: IdentityTask, event: IdentityEvent) -> str:
+    """The user is enabled and present: nothing to revoke; the sync lane reconciles (same correlation id)."""
+    follow_up = IdentityEvent(
+        kind=EventKind.USER_CHANGED,
+        source=EventSource.WORKER,
+        tenant=event.tenant,
+        object_id=event.object_id,
+        observed_at=event.observed_at,
+        correlation_id=event.correlation_id,
+    )
+    publish(task.app, follow_up, "sync.user_changed")
+    return "handed_to_sync"
+
+
+@shared_task(base=IdentityTask, bind=True, name="revocation.check_user")
+def check_user(self: IdentityTask, event: dict[str, Any]) -> str:
+    """An "updated" notification: revoke if the user is disabled or gone, otherwise hand to the sync lane."""
+    evt = IdentityEvent.from_message(event)
+    state = read_entra_user(self.ctx.graph(self.lane), evt.object_id)
+    if state.enabled:
+        return hand_to_sync(self, evt)
+    return revoke(self, evt, state)
+
+
+@shared_task(base=IdentityTask, bind=True, name="revocation.revoke_user")
+def revoke_user(self: IdentityTask, event: dict[str, Any]) -> str:
+    """A disable/delete hint. If Graph now says the user is enabled (re-enabled since), do not revoke."""
+    evt = IdentityEvent.from_message(event)
+    state = read_entra_user(self.ctx.graph(self.lane), evt.object_id)
+    if state.enabled:
+        return hand_to_sync(self, evt)
+    return revoke(self, evt, state)

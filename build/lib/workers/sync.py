@@ -1,0 +1,116 @@
+"""The sync lane: joiners and movers, reactivation, and the follow-ups of revocations.
+
+Every sync task first asks the limiter whether the sync lane is paused (Salesforce's daily allowance is nearly used
+up and the rest is kept for revocations). When paused it parks itself for `SYNC_PAUSE_RECHECK_S` instead of calling
+Salesforce; revocation tasks never ask.
+
+What is implemented now, honestly:
+- `sync.user_changed` / `sync.reactivate_user`: the tombstone check (an event observed before a revocation must not
+  undo it), a Graph re-read, reactivation (activate + unfreeze) of an enabled user whose Salesforce user is inactive
+  or frozen, and a hand-off to the revocation lane if Graph says the user is disabled or gone. Attribute mapping
+  (profile, role, manager, ...) and joiner provisioning arrive in a later issue.
+- `sync.transfer_ownership`: records a pending transfer in Redis and audits it; the transfer itself is a later issue.
+- `sync.group_changed`: audits the change for the group-mapping issue; nothing is applied yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from shared.audit import audit
+from shared.dispatch import publish
+from shared.events import EventKind, EventSource, IdentityEvent
+from shared.limiter import SYNC_PAUSE_RECHECK_S
+from workers.base import IdentityTask
+from workers.revocation import SOFT_DELETED, find_salesforce_user, read_entra_user
+
+_REVOCATION_KIND = {SOFT_DELETED: EventKind.USER_SOFT_DELETED}
+
+
+def _wait_if_paused(task: IdentityTask) -> None:
+    if task.ctx.limiter.sync_paused():
+        task.defer(SYNC_PAUSE_RECHECK_S, "sync_paused")
+
+
+def reconcile_user(task: IdentityTask, message: dict[str, Any]) -> str:
+    _wait_if_paused(task)
+    event = IdentityEvent.from_message(message)
+    ctx = task.ctx
+    links, redis, entra_id, cid = ctx.links, ctx.redis, event.object_id, event.correlation_id
+    tombstone = links.tombstone(entra_id)
+    if tombstone is not None and tombstone > event.observed_at.timestamp():
+        audit(redis, "sync_user", entra_id, None, "skipped_tombstone", cid, tombstone=tombstone)
+        return "skipped_tombstone"
+
+    state = read_entra_user(ctx.graph(task.lane), entra_id)
+    if not state.enabled:
+        follow_up = IdentityEvent(
+            kind=_REVOCATION_KIND.get(state.status, EventKind.USER_DISABLED),
+            source=EventSource.WORKER,
+            tenant=event.tenant,
+            object_id=entra_id,
+            observed_at=event.observed_at,
+            correlation_id=cid,
+        )
+        publish(task.app, follow_up, "revocation.revoke_user")
+        audit(redis, "sync_user", entra_id, None, "handed_to_revocation", cid, entra_status=state.status)
+        return "handed_to_revocation"
+
+    sf = ctx.salesforce(task.lane)
+    user = find_salesforce_user(sf, links, entra_id, state.upn)
+    if user is None:
+        audit(redis, "sync_user", entra_id, None, "no_salesforce_user", cid)
+        return "no_salesforce_user"
+    links.set_link(entra_id, user.id, state.upn)
+
+    changed = False
+    if user.is_active is not True:
+        # Activate before unfreezing: if activation is refused (e.g. no licence), the user stays unable to log in.
+        sf.activate_user(user.id)
+        audit(redis, "activate", entra_id, user.id, "done", cid)
+        changed = True
+    login = sf.get_user_login(user.id)
+    if login is not None and login.get("IsFrozen"):
+        sf.unfreeze_user(user.id)
+        audit(redis, "unfreeze", entra_id, user.id, "done", cid)
+        changed = True
+    if tombstone is not None:
+        links.clear_tombstone(entra_id)
+    outcome = "reactivated" if changed else "in_sync"
+    audit(redis, "sync_user", entra_id, user.id, outcome, cid)
+    return outcome
+
+
+@shared_task(base=IdentityTask, bind=True, name="sync.user_changed")
+def user_changed(self: IdentityTask, event: dict[str, Any]) -> str:
+    return reconcile_user(self, event)
+
+
+@shared_task(base=IdentityTask, bind=True, name="sync.reactivate_user")
+def reactivate_user(self: IdentityTask, event: dict[str, Any]) -> str:
+    """Same path as `user_changed`: Graph decides whether the user is really enabled again."""
+    return reconcile_user(self, event)
+
+
+@shared_task(base=IdentityTask, bind=True, name="sync.transfer_ownership")
+def transfer_ownership(self: IdentityTask, event: dict[str, Any]) -> str:
+    """Records the transfer as pending (keyed by identity, so duplicates collapse); the transfer is a later issue."""
+    _wait_if_paused(self)
+    evt = IdentityEvent.from_message(event)
+    links = self.ctx.links
+    link = links.get_link(evt.object_id)
+    sf_user_id = link.sf_user_id if link else None
+    links.add_pending_transfer(evt.object_id, sf_user_id, evt.correlation_id)
+    audit(self.ctx.redis, "transfer_ownership", evt.object_id, sf_user_id, "pending", evt.correlation_id)
+    return "transfer_pending"
+
+
+@shared_task(base=IdentityTask, bind=True, name="sync.group_changed")
+def group_changed(self: IdentityTask, event: dict[str, Any]) -> str:
+    """Audited only, for the group-mapping issue to pick up."""
+    _wait_if_paused(self)
+    evt = IdentityEvent.from_message(event)
+    audit(self.ctx.redis, "group_changed", None, None, "recorded", evt.correlation_id, group_id=evt.object_id)
+    return "recorded"
