@@ -65,6 +65,13 @@ def reconcile_user(task: IdentityTask, message: dict[str, Any]) -> str:
         return "no_salesforce_user"
     links.set_link(entra_id, user.id, state.upn)
 
+    if tombstone is None:
+        # Only undo what idsync did. A Salesforce user who is inactive or frozen without our tombstone was switched
+        # off by someone in Salesforce (licences, an investigation): an enabled Entra account is no reason to
+        # turn them back on. The first full delta round would otherwise reactivate every such user.
+        audit(redis, "sync_user", entra_id, user.id, "in_sync", cid, salesforce_active=user.is_active)
+        return "in_sync"
+
     changed = False
     if user.is_active is not True:
         # Activate before unfreezing: if activation is refused (e.g. no licence), the user stays unable to log in.
@@ -76,8 +83,7 @@ def reconcile_user(task: IdentityTask, message: dict[str, Any]) -> str:
         sf.unfreeze_user(user.id)
         audit(redis, "unfreeze", entra_id, user.id, "done", cid)
         changed = True
-    if tombstone is not None:
-        links.clear_tombstone(entra_id)
+    links.clear_tombstone(entra_id)
     outcome = "reactivated" if changed else "in_sync"
     audit(redis, "sync_user", entra_id, user.id, outcome, cid)
     return outcome

@@ -149,8 +149,11 @@ def test_salesforce_usage_threshold_pauses_sync_but_not_revocation(stack, wait_f
     pause_share = stack.settings().sf_sync_pause_share
     leaver, leaver_sf = stack.active_member_in_salesforce()
     returner, returner_sf = stack.active_member_in_salesforce(skip=1)
-    # Enabled in Entra but inactive in Salesforce: a sync would reactivate them.
+    # Revoked earlier by idsync (its tombstone), now enabled in Entra again: a sync would reactivate them.
     stack.org.sf.User.update(returner_sf["Id"], {"IsActive": False})
+    from shared.identity_links import IdentityLinks
+
+    IdentityLinks(stack.redis).set_tombstone(returner["id"], time.time() - 60)
     stack.tenant.disable(leaver["id"])
 
     # Spend the org's allowance to just above the pause share, with room left for the revocation's own calls.

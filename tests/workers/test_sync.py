@@ -52,6 +52,20 @@ def test_a_re_enabled_user_is_reactivated_and_the_tombstone_cleared(
     assert ctx.links.tombstone(ENTRA_ID) is None
 
 
+def test_an_inactive_salesforce_user_that_idsync_did_not_revoke_is_left_inactive(
+    app, worker, ctx, graph, salesforce, finished, waiter
+):
+    graph.add_user(ENTRA_ID, UPN, enabled=True)
+    salesforce.add_user(SF_ID, UPN, federation_id=UPN, active=False)  # deactivated by a Salesforce admin
+    salesforce.frozen[SF_ID] = True
+    publish(app, _event(EventKind.USER_CHANGED), "sync.user_changed")
+    waiter(lambda: finished.outcomes("sync.user_changed"))
+
+    assert finished.outcomes("sync.user_changed") == ["in_sync"]
+    assert salesforce.writes() == []
+    assert salesforce.users[SF_ID]["IsActive"] is False and salesforce.frozen[SF_ID] is True
+
+
 def test_a_sync_event_for_a_disabled_user_is_handed_to_the_revocation_lane(
     app, worker, ctx, graph, salesforce, finished, waiter
 ):
