@@ -48,6 +48,41 @@ class DeltaCheckpoints:
         """Forget the link (after a 410 resync request): the next round is a full enumeration."""
         self.redis.delete(self._key(resource, "link"))
 
+    # --- the ids delta has shown us, so a full resync can tell who vanished
+
+    def track(self, resource: str, live: Iterable[str], removed: Iterable[str]) -> None:
+        """After an incremental round: remember objects that exist, forget those delta reported removed."""
+        live, removed = list(live), list(removed)
+        pipe = self.redis.pipeline(transaction=True)
+        for chunk in _chunks(live):
+            pipe.sadd(self._key(resource, "known"), *chunk)
+        for chunk in _chunks(removed):
+            pipe.srem(self._key(resource, "known"), *chunk)
+        pipe.execute()
+
+    def vanished(self, resource: str, live: Iterable[str]) -> set[str]:
+        """After a full enumeration: the known ids it no longer contains (deleted while we were not looking).
+
+        Stages the new set; `replace_known` makes it current once the events for the vanished ids are published.
+        """
+        staged = self._key(resource, "known:staged")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(staged)
+        for chunk in _chunks(list(live)):
+            pipe.sadd(staged, *chunk)
+        pipe.execute()
+        return {t for t in (_text(m) for m in self.redis.sdiff(self._key(resource, "known"), staged)) if t}
+
+    def replace_known(self, resource: str) -> None:
+        staged = self._key(resource, "known:staged")
+        if self.redis.exists(staged):
+            self.redis.rename(staged, self._key(resource, "known"))
+        else:
+            self.redis.delete(self._key(resource, "known"))
+
+    def known_count(self, resource: str) -> int:
+        return int(self.redis.scard(self._key(resource, "known")))
+
     # --- the last round's summary, for `idsync status`
 
     def record_round(self, resource: str, *, events: int, pages: int, items: int, resynced: bool) -> None:
@@ -92,3 +127,8 @@ class DeltaCheckpoints:
     def finish_round(self, resource: str, start_link: str | None) -> None:
         """Drop the round's set once its deltaLink is saved: the next round starts from a different link."""
         self.redis.delete(self._round_key(resource, start_link))
+
+
+def _chunks(items: list[str], size: int = 5000) -> Iterable[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

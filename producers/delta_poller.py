@@ -67,6 +67,7 @@ class RoundResult:
     skipped: int = 0  # events already published by an earlier, failed attempt of this same round
     resynced: bool = False  # Graph answered 410 and the round restarted as a full enumeration
     from_now: bool = False  # the round only fetched a deltaLink ("$deltatoken=latest"), no objects
+    vanished: int = 0  # users a full round no longer contains: deleted while unseen (sent for revocation)
     kinds: Counter[str] = field(default_factory=Counter)
     delta_link: str | None = None
     # merged members@delta per group id, across pages: {"added": {...}, "removed": {...}}
@@ -163,6 +164,7 @@ class DeltaPoller:
         if start is None and (self.start_from_now if from_now is None else from_now):
             start = self.latest_link(resource)
             result.from_now = True
+        full = start is None  # a full enumeration: every object that exists now, no tombstones
         try:
             collected = self._read(resource, start, result)
         except DeltaExpired as expired:
@@ -175,6 +177,8 @@ class DeltaPoller:
             result = RoundResult(resource=resource, resynced=True)
             collected = self._read(resource, start, result)  # a second 410 propagates: no resync loop
         self._publish(resource, start, collected, result)
+        if resource == "users":
+            self._reconcile_known(collected, full or result.resynced, result)
         if result.delta_link is None:
             raise RuntimeError(f"delta round for {resource} ended without a deltaLink")
         self.checkpoints.save(resource, result.delta_link)
@@ -188,6 +192,28 @@ class DeltaPoller:
             from_now=result.from_now, kinds=dict(result.kinds),
         )
         return result
+
+    def _reconcile_known(self, collected: dict[str, dict[str, Any]], full: bool, result: RoundResult) -> None:
+        """Users deleted while our delta token was expired come back from a resync as... nothing: a full
+        enumeration carries no tombstones (graph.md §1.6). So the poller remembers every user id delta showed it;
+        after a full round, a remembered id that is missing is a user deleted unseen, and it goes to the revocation
+        lane (the worker re-reads Graph and finds the Salesforce user through the stored link). Published before
+        the deltaLink is saved, like every other event of the round."""
+        live = [oid for oid, item in collected.items() if "@removed" not in item]
+        if not full:
+            self.checkpoints.track("users", live, [oid for oid, item in collected.items() if "@removed" in item])
+            return
+        vanished = self.checkpoints.vanished("users", live)
+        for object_id in sorted(vanished):
+            event = IdentityEvent(kind=EventKind.USER_HARD_DELETED, source=EventSource.DELTA, tenant=self.tenant,
+                                  object_id=object_id)
+            publish(self.sender, event)
+            result.events += 1
+            result.vanished += 1
+            result.kinds[EventKind.USER_HARD_DELETED.value] += 1
+        if vanished:
+            log.warning("delta_users_vanished", count=len(vanished), tenant=self.tenant)
+        self.checkpoints.replace_known("users")
 
     def _resync_link(self, resource: Resource, location: str | None) -> str | None:
         """Resume from Graph's Location only if it still carries our $select; else from our own initial request.

@@ -89,3 +89,29 @@ def test_delta_poller_resyncs_from_scratch_after_410(stack):
     assert second.resynced
     assert second.events >= first.events - 1  # a full enumeration again: every user is an event
     assert poller.checkpoints.get("users") not in (None, first.delta_link)
+
+
+def test_a_user_deleted_while_the_delta_token_was_expired_is_still_revoked(stack, wait_for):
+    from producers.delta_poller import DeltaPoller
+    from shared.graph_client import GraphClient
+    from shared.identity_links import IdentityLinks
+
+    stack.start_worker("revocation")
+    stack.start_worker("sync")
+    settings = stack.settings()
+    poller = DeltaPoller(GraphClient(settings), stack.celery(), stack.redis, settings)
+    user, sf_user = stack.active_member_in_salesforce(skip=3)
+    poller.run_round("users")  # the first full round: every user is reconciled and linked on the sync lane
+    wait_for(lambda: IdentityLinks(stack.redis).get_link(user["id"]), what="the user linked by the sync lane")
+
+    stack.tenant.delete(user["id"])  # soft delete ...
+    stack.tenant.http.delete(f"/directory/deletedItems/{user['id']}").raise_for_status()  # ... then permanent
+    stack.admin("POST", "/_sandbox/clock", {"advance_s": 8 * 86400})  # our delta token expires meanwhile
+    stack._org = None  # the test's own Salesforce session expired with the jump too
+
+    result = poller.run_round("users")
+
+    assert result.resynced and result.vanished == 1
+    wait_for(lambda: stack.org.user(user["userPrincipalName"])["IsActive"] is False, what="deactivated")
+    assert stack.org.frozen(sf_user["Id"])
+    assert [r["outcome"] for r in stack.audit("revoke", user["id"])] == ["revoked"]

@@ -208,3 +208,36 @@ def test_run_forever_polls_users_then_groups_and_survives_errors(graph, celery_a
     assert [c[0] for c in graph.delta_calls[:2]] == ["users", "groups"]
     assert len([c for c in graph.delta_calls if c[0] == "users"]) >= 2
     assert kinds(redis_client, "sync") == [("g1", "group.changed")]
+
+
+def test_users_missing_from_a_resync_are_sent_for_revocation_as_deleted_unseen(
+    graph, celery_app, redis_client, settings, checkpoints
+):
+    graph.script("users", None, [page([user("u1", accountEnabled=True), user("u2", accountEnabled=True),
+                                        user("u3", accountEnabled=True)], delta_link=DELTA1)])
+    poller = DeltaPoller(graph, celery_app, redis_client, settings)
+    poller.run_round("users")
+    assert checkpoints.known_count("users") == 3
+    location = f"{GRAPH}/users/delta?$select=id,accountEnabled&$deltatoken="
+    graph.script("users", DELTA1, [DeltaExpired("gone", service="graph", status=410, location=location)])
+    # u2 was hard-deleted while the token was expired: the resync simply no longer lists it.
+    graph.script("users", location, [page([user("u1", accountEnabled=True), user("u3", accountEnabled=True)],
+                                          delta_link=DELTA2)])
+
+    result = poller.run_round("users")
+
+    assert result.resynced and result.vanished == 1
+    assert ("u2", "user.hard_deleted") in kinds(redis_client, "revocation")
+    assert checkpoints.known_count("users") == 2
+    assert checkpoints.get("users") == DELTA2
+
+
+def test_incremental_rounds_keep_the_known_users_current(graph, celery_app, redis_client, settings, checkpoints):
+    graph.script("users", None, [page([user("u1", accountEnabled=True)], delta_link=DELTA1)])
+    poller = DeltaPoller(graph, celery_app, redis_client, settings)
+    poller.run_round("users")
+    graph.script("users", DELTA1, [page([user("u2", accountEnabled=True),
+                                         {"id": "u1", "@removed": {"reason": "deleted"}}], delta_link=DELTA2)])
+    result = poller.run_round("users")
+    assert result.vanished == 0 and checkpoints.known_count("users") == 1
+    assert ("u1", "user.hard_deleted") in kinds(redis_client, "revocation")  # reported by delta itself
