@@ -1,3 +1,0 @@
-from ops.cli import app
-
-app(prog_name="idsync")
