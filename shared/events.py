@@ -52,6 +52,18 @@ class IdentityEvent(BaseModel):
     observed_at: datetime = Field(default_factory=_now)
     correlation_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
 
+    def follow_up(self, kind: EventKind) -> IdentityEvent:
+        """A worker's next event about the same object: same tenant, observation time and correlation id (so
+        tombstones compare the original observation and logs join), new event id."""
+        return IdentityEvent(
+            kind=kind,
+            source=EventSource.WORKER,
+            tenant=self.tenant,
+            object_id=self.object_id,
+            observed_at=self.observed_at,
+            correlation_id=self.correlation_id,
+        )
+
     def to_message(self) -> dict[str, object]:
         """JSON-safe dict for a Celery argument."""
         return self.model_dump(mode="json")

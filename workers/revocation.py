@@ -21,7 +21,7 @@ from celery import shared_task
 from shared.audit import audit
 from shared.dispatch import publish
 from shared.errors import PermanentError
-from shared.events import EventKind, EventSource, IdentityEvent
+from shared.events import EventKind, IdentityEvent
 from shared.identity_links import IdentityLinks
 from workers.base import IdentityTask
 
@@ -112,15 +112,7 @@ def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState) -> str:
     # observed_at: when a producer first saw the change; revocation latency = this record's ts - observed_at.
     audit(redis, "revoke", entra_id, user.id, outcome, cid, entra_status=state.status,
           observed_at=event.observed_at.timestamp())
-    follow_up = IdentityEvent(
-        kind=EventKind.OWNERSHIP_TRANSFER,
-        source=EventSource.WORKER,
-        tenant=event.tenant,
-        object_id=entra_id,
-        observed_at=event.observed_at,
-        correlation_id=cid,
-    )
-    publish(task.app, follow_up)
+    publish(task.app, event.follow_up(EventKind.OWNERSHIP_TRANSFER))
     return outcome
 
 
@@ -140,33 +132,26 @@ def _deactivate(sf: Any, links: IdentityLinks, redis: Any, entra_id: str, sf_use
 
 def hand_to_sync(task: IdentityTask, event: IdentityEvent) -> str:
     """The user is enabled and present: nothing to revoke; the sync lane reconciles (same correlation id)."""
-    follow_up = IdentityEvent(
-        kind=EventKind.USER_CHANGED,
-        source=EventSource.WORKER,
-        tenant=event.tenant,
-        object_id=event.object_id,
-        observed_at=event.observed_at,
-        correlation_id=event.correlation_id,
-    )
-    publish(task.app, follow_up, "sync.user_changed")
+    publish(task.app, event.follow_up(EventKind.USER_CHANGED), "sync.user_changed")
     return "handed_to_sync"
+
+
+def revoke_or_hand_off(task: IdentityTask, message: dict[str, Any]) -> str:
+    """Both revocation tasks: re-read Graph, revoke if the user is disabled or gone, else hand to the sync lane."""
+    evt = IdentityEvent.from_message(message)
+    state = read_entra_user(task.ctx.graph(task.lane), evt.object_id)
+    if state.enabled:
+        return hand_to_sync(task, evt)
+    return revoke(task, evt, state)
 
 
 @shared_task(base=IdentityTask, bind=True, name="revocation.check_user")
 def check_user(self: IdentityTask, event: dict[str, Any]) -> str:
-    """An "updated" notification: revoke if the user is disabled or gone, otherwise hand to the sync lane."""
-    evt = IdentityEvent.from_message(event)
-    state = read_entra_user(self.ctx.graph(self.lane), evt.object_id)
-    if state.enabled:
-        return hand_to_sync(self, evt)
-    return revoke(self, evt, state)
+    """An "updated" notification, which does not say what changed: find out, then act."""
+    return revoke_or_hand_off(self, event)
 
 
 @shared_task(base=IdentityTask, bind=True, name="revocation.revoke_user")
 def revoke_user(self: IdentityTask, event: dict[str, Any]) -> str:
     """A disable/delete hint. If Graph now says the user is enabled (re-enabled since), do not revoke."""
-    evt = IdentityEvent.from_message(event)
-    state = read_entra_user(self.ctx.graph(self.lane), evt.object_id)
-    if state.enabled:
-        return hand_to_sync(self, evt)
-    return revoke(self, evt, state)
+    return revoke_or_hand_off(self, event)

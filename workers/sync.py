@@ -21,7 +21,7 @@ from celery import shared_task
 
 from shared.audit import audit
 from shared.dispatch import publish
-from shared.events import EventKind, EventSource, IdentityEvent
+from shared.events import EventKind, IdentityEvent
 from shared.limiter import SYNC_PAUSE_RECHECK_S
 from workers.base import IdentityTask
 from workers.revocation import SOFT_DELETED, find_salesforce_user, read_entra_user
@@ -46,14 +46,7 @@ def reconcile_user(task: IdentityTask, message: dict[str, Any]) -> str:
 
     state = read_entra_user(ctx.graph(task.lane), entra_id)
     if not state.enabled:
-        follow_up = IdentityEvent(
-            kind=_REVOCATION_KIND.get(state.status, EventKind.USER_DISABLED),
-            source=EventSource.WORKER,
-            tenant=event.tenant,
-            object_id=entra_id,
-            observed_at=event.observed_at,
-            correlation_id=cid,
-        )
+        follow_up = event.follow_up(_REVOCATION_KIND.get(state.status, EventKind.USER_DISABLED))
         publish(task.app, follow_up, "revocation.revoke_user")
         audit(redis, "sync_user", entra_id, None, "handed_to_revocation", cid, entra_status=state.status)
         return "handed_to_revocation"
