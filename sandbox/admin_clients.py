@@ -9,7 +9,6 @@ client: machines that export REQUESTS_CA_BUNDLE would otherwise silently replace
 from __future__ import annotations
 
 import ssl
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,18 +16,11 @@ import msal
 import requests
 from simple_salesforce import Salesforce, format_soql
 
+from sandbox.envfile import read_env_file
+
+__all__ = ["GraphAdmin", "OrgAdmin", "read_env_file", "requests_session"]
+
 GRAPH_SCOPE = ["https://graph.microsoft.com/.default"]
-
-
-def read_env_file(path: str | Path) -> dict[str, str]:
-    """The sandbox's dotenv file as a dict (its values are never quoted)."""
-    values: dict[str, str] = {}
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip().strip('"')
-    return values
 
 
 def requests_session(ca: str) -> requests.Session:
