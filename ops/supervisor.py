@@ -49,6 +49,7 @@ class Supervisor:
         self.var_dir.mkdir(parents=True, exist_ok=True)
         (self.var_dir / "run.env").unlink(missing_ok=True)
         env: dict[str, str] = {}
+        sandbox_env: dict[str, str] = {}
         if self.settings.redis_url:
             env["IDSYNC_REDIS_URL"] = self.settings.redis_url
         else:
@@ -56,7 +57,7 @@ class Supervisor:
             env["IDSYNC_REDIS_URL"] = self.redis.url
             self.urls["redis"] = f"{self.redis.url} (embedded, AOF under {self.var_dir / 'redis'})"
         if not self.settings.tenant_configured:
-            env.update(self._start_sandbox())
+            sandbox_env = self._start_sandbox()
         host = self.settings.webhook_host
         webhook_port, replaced = choose_port(self.settings.webhook_port, host)
         if replaced:
@@ -78,9 +79,8 @@ class Supervisor:
         if "sandbox" in self.urls:
             run_env["IDSYNC_RUN_SANDBOX_URL"] = self.urls["sandbox"].split(" ")[0]
         write_env_file(self.var_dir / "run.env", run_env)
-        self.env = {**os.environ, **{k: v for k, v in run_env.items()}}
-        if self.sandbox is not None:
-            self.env.update(read_env_file(self.var_dir / "sandbox.env"))
+        # The sandbox's credentials go to the children's environment, not into run.env (settings read sandbox.env).
+        self.env = {**os.environ, **sandbox_env, **run_env}
         self.children = [
             Child("worker-revocation", self._idsync("worker", "--lane", "revocation")),
             Child("worker-sync", self._idsync("worker", "--lane", "sync")),
@@ -97,6 +97,7 @@ class Supervisor:
         return [sys.executable, "-m", "ops", *args]
 
     def _start_sandbox(self) -> dict[str, str]:
+        """Start the sandbox child and return the settings it wrote to var/sandbox.env."""
         env_file = self.var_dir / "sandbox.env"
         env_file.unlink(missing_ok=True)
         port, replaced = choose_port(8443)
@@ -119,7 +120,7 @@ class Supervisor:
             time.sleep(0.1)
         values = read_env_file(env_file)
         self.urls["sandbox"] = f"{values['IDSYNC_SANDBOX_ADMIN_URL']}/_sandbox/ (env: {env_file})"
-        return {}
+        return values
 
     def _spawn(self, child: Child) -> None:
         child.proc = subprocess.Popen(child.argv, env=self.env, start_new_session=True)
