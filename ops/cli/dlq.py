@@ -1,0 +1,102 @@
+"""`idsync dlq ...`: inspect, replay and purge the dead-letter queue."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ops import components
+from ops.cli.app import LaneOpt, app, console
+from ops.cli.app import settings as _settings
+from shared.settings import Settings
+
+dlq_app = typer.Typer(help="Inspect and replay the dead-letter queue.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+# ---------------------------------------------------------------------------- dead-letter queue
+def _dlq(settings: Settings) -> Any:
+    from shared.dlq import DeadLetterQueue
+
+    return DeadLetterQueue(components.redis_client(settings), settings.dlq_max_entries,
+                           settings.dlq_max_age_days * 86400)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    lane: LaneOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    limit: Annotated[int, typer.Option(help="at most this many, newest first")] = 100,
+) -> None:
+    """List dead-lettered messages."""
+    entries = _dlq(_settings()).list(lane=lane, limit=limit)
+    if as_json:
+        typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
+        return
+    table = Table(title=f"Dead letters ({len(entries)})")
+    for col in ("id", "lane", "task", "error", "attempts", "last failure", "correlation"):
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        table.add_row(e.id, e.lane, e.task, f"{e.error_class}: {e.error_message[:80]}", str(e.attempts),
+                      str(e.last_failed_at), str(e.correlation_id or ""))
+    console.print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(entry_id: str) -> None:
+    """Show one entry in full, traceback included."""
+    entry = _dlq(_settings()).get(entry_id)
+    if entry is None:
+        console.print(f"no dead letter {entry_id}", style="red", markup=False)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(entry.model_dump(mode="json"), indent=2))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    entry_id: Annotated[str | None, typer.Argument(help="entry id (or --all)")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="replay every entry (of --lane)")] = False,
+    lane: LaneOpt = None,
+) -> None:
+    """Republish entries to their lane; an entry leaves the DLQ only after its republish succeeded."""
+    from workers.replay import replay, replay_all
+
+    settings = _settings()
+    if bool(entry_id) == all_:
+        raise typer.BadParameter("give an entry id or --all")
+    celery, dlq = components.celery_app(settings), _dlq(settings)
+    if all_:
+        ok, failed = replay_all(celery, dlq, lane=lane)
+        console.print(f"replayed {ok}, failed {failed}", markup=False)
+        raise typer.Exit(1 if failed else 0)
+    if not replay(celery, dlq, entry_id):
+        console.print(f"{entry_id}: not replayed (unknown, or another replay holds it)", style="red", markup=False)
+        raise typer.Exit(1)
+    console.print(f"{entry_id}: replayed", markup=False)
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+
+
+def parse_duration(text: str) -> float:
+    """'90' or '90s', '15m', '12h', '7d' -> seconds."""
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise typer.BadParameter(f"{text!r} is not a duration like 30s, 15m, 12h or 7d")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    older_than: Annotated[str, typer.Option("--older-than", help="e.g. 7d, 12h, 30m")],
+    lane: LaneOpt = None,
+) -> None:
+    """Delete entries older than the given age."""
+    removed = _dlq(_settings()).purge(parse_duration(older_than), lane=lane)
+    console.print(f"purged {removed}", markup=False)
+
+
