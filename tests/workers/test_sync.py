@@ -98,7 +98,7 @@ def test_while_sync_is_paused_a_sync_task_parks_itself_and_revocation_proceeds(
     assert salesforce.users[SF_ID]["IsActive"] is False  # the sync task did not call Salesforce
     assert ("find_user", (ENTRA_ID, UPN, UPN)) not in salesforce.calls
     waiter(lambda: finished.of("sync.transfer_ownership"))  # the revocation's follow-up is parked too
-    due = parking.pop_due(ctx.redis, time.time() + SYNC_PAUSE_RECHECK_S + 1)
+    due = parking.lease_due(ctx.redis, time.time() + SYNC_PAUSE_RECHECK_S + 1)
     assert sorted(m.task for m in due) == ["sync.reactivate_user", "sync.transfer_ownership"]
     assert all(m.due_at >= time.time() + SYNC_PAUSE_RECHECK_S - 30 for m in due)
     assert all(m.headers["deferred_from"] and m.task_id != m.headers["deferred_from"] for m in due)
