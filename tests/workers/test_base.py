@@ -152,6 +152,21 @@ def test_a_retry_is_published_with_a_fresh_publish_time(app, worker, ctx, graph,
     assert seen[0] == "1000.000" and float(seen[1]) > 1000.0
 
 
+def test_a_countdown_retry_shows_as_retrying_in_its_lane_not_as_nothing_waiting(
+    app, worker, ctx, graph, leaver, finished, waiter
+):
+    from ops.status import unacked_by_lane
+
+    graph.fail("get_user", GraphThrottled("429", service=SERVICE_GRAPH, status=429, retry_after=3))
+    publish(app, _event())
+    waiter(lambda: unacked_by_lane(ctx.redis)["revocation"]["retrying"] == 1)
+
+    assert ctx.redis.llen("revocation") == 0  # "waiting 0": without the retrying count the leaver is invisible
+    assert unacked_by_lane(ctx.redis)["sync"] == {"running": 0, "retrying": 0}
+    waiter(lambda: finished.outcomes("revocation.revoke_user"))
+    waiter(lambda: unacked_by_lane(ctx.redis)["revocation"]["retrying"] == 0)
+
+
 def test_a_long_retry_after_is_parked_not_a_countdown_and_the_scheduler_brings_it_back(
     app, worker, ctx, graph, salesforce, leaver, finished, waiter
 ):
