@@ -154,7 +154,7 @@ class IdentityLinks:
         return item
 
     def list_reviews(self) -> list[dict[str, Any]]:
-        items = [_with_id(entra_id, json.loads(raw)) for entra_id, raw in self.redis.hgetall(REVIEWS_KEY).items()]
+        items = [_with_id(str(key), json.loads(raw)) for key, raw in self.redis.hgetall(REVIEWS_KEY).items()]
         return sorted(items, key=lambda item: item["created_at"])
 
     def get_review(self, key: str) -> dict[str, Any] | None:

@@ -50,7 +50,7 @@ DELIVERIES_PREFIX = "idsync:deliveries"
 MIN_DELIVERY_TTL_S = 86_400
 
 #: Errors worth another attempt (see the module docstring); everything else but `Deferred` is dead-lettered at once.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     RetryableError,
     SoftTimeLimitExceeded,
     kombu.exceptions.OperationalError,
