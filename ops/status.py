@@ -1,5 +1,11 @@
 """`idsync status`: what an on-call admin asks first, read from Redis alone (no Graph or Salesforce call, so it
-answers even while those are down or throttling us)."""
+answers even while those are down or throttling us).
+
+Per lane, where every message is: waiting in the queue, running, retrying (a Celery countdown retry held by a worker
+until its ETA), parked (a long wait in `idsync:parked`), dead-lettered, and dropped by the DLQ cap. Without the middle
+three a leaver being retried through a Salesforce outage looked like "waiting 0": nothing to worry about.
+Times are epoch seconds here; the CLI renders them (ISO 8601 in `--json`, see `ops/time_display.py`).
+"""
 
 from __future__ import annotations
 
@@ -23,6 +29,34 @@ def oldest_message_age(redis: Any, queue: str, now: float | None = None) -> floa
     return max(0.0, (now or time.time()) - published)
 
 
+def unacked_by_lane(redis: Any) -> dict[str, dict[str, int]]:
+    """Messages workers hold unacknowledged, per lane: `running` (executing now) and `retrying` (a countdown retry
+    waiting for its ETA in a worker's memory).
+
+    kombu's Redis transport keeps each one in the hash `unacked` as JSON `[message, exchange, routing_key]`; our
+    routing key is the lane, and Celery's message headers carry `eta` only for delayed messages.
+    """
+    counts = {lane: {"running": 0, "retrying": 0} for lane in LANES}
+    for raw in redis.hvals("unacked"):
+        try:
+            message, _exchange, routing_key = json.loads(raw)
+            eta = (message.get("headers") or {}).get("eta")
+        except (TypeError, ValueError, AttributeError):
+            continue
+        if routing_key in counts:
+            counts[routing_key]["retrying" if eta else "running"] += 1
+    return counts
+
+
+def _upn_of(record: dict[str, Any], links: Any) -> str | None:
+    """Revocations audited before the UPN was recorded: the identity link still knows it."""
+    upn = (record.get("detail") or {}).get("upn")
+    if upn or not record.get("entra_id"):
+        return upn
+    link = links.get_link(record["entra_id"])
+    return link.upn if link else None
+
+
 def collect(settings: Settings, redis: Any) -> dict[str, Any]:
     from producers.checkpoints import DeltaCheckpoints
     from producers.subscriptions import SubscriptionManager
@@ -33,19 +67,29 @@ def collect(settings: Settings, redis: Any) -> dict[str, Any]:
 
     now = time.time()
     dlq = DeadLetterQueue(redis, settings.dlq_max_entries, settings.dlq_max_age_days * 86400)
+    unacked = unacked_by_lane(redis)
+    parked = parking.count_by_lane(redis)
     lanes = {}
     for lane in LANES:
         age = oldest_message_age(redis, lane, now)
+        dropped, dropped_at = dlq.dropped(lane)
         lanes[lane] = {
             "depth": int(redis.llen(lane)),
             "oldest_age_s": None if age is None else round(age, 3),
+            "running": unacked[lane]["running"],
+            "retrying": unacked[lane]["retrying"],
+            "parked": parked[lane],
             "dlq": dlq.size(lane),
+            "dlq_dropped": dropped,
+            "dlq_last_dropped_at": dropped_at,
         }
     tenant = settings.graph_tenant_id or "default"
     checkpoints = DeltaCheckpoints(redis, tenant)
     links = IdentityLinks(redis)
     # One "revoke" record per revocation carries its outcome (revoked, frozen_blocked, no_salesforce_user...).
-    revocations = [e for e in audit.recent(redis, 500) if e.get("action") == "revoke"]
+    revocations = [e for e in audit.recent(redis, 500) if e.get("action") == "revoke"][:10]
+    for record in revocations:
+        record["upn"] = _upn_of(record, links)
     return {
         "lanes": lanes,
         "in_flight": int(redis.hlen("unacked")),
@@ -56,5 +100,5 @@ def collect(settings: Settings, redis: Any) -> dict[str, Any]:
         "api": Limiter(redis, settings).status(),
         "reviews": links.review_count(),
         "pending_ownership_transfers": len(links.pending_transfers()),
-        "recent_revocations": revocations[:10],  # newest first
+        "recent_revocations": revocations,  # newest first
     }

@@ -28,6 +28,29 @@ TASK_FOR_KIND: dict[EventKind, str] = {
     EventKind.OWNERSHIP_TRANSFER: "sync.transfer_ownership",
 }
 
+#: Sync-lane tasks a worker names for a hand-off, where the kind alone would pick the other lane: an "updated" user
+#: the revocation lane found enabled is reconciled by the sync lane (`TASK_FOR_KIND` would send it back to
+#: `revocation.check_user`).
+SYNC_TASK_FOR_KIND: dict[EventKind, str] = {
+    EventKind.USER_CHANGED: "sync.user_changed",
+    EventKind.USER_ENABLED: "sync.reactivate_user",
+}
+
+#: Every task a message may name. Publishing, republishing (parking, DLQ replay) and hand-offs refuse any other
+#: name, so a typo or a renamed task fails at the sender instead of becoming an unroutable message.
+TASK_NAMES: frozenset[str] = frozenset({*TASK_FOR_KIND.values(), *SYNC_TASK_FOR_KIND.values()})
+
+
+class UnknownTask(ValueError):
+    """A task name that is not in the dispatch table."""
+
+
+def known_task(task_name: str) -> str:
+    """`task_name` itself when the dispatch table knows it; `UnknownTask` otherwise."""
+    if task_name not in TASK_NAMES:
+        raise UnknownTask(f"task {task_name!r} is not in the dispatch table ({', '.join(sorted(TASK_NAMES))})")
+    return task_name
+
 
 def lane_of(task_name: str) -> str:
     lane = task_name.split(".", 1)[0]
@@ -62,6 +85,36 @@ def publish(sender: TaskSender, event: IdentityEvent, task_name: str | None = No
         args=[event.to_message()],
         queue=lane_of(name),
         headers=message_headers(event),
+        retry=False,
+    )
+    return name
+
+
+def republish(
+    sender: TaskSender,
+    task_name: str,
+    args: list[Any] | tuple[Any, ...],
+    kwargs: dict[str, Any],
+    headers: dict[str, Any],
+    *,
+    task_id: str,
+    retries: int = 0,
+) -> str:
+    """Send an existing message again (a parked message coming due, a replayed dead letter); returns the task name.
+
+    The task name is checked against the table and the lane follows from it, as in `publish`. `published_at` is
+    stamped afresh: it measures how long a message has waited *in its queue*, so the time it spent parked or
+    dead-lettered must not count (otherwise `idsync status` reports a fresh republish as hours old).
+    """
+    name = known_task(task_name)
+    sender.send_task(
+        name,
+        args=list(args),
+        kwargs=dict(kwargs),
+        queue=lane_of(name),
+        headers={**headers, "published_at": f"{time.time():.3f}"},
+        task_id=task_id,
+        retries=retries,
         retry=False,
     )
     return name

@@ -6,9 +6,15 @@ publish) writes here explicitly first.
 
 Layout (Sidekiq's "dead" set, celery.md §3.6/§3.7): one sorted set per lane, `idsync:dlq:{lane}`, member = entry id,
 score = last failure time; the entries themselves as JSON in one hash `idsync:dlq:entries` (so `get(id)` needs no lane).
-The size and age caps are applied in the same MULTI as the insert, so the DLQ can never grow without bound.
+The size and age caps are applied in the same MULTI as the insert, so the DLQ can never grow without bound; what a
+cap drops is logged and counted per lane (`idsync:dlq:dropped`, shown by `idsync status`), never lost silently.
 An entry's id is the Celery task id: dead-lettering the same task id again updates the entry (attempts,
-last_failed_at) and keeps first_failed_at.
+last_failed_at, history) and keeps first_failed_at.
+
+Attempt history: a message usually fails several times (retries, parking) before it is dead-lettered, under one task
+id. Each failed attempt is appended to `idsync:attempts:{task_id}` (`AttemptLog`, capped, expiring), and the dead
+letter takes that list as its `history` and its first failure time from it: an operator sees when trouble started
+and what each attempt hit, not only the last error.
 """
 
 from __future__ import annotations
@@ -22,10 +28,21 @@ import redis
 from pydantic import BaseModel, Field
 
 from shared.dispatch import LANES
+from shared.logging import get_logger
+
+log = get_logger("idsync.dlq")
 
 KEY_PREFIX = "idsync:dlq"
 ENTRIES_KEY = f"{KEY_PREFIX}:entries"
 CLAIM_PREFIX = f"{KEY_PREFIX}:claim"
+#: Hash: `{lane}` -> entries dropped by the size/age cap so far, `{lane}:last_at` -> when the last one was dropped.
+DROPPED_KEY = f"{KEY_PREFIX}:dropped"
+ATTEMPTS_PREFIX = "idsync:attempts"
+
+#: Attempts kept per entry: enough to see a pattern (always the same error? a different one each time?).
+MAX_HISTORY = 10
+#: An attempt's error message is cut here: the history is for reading at a glance; the traceback has the rest.
+MAX_ATTEMPT_MESSAGE = 500
 
 #: Enough frames to see where an error came from, small enough that 10,000 entries stay cheap.
 MAX_TRACEBACK_FRAMES = 20
@@ -34,6 +51,18 @@ MAX_TRACEBACK_BYTES = 8 * 1024
 
 def lane_key(lane: str) -> str:
     return f"{KEY_PREFIX}:{lane}"
+
+
+class Attempt(BaseModel):
+    """One failed execution: when, which error class, what it said."""
+
+    time: float
+    error_class: str
+    message: str = ""
+
+    @classmethod
+    def now(cls, error_class: str, message: str) -> Attempt:
+        return cls(time=time.time(), error_class=error_class, message=message[:MAX_ATTEMPT_MESSAGE])
 
 
 class DeadLetter(BaseModel):
@@ -53,6 +82,8 @@ class DeadLetter(BaseModel):
     last_failed_at: float = Field(default_factory=time.time)
     correlation_id: str | None = None
     event_id: str | None = None
+    #: The last `MAX_HISTORY` failed attempts, oldest first (entries written before this field have none).
+    history: list[Attempt] = Field(default_factory=list)
 
 
 def trim_traceback(text: str, max_frames: int = MAX_TRACEBACK_FRAMES, max_bytes: int = MAX_TRACEBACK_BYTES) -> str:
@@ -99,6 +130,7 @@ class DeadLetterQueue:
                     update={
                         "first_failed_at": min(old.first_failed_at, entry.first_failed_at),
                         "attempts": max(entry.attempts, old.attempts + 1),
+                        "history": [*old.history, *entry.history][-MAX_HISTORY:],
                     }
                 )
             now = time.time()
@@ -114,8 +146,27 @@ class DeadLetterQueue:
             if doomed:
                 pipe.zrem(zkey, *doomed)
                 pipe.hdel(ENTRIES_KEY, *doomed)
+                pipe.hincrby(DROPPED_KEY, entry.lane, len(doomed))
+                pipe.hset(DROPPED_KEY, f"{entry.lane}:last_at", repr(now))
+            # The transaction may run again (a WATCHed key changed): report only what the last run dropped.
+            dropped[:] = doomed
+            aged[:] = [m for m in doomed if m in set(too_old)]
 
+        dropped: list[str] = []
+        aged: list[str] = []
         self.redis.transaction(txn, zkey, ENTRIES_KEY)
+        if dropped:
+            # Warning, not info: each of these was a message idsync gave up on, and now its record is gone too.
+            log.warning(
+                "dead letters dropped by the cap",
+                lane=entry.lane,
+                count=len(dropped),
+                too_old=len(aged),
+                over_size=len(dropped) - len(aged),
+                max_entries=self.max_entries,
+                max_age_s=self.max_age_s,
+                entry_ids=dropped[:20],
+            )
         return entry.id
 
     def remove(self, entry_id: str) -> bool:
@@ -167,6 +218,11 @@ class DeadLetterQueue:
     def size(self, lane: str | None = None) -> int:
         return sum(int(self.redis.zcard(lane_key(name))) for name in self._lanes(lane))
 
+    def dropped(self, lane: str) -> tuple[int, float | None]:
+        """How many entries of `lane` the size/age cap has dropped so far, and when it last dropped one."""
+        count, last_at = self.redis.hmget(DROPPED_KEY, [lane, f"{lane}:last_at"])
+        return int(count or 0), (float(last_at) if last_at else None)
+
     def oldest_age(self, lane: str | None = None) -> float | None:
         """Seconds since the oldest entry last failed (for a "DLQ not drained" alert); None when empty."""
         oldest: float | None = None
@@ -189,3 +245,31 @@ class DeadLetterQueue:
     @staticmethod
     def _lanes(lane: str | None) -> tuple[str, ...]:
         return (lane,) if lane else LANES
+
+
+class AttemptLog:
+    """The failed attempts of one task id so far, kept until it succeeds, is dead-lettered or the key expires."""
+
+    def __init__(self, redis_client: redis.Redis, ttl_s: float) -> None:
+        self.redis = redis_client
+        self.ttl_s = ttl_s
+
+    def record(self, task_id: str, attempt: Attempt) -> None:
+        key = f"{ATTEMPTS_PREFIX}:{task_id}"
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.rpush(key, attempt.model_dump_json())
+        pipe.ltrim(key, -MAX_HISTORY, -1)
+        pipe.expire(key, int(self.ttl_s))
+        pipe.execute()
+
+    def forget(self, task_id: str) -> None:
+        self.redis.delete(f"{ATTEMPTS_PREFIX}:{task_id}")
+
+    def take(self, task_id: str) -> list[Attempt]:
+        """The recorded attempts, oldest first, and forget them (they now live in the dead letter)."""
+        key = f"{ATTEMPTS_PREFIX}:{task_id}"
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.lrange(key, 0, -1)
+        pipe.delete(key)
+        raw, _ = pipe.execute()
+        return [Attempt.model_validate_json(item) for item in raw or []]

@@ -12,9 +12,14 @@ model, celery.md §8.3), so both lanes fail the same, documented way:
 - error classification (`__call__`): `RetryableError` -> exponential backoff with full jitter, at least the server's
   `retry_after`; a delay longer than `settings.park_threshold_s` is parked in Redis (never a long countdown, which
   Redis would redeliver after the visibility timeout); after `settings.max_retries` -> DLQ. `PermanentError` and any
-  unexpected exception -> DLQ at once. A timeout (`SoftTimeLimitExceeded`) counts as retryable: it is transient by
-  nature and still bounded by `max_retries`. Every DLQ write happens before the message is dropped (on Redis a
-  `Reject` just deletes it), including when the retry republish itself fails.
+  unexpected exception -> DLQ at once. Also retryable (`TRANSIENT_ERRORS`): a timeout (`SoftTimeLimitExceeded`), a
+  broker error while publishing a follow-up (kombu's `OperationalError`) and a dropped or slow Redis connection
+  (redis-py's `ConnectionError`/`TimeoutError`, e.g. during a Redis restart or failover): all transient by nature
+  and still bounded by `max_retries`. Every DLQ write happens before the message is dropped (on Redis a `Reject`
+  just deletes it), including when the retry republish itself fails.
+- attempt history: each failed attempt of a task id is recorded (`shared.dlq.AttemptLog`), so a dead letter shows
+  when the trouble started and what every attempt hit. Recording is best effort: it must never turn a retry into a
+  failure of its own.
 - one log line per execution (`task finished`: task, outcome, attempts, duration_ms).
 """
 
@@ -26,12 +31,14 @@ import uuid
 from typing import Any
 
 import celery
+import kombu.exceptions
+import redis.exceptions
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from structlog.contextvars import bind_contextvars, clear_contextvars
 
 from shared import parking
 from shared.dispatch import lane_of
-from shared.dlq import DeadLetter, format_traceback, trim_traceback
+from shared.dlq import MAX_HISTORY, Attempt, AttemptLog, DeadLetter, format_traceback, trim_traceback
 from shared.errors import RetryableError
 from shared.logging import get_logger
 from workers import context
@@ -41,6 +48,15 @@ log = get_logger("idsync.task")
 DELIVERIES_PREFIX = "idsync:deliveries"
 #: A delivery counter must outlive every redelivery path (visibility timeout + sweep delay); a day is ample.
 MIN_DELIVERY_TTL_S = 86_400
+
+#: Errors worth another attempt (see the module docstring); everything else but `Deferred` is dead-lettered at once.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    RetryableError,
+    SoftTimeLimitExceeded,
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 
 class Deferred(Exception):  # noqa: N818 - control flow, not an error
@@ -109,13 +125,15 @@ class IdentityTask(celery.Task):
                 self._defer(args, kwargs, deferred)
             except (Retry, Ignore, Reject):
                 raise
-            except (RetryableError, SoftTimeLimitExceeded) as exc:
+            except TRANSIENT_ERRORS as exc:
                 self._on_retryable(exc, args, kwargs)
             except Exception as exc:
                 self._dead_letter(type(exc).__name__, str(exc), format_traceback(exc), args, kwargs)
                 self._finish("dead_lettered", level="error", error_class=type(exc).__name__, error=str(exc))
                 raise Ignore() from None
             outcome = result if isinstance(result, str) else "ok"
+            if self.request.retries:
+                self._forget_attempts()
             self._finish(outcome)
             return result
         finally:
@@ -145,6 +163,7 @@ class IdentityTask(celery.Task):
             self._dead_letter(error_class, str(exc), format_traceback(exc), args, kwargs)
             self._finish("dead_lettered", level="error", error_class=error_class, error=str(exc), reason="max_retries")
             raise Ignore() from None
+        self._record_attempt(error_class, str(exc))
         delay = backoff_delay(
             retries, settings.backoff_base_s, settings.backoff_max_s, getattr(exc, "retry_after", None)
         )
@@ -152,28 +171,37 @@ class IdentityTask(celery.Task):
             self._park(args, kwargs, delay, task_id=self.request.id, retries=retries + 1)
             self._finish("parked", level="warning", delay_s=round(delay, 3), error_class=error_class, error=str(exc))
             raise Ignore() from None
+        # A fresh `published_at`: the retry is a new message in the queue; its age starts now, not at the first publish.
+        headers = {**(self.request.headers or {}), "published_at": f"{time.time():.3f}"}
         try:
-            self.retry(exc=exc, countdown=delay, throw=True)
+            self.retry(exc=exc, countdown=delay, throw=True, headers=headers)
         except Retry:
             self._finish("retry", level="warning", delay_s=round(delay, 3), error_class=error_class, error=str(exc))
             raise
         except Reject as rejected:
             # The republish failed; Celery would now drop the message (Reject on Redis deletes). Keep it instead.
             message = f"retry publish failed ({rejected.reason!r}) after: {exc}"
-            self._dead_letter(error_class, message, format_traceback(exc), args, kwargs)
+            self._dead_letter(error_class, message, format_traceback(exc), args, kwargs, recorded=True)
             self._finish("dead_lettered", level="error", error_class=error_class, reason="retry_publish_failed")
             raise Ignore() from None
 
     def _defer(self, args: tuple[Any, ...], kwargs: dict[str, Any], deferred: Deferred) -> None:
-        """A new task id: a deferral is not a failure, so it must not use up the delivery or retry budget."""
-        self._park(
-            args,
-            kwargs,
-            deferred.delay_s,
-            task_id=uuid.uuid4().hex,
-            retries=int(self.request.retries or 0),
-            extra_headers={"deferred_from": self.request.id},
-        )
+        """A new task id: a deferral is not a failure, so it must not use up the delivery or retry budget.
+
+        If parking itself fails (Redis briefly away), the message is retried like any transient error: a deferral
+        must never end in the DLQ because of the reason it was deferred for.
+        """
+        try:
+            self._park(
+                args,
+                kwargs,
+                deferred.delay_s,
+                task_id=uuid.uuid4().hex,
+                retries=int(self.request.retries or 0),
+                extra_headers={"deferred_from": self.request.id},
+            )
+        except TRANSIENT_ERRORS as exc:
+            self._on_retryable(exc, args, kwargs)
         self._finish("parked", reason=deferred.reason, delay_s=deferred.delay_s)
         raise Ignore()
 
@@ -207,9 +235,15 @@ class IdentityTask(celery.Task):
         args: Any,
         kwargs: Any,
         attempts: int | None = None,
+        recorded: bool = False,
     ) -> None:
+        """`recorded`: this failure is already in the attempt log (do not list it twice)."""
         event = _event_of(args, kwargs) or {}
         now = time.time()
+        history = self._take_attempts()
+        if not recorded or not history:
+            history.append(Attempt.now(error_class, message))
+        history = history[-MAX_HISTORY:]
         entry = DeadLetter(
             id=self.request.id or uuid.uuid4().hex,
             task=self.name,
@@ -221,14 +255,42 @@ class IdentityTask(celery.Task):
             error_message=message,
             traceback=tb,
             attempts=attempts if attempts is not None else int(self.request.retries or 0) + 1,
-            first_failed_at=now,
+            first_failed_at=min([now, *(a.time for a in history)]),
             last_failed_at=now,
             correlation_id=event.get("correlation_id"),
             event_id=event.get("id"),
+            history=history,
         )
         self.ctx.dlq.put(entry)
 
     # --- bookkeeping --------------------------------------------------------------------------------------------
+
+    def _attempt_log(self) -> AttemptLog:
+        settings = self.ctx.settings
+        return AttemptLog(self.ctx.redis, max(MIN_DELIVERY_TTL_S, 3 * settings.visibility_timeout_s))
+
+    def _record_attempt(self, error_class: str, message: str) -> None:
+        if not self.request.id:
+            return
+        try:
+            self._attempt_log().record(self.request.id, Attempt.now(error_class, message))
+        except Exception as err:  # noqa: BLE001 - history is for reading; the retry itself matters more
+            log.warning("attempt not recorded", error=type(err).__name__)
+
+    def _take_attempts(self) -> list[Attempt]:
+        if not self.request.id:
+            return []
+        try:
+            return self._attempt_log().take(self.request.id)
+        except Exception as err:  # noqa: BLE001 - a dead letter without history beats no dead letter
+            log.warning("attempt history not read", error=type(err).__name__)
+            return []
+
+    def _forget_attempts(self) -> None:
+        try:
+            self._attempt_log().forget(str(self.request.id))
+        except Exception as err:  # noqa: BLE001 - the key expires on its own
+            log.warning("attempt history not cleared", error=type(err).__name__)
 
     def _count_delivery(self, task_id: str) -> int:
         settings = self.ctx.settings

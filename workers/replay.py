@@ -3,7 +3,9 @@
 Why claim -> publish -> remove -> release: two operators (or a CLI and a cron) replaying the same entry must publish
 it once. The claim (SET NX) lets one replayer in; the entry is removed only after the publish returned, so a failed
 publish leaves it in the DLQ; a second replayer that gets the claim afterwards finds no entry and does nothing.
-The replayed message gets a new task id (fresh delivery and retry budgets) and a `replay_of` header naming the entry.
+The replayed message gets a new task id (fresh delivery and retry budgets) and a `replay_of` header naming the entry;
+it goes out through `shared.dispatch.republish` (task name checked against the dispatch table, fresh `published_at`,
+so the time spent in the DLQ does not show as queue age).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from shared.dispatch import republish
 from shared.dlq import DeadLetterQueue
 from shared.logging import get_logger
 
@@ -29,14 +32,7 @@ def replay(app: Any, dlq: DeadLetterQueue, entry_id: str) -> bool:
         if entry is None:
             return False
         new_id = uuid.uuid4().hex
-        app.send_task(
-            entry.task,
-            args=entry.args,
-            kwargs=entry.kwargs,
-            queue=entry.lane,
-            headers={**entry.headers, "replay_of": entry.id},
-            task_id=new_id,
-        )
+        republish(app, entry.task, entry.args, entry.kwargs, {**entry.headers, "replay_of": entry.id}, task_id=new_id)
         dlq.remove(entry_id)
         log.info(
             "dead letter replayed",

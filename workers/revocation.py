@@ -3,27 +3,33 @@
 Events are hints (shared/events.py): each task re-reads the user from Graph, decides from what Graph says *now*,
 and acts; so duplicates, late and reordered events are harmless (celery.md §4, level-triggered processing).
 
-Revoking = find the Salesforce user (stored link, then FederationIdentifier = UPN, then Username = UPN), **freeze**
-it at once (log-in blocked even if deactivation is refused), then **deactivate** it. A deactivation blocker (the last
-admin, a default owner...) leaves the user frozen and opens a review item: a human must act, replaying would not help,
-so it is not a dead letter. The revocation tombstone is written before any Salesforce call, so an older sync event
-cannot undo the revocation even while it is in progress. Ownership transfer is a follow-up on the sync lane, never
-inline: it is slow and must not delay the next leaver. Revocation tasks never check the sync pause.
+Revoking = find the Salesforce user (stored link, then FederationIdentifier = UPN, then Username = UPN; a stored link
+Salesforce answers 404 for is dropped and the user looked up again), **freeze** it at once (log-in blocked even if
+deactivation is refused), then **deactivate** it. A deactivation blocker (the last admin, a default owner...) leaves
+the user frozen and opens a review item: a human must act, replaying would not help, so it is not a dead letter. The
+revocation tombstone is written before any Salesforce call, so an older sync event cannot undo the revocation even
+while it is in progress. Ownership transfer is a follow-up on the sync lane, never inline: it is slow and must not
+delay the next leaver. Revocation tasks never check the sync pause.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from celery import shared_task
 
 from shared.audit import audit
-from shared.dispatch import publish
-from shared.errors import PermanentError
+from shared.dispatch import SYNC_TASK_FOR_KIND, publish
+from shared.errors import NotFound, PermanentError
 from shared.events import EventKind, IdentityEvent
 from shared.identity_links import IdentityLinks
+from shared.logging import get_logger
 from workers.base import IdentityTask
+
+log = get_logger("idsync.revocation")
+T = TypeVar("T")
 
 GRAPH_SELECT = ["id", "accountEnabled", "userPrincipalName", "mail", "employeeId", "userType"]
 
@@ -88,6 +94,41 @@ def find_salesforce_user(sf: Any, links: IdentityLinks, entra_id: str, upn: str 
     return None
 
 
+def relink_on_not_found(
+    sf: Any,
+    links: IdentityLinks,
+    redis: Any,
+    entra_id: str,
+    upn: str | None,
+    cid: str,
+    user: SalesforceUser,
+    act: Callable[[SalesforceUser], T],
+) -> tuple[SalesforceUser | None, T | None]:
+    """`act(user)`, surviving a stale stored link; returns the user acted on (None: nobody found) and the result.
+
+    A stored link can outlive its Salesforce user (a sandbox org refreshed, a link written against another org):
+    Salesforce then answers 404 NOT_FOUND for that id, and replaying would fail the same way. So the stale id is
+    dropped (the UPN is kept), the user is looked up again by federation id and username, and `act` runs once more
+    on what is found. If the lookup finds the very id that was refused, the 404 means something else: it propagates.
+    """
+    try:
+        return user, act(user)
+    except NotFound as exc:
+        refused = exc
+    links.forget_salesforce_user(entra_id, user.id)
+    found = find_salesforce_user(sf, links, entra_id, upn)
+    if found is not None and found.id == user.id:
+        raise refused
+    log.warning("stale identity link dropped", entra_id=entra_id, stale_sf_user_id=user.id,
+                found_sf_user_id=found.id if found else None)
+    audit(redis, "relink", entra_id, found.id if found else None, "stale_link_dropped", cid,
+          stale_sf_user_id=user.id, error=str(refused))
+    if found is None:
+        return None, None
+    links.set_link(entra_id, found.id, upn)
+    return found, act(found)
+
+
 def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState) -> str:
     """The one revocation path (check_user and revoke_user both end here); returns the outcome."""
     ctx = task.ctx
@@ -95,35 +136,46 @@ def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState) -> str:
     links.set_tombstone(entra_id, event.observed_at.timestamp())
     sf = ctx.salesforce(task.lane)
     user = find_salesforce_user(sf, links, entra_id, state.upn)
+    link = links.get_link(entra_id)
+    upn = state.upn or (link.upn if link else None)  # a hard-deleted user's UPN lives on in the link only
     if user is None:
-        audit(redis, "revoke", entra_id, None, "no_salesforce_user", cid, entra_status=state.status)
+        audit(redis, "revoke", entra_id, None, "no_salesforce_user", cid, entra_status=state.status, upn=upn)
         return "no_salesforce_user"
     links.set_link(entra_id, user.id, state.upn)
 
-    if user.is_active is False:
-        outcome = "already_revoked"
-    else:
-        login = sf.get_user_login(user.id)
+    def freeze_and_deactivate(found: SalesforceUser) -> str:
+        if found.is_active is False:
+            return "already_revoked"
+        login = sf.get_user_login(found.id)
         if login is not None and not login.get("IsFrozen"):
-            sf.freeze_user(user.id, login)
-            audit(redis, "freeze", entra_id, user.id, "done", cid)
-        outcome = _deactivate(sf, links, redis, entra_id, user.id, cid)
+            sf.freeze_user(found.id, login)
+            audit(redis, "freeze", entra_id, found.id, "done", cid)
+        return _deactivate(sf, links, redis, entra_id, found.id, cid, upn)
+
+    acted_on, result = relink_on_not_found(sf, links, redis, entra_id, state.upn, cid, user, freeze_and_deactivate)
+    if acted_on is None or result is None:
+        audit(redis, "revoke", entra_id, None, "no_salesforce_user", cid, entra_status=state.status, upn=upn)
+        return "no_salesforce_user"
+    user, outcome = acted_on, result
 
     # observed_at: when a producer first saw the change; revocation latency = this record's ts - observed_at.
     audit(redis, "revoke", entra_id, user.id, outcome, cid, entra_status=state.status,
-          observed_at=event.observed_at.timestamp())
+          observed_at=event.observed_at.timestamp(), upn=upn)
     publish(task.app, event.follow_up(EventKind.OWNERSHIP_TRANSFER))
     return outcome
 
 
-def _deactivate(sf: Any, links: IdentityLinks, redis: Any, entra_id: str, sf_user_id: str, cid: str) -> str:
+def _deactivate(
+    sf: Any, links: IdentityLinks, redis: Any, entra_id: str, sf_user_id: str, cid: str, upn: str | None
+) -> str:
     try:
         sf.deactivate_user(sf_user_id)
     except PermanentError as exc:
         if exc.code not in DEACTIVATION_BLOCKERS:
             raise
         detail = f"user is frozen but Salesforce refuses deactivation: {exc.code}: {exc.message}"
-        links.add_review(entra_id, sf_user_id, "deactivation_blocked", detail)
+        links.add_review(entra_id, sf_user_id, "deactivation_blocked", detail, upn=upn, code=exc.code,
+                         correlation_id=cid)
         audit(redis, "deactivate", entra_id, sf_user_id, "blocked", cid, code=exc.code, reason=exc.message)
         return "frozen_blocked"
     audit(redis, "deactivate", entra_id, sf_user_id, "done", cid)
@@ -132,7 +184,7 @@ def _deactivate(sf: Any, links: IdentityLinks, redis: Any, entra_id: str, sf_use
 
 def hand_to_sync(task: IdentityTask, event: IdentityEvent) -> str:
     """The user is enabled and present: nothing to revoke; the sync lane reconciles (same correlation id)."""
-    publish(task.app, event.follow_up(EventKind.USER_CHANGED), "sync.user_changed")
+    publish(task.app, event.follow_up(EventKind.USER_CHANGED), SYNC_TASK_FOR_KIND[EventKind.USER_CHANGED])
     return "handed_to_sync"
 
 

@@ -9,6 +9,11 @@ What is implemented now, honestly:
   undo it), a Graph re-read, reactivation (activate + unfreeze) of an enabled user whose Salesforce user is inactive
   or frozen, and a hand-off to the revocation lane if Graph says the user is disabled or gone. Attribute mapping
   (profile, role, manager, ...) and joiner provisioning arrive in a later issue.
+- Reactivation against a revocation racing it: the tombstone read at the start is read again right before
+  activating (a newer one means a revocation is under way: do nothing), and cleared afterwards with a
+  compare-and-delete (only the value read, never one a revocation wrote meanwhile). If that delete finds a newer
+  tombstone, a revocation ran during the activation and may have been undone by it: the user goes back to the
+  revocation lane, which re-reads Graph and revokes again.
 - `sync.transfer_ownership`: records a pending transfer in Redis and audits it; the transfer itself is a later issue.
 - `sync.group_changed`: audits the change for the group-mapping issue; nothing is applied yet.
 """
@@ -24,7 +29,13 @@ from shared.dispatch import publish
 from shared.events import EventKind, IdentityEvent
 from shared.limiter import SYNC_PAUSE_RECHECK_S
 from workers.base import IdentityTask
-from workers.revocation import SOFT_DELETED, find_salesforce_user, read_entra_user
+from workers.revocation import (
+    SOFT_DELETED,
+    SalesforceUser,
+    find_salesforce_user,
+    read_entra_user,
+    relink_on_not_found,
+)
 
 _REVOCATION_KIND = {SOFT_DELETED: EventKind.USER_SOFT_DELETED}
 
@@ -46,8 +57,7 @@ def reconcile_user(task: IdentityTask, message: dict[str, Any]) -> str:
 
     state = read_entra_user(ctx.graph(task.lane), entra_id)
     if not state.enabled:
-        follow_up = event.follow_up(_REVOCATION_KIND.get(state.status, EventKind.USER_DISABLED))
-        publish(task.app, follow_up, "revocation.revoke_user")
+        publish(task.app, event.follow_up(_REVOCATION_KIND.get(state.status, EventKind.USER_DISABLED)))
         audit(redis, "sync_user", entra_id, None, "handed_to_revocation", cid, entra_status=state.status)
         return "handed_to_revocation"
 
@@ -65,20 +75,38 @@ def reconcile_user(task: IdentityTask, message: dict[str, Any]) -> str:
         audit(redis, "sync_user", entra_id, user.id, "in_sync", cid, salesforce_active=user.is_active)
         return "in_sync"
 
-    changed = False
-    if user.is_active is not True:
-        # Activate before unfreezing: if activation is refused (e.g. no licence), the user stays unable to log in.
-        sf.activate_user(user.id)
-        audit(redis, "activate", entra_id, user.id, "done", cid)
-        changed = True
-    login = sf.get_user_login(user.id)
-    if login is not None and login.get("IsFrozen"):
-        sf.unfreeze_user(user.id)
-        audit(redis, "unfreeze", entra_id, user.id, "done", cid)
-        changed = True
-    links.clear_tombstone(entra_id)
+    if links.tombstone(entra_id) != tombstone:
+        # A revocation was observed since the first read (or another reactivation finished): it decides, not us.
+        audit(redis, "sync_user", entra_id, user.id, "skipped_tombstone", cid, reason="revocation_under_way")
+        return "skipped_tombstone"
+
+    def reactivate(found: SalesforceUser) -> bool:
+        changed = False
+        if found.is_active is not True:
+            # Activate before unfreezing: if activation is refused (e.g. no licence), the user stays unable to log in.
+            sf.activate_user(found.id)
+            audit(redis, "activate", entra_id, found.id, "done", cid)
+            changed = True
+        login = sf.get_user_login(found.id)
+        if login is not None and login.get("IsFrozen"):
+            sf.unfreeze_user(found.id)
+            audit(redis, "unfreeze", entra_id, found.id, "done", cid)
+            changed = True
+        return changed
+
+    acted_on, changed = relink_on_not_found(sf, links, redis, entra_id, state.upn, cid, user, reactivate)
+    if acted_on is None:
+        audit(redis, "sync_user", entra_id, None, "no_salesforce_user", cid)
+        return "no_salesforce_user"
+    if not links.clear_tombstone_if(entra_id, tombstone):
+        # A revocation wrote its tombstone while we were activating; if it acted before our activation, we just
+        # undid it. The revocation lane re-reads Graph and revokes again if the user is still meant to be out.
+        publish(task.app, event.follow_up(EventKind.USER_DISABLED))
+        audit(redis, "sync_user", entra_id, acted_on.id, "handed_to_revocation", cid,
+              reason="revoked_during_reactivation")
+        return "handed_to_revocation"
     outcome = "reactivated" if changed else "in_sync"
-    audit(redis, "sync_user", entra_id, user.id, outcome, cid)
+    audit(redis, "sync_user", entra_id, acted_on.id, outcome, cid)
     return outcome
 
 

@@ -1,4 +1,7 @@
-"""`idsync dlq ...`: inspect, replay and purge the dead-letter queue."""
+"""`idsync dlq ...`: inspect, replay and purge the dead-letter queue.
+
+Times show as ISO 8601 in UTC and relative ("3 min ago"); `--json` prints them as ISO 8601 strings too.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from rich.table import Table
 from ops import components
 from ops.cli.app import LaneOpt, app, console
 from ops.cli.app import settings as _settings
+from ops.time_display import iso, when, with_iso_times
 from shared.settings import Settings
 
 dlq_app = typer.Typer(help="Inspect and replay the dead-letter queue.", no_args_is_help=True)
@@ -35,25 +39,51 @@ def dlq_list(
     """List dead-lettered messages."""
     entries = _dlq(_settings()).list(lane=lane, limit=limit)
     if as_json:
-        typer.echo(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
+        typer.echo(json.dumps([with_iso_times(e.model_dump(mode="json")) for e in entries], indent=2))
         return
     table = Table(title=f"Dead letters ({len(entries)})")
-    for col in ("id", "lane", "task", "error", "attempts", "last failure", "correlation"):
+    for col in ("id", "lane", "task", "error", "attempts", "first failure", "last failure", "correlation"):
         table.add_column(col, overflow="fold")
     for e in entries:
         table.add_row(e.id, e.lane, e.task, f"{e.error_class}: {e.error_message[:80]}", str(e.attempts),
-                      str(e.last_failed_at), str(e.correlation_id or ""))
+                      when(e.first_failed_at), when(e.last_failed_at), str(e.correlation_id or ""))
     console.print(table)
 
 
 @dlq_app.command("show")
-def dlq_show(entry_id: str) -> None:
-    """Show one entry in full, traceback included."""
+def dlq_show(entry_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show one entry in full: the error, every recorded attempt, the message, and the traceback as lines."""
     entry = _dlq(_settings()).get(entry_id)
     if entry is None:
         console.print(f"no dead letter {entry_id}", style="red", markup=False)
         raise typer.Exit(1)
-    typer.echo(json.dumps(entry.model_dump(mode="json"), indent=2))
+    if as_json:
+        typer.echo(json.dumps(with_iso_times(entry.model_dump(mode="json")), indent=2))
+        return
+    rows = [
+        ("id", entry.id),
+        ("task", f"{entry.task} (lane {entry.lane})"),
+        ("error", f"{entry.error_class}: {entry.error_message}"),
+        ("attempts", str(entry.attempts)),
+        ("first failure", when(entry.first_failed_at)),
+        ("last failure", when(entry.last_failed_at)),
+        ("correlation id", entry.correlation_id or "-"),
+        ("event id", entry.event_id or "-"),
+        ("args", _one_line(entry.args)),
+        ("kwargs", _one_line(entry.kwargs)),
+        ("headers", _one_line(entry.headers)),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
+    lines.append(f"attempts recorded (last {len(entry.history)}, oldest first):" if entry.history else "attempts: -")
+    lines += [f"  {iso(a.time, timespec='seconds')}  {a.error_class}: {a.message}" for a in entry.history]
+    lines.append("traceback:" if entry.traceback else "traceback: -")
+    lines += [f"  {line}" for line in entry.traceback.splitlines()]
+    typer.echo("\n".join(lines))
+
+
+def _one_line(value: Any) -> str:
+    return json.dumps(value, separators=(", ", ": "), default=str)
 
 
 @dlq_app.command("replay")

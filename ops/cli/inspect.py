@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -13,39 +12,37 @@ from ops import components
 from ops.cli.app import app, console
 from ops.cli.app import settings as _settings
 from ops.cli.service import BEAT_HEARTBEAT_KEY
+from ops.time_display import ago, iso, when, with_iso_times
 
 
 # ---------------------------------------------------------------------------- status
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
-    """Lane depth and oldest message age, DLQ size, delta checkpoints, subscriptions, API usage."""
+    """Per lane: waiting, running, retrying, parked, dead-lettered; delta checkpoints, subscriptions, API usage."""
     from ops.status import collect
 
     settings = _settings()
     data = collect(settings, components.redis_client(settings))
     if as_json:
-        typer.echo(json.dumps(data, indent=2, default=str))
+        typer.echo(json.dumps(with_iso_times(data), indent=2, default=str))
         return
     _print_status(data)
 
 
-def _ago(ts: float | None) -> str:
-    import time
-
-    if not ts:
-        return "never"
-    return f"{datetime.fromtimestamp(ts, UTC).strftime('%H:%M:%S')} UTC ({time.time() - ts:.0f} s ago)"
-
-
 def _print_status(data: dict[str, Any]) -> None:
     lanes = Table(title="Lanes")
-    for col in ("lane", "waiting", "oldest waiting (s)", "dead-lettered"):
+    for col in ("lane", "waiting", "oldest waiting (s)", "running", "retrying", "parked", "dead-lettered",
+                "dropped by DLQ cap"):
         lanes.add_column(col)
     for lane, info in data["lanes"].items():
         oldest = "-" if info["oldest_age_s"] is None else f"{info['oldest_age_s']:.1f}"
-        lanes.add_row(lane, str(info["depth"]), oldest, str(info["dlq"]))
+        dropped = str(info["dlq_dropped"])
+        if info["dlq_dropped"]:
+            dropped += f" (last {ago(info['dlq_last_dropped_at'])})"
+        lanes.add_row(lane, str(info["depth"]), oldest, str(info["running"]), str(info["retrying"]),
+                      str(info["parked"]), str(info["dlq"]), dropped)
     console.print(lanes)
-    console.print(f"in flight {data['in_flight']} · parked {data['parked']} · review items {data['reviews']} · "
+    console.print(f"review items {data['reviews']} (`idsync review list`) · "
                   f"pending ownership transfers {data['pending_ownership_transfers']}", markup=False)
 
     sources = Table(title="Producers")
@@ -53,7 +50,7 @@ def _print_status(data: dict[str, Any]) -> None:
         sources.add_column(col)
     for resource, last in data["delta"].items():
         state = "no round yet" if not last else (
-            f"last round {_ago(last.get('time'))}: {last.get('events', 0)} events, {last.get('pages', 0)} pages, "
+            f"last round {when(last.get('time'))}: {last.get('events', 0)} events, {last.get('pages', 0)} pages, "
             f"{last.get('resyncs', 0)} resyncs")
         sources.add_row(f"delta {resource}", state)
     for sub in data["subscriptions"]:
@@ -75,11 +72,11 @@ def _print_status(data: dict[str, Any]) -> None:
     )
 
     revocations = Table(title="Recent revocations (newest first)")
-    for col in ("time (UTC)", "Entra id", "Salesforce id", "outcome"):
+    for col in ("time (UTC)", "ago", "UPN", "Entra id", "Salesforce id", "outcome"):
         revocations.add_column(col, overflow="fold")
     for rev in data["recent_revocations"]:
-        when = datetime.fromtimestamp(rev["ts"], UTC).strftime("%H:%M:%S")
-        revocations.add_row(when, str(rev["entra_id"]), str(rev["sf_user_id"] or "-"), rev["outcome"])
+        revocations.add_row(iso(rev["ts"], timespec="seconds"), ago(rev["ts"]), str(rev.get("upn") or "-"),
+                            str(rev["entra_id"]), str(rev["sf_user_id"] or "-"), rev["outcome"])
     console.print(revocations)
 
 

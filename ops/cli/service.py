@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import Annotated
+import time
+from typing import Annotated, Any
 
 import typer
 
@@ -13,6 +14,39 @@ from ops.cli.app import settings as _settings
 from shared.settings import SettingsError, load_settings
 
 BEAT_HEARTBEAT_KEY = "idsync:heartbeat:beat"
+#: Seconds between heartbeats; `idsync health beat` allows 30 s, so one missed beat is not yet "unhealthy".
+BEAT_HEARTBEAT_INTERVAL_S = 10.0
+#: After a failed write, try again this soon: Redis coming back should turn the healthcheck green within seconds.
+BEAT_HEARTBEAT_RETRY_S = 2.0
+
+
+def beat_heartbeat(
+    redis: Any,
+    stop: threading.Event,
+    interval_s: float = BEAT_HEARTBEAT_INTERVAL_S,
+    retry_s: float = BEAT_HEARTBEAT_RETRY_S,
+) -> None:
+    """Write the beat heartbeat until `stop` is set, surviving any Redis outage.
+
+    Every Redis call is inside the try: a heartbeat thread that dies on the first outage leaves
+    `idsync health beat` (the compose healthcheck) reporting unhealthy for ever while beat itself keeps working.
+    """
+    from shared.logging import get_logger
+
+    log = get_logger("idsync.beat")
+    failing = False
+    while True:
+        try:
+            redis.set(BEAT_HEARTBEAT_KEY, f"{time.time():.3f}", ex=120)
+            if failing:
+                log.info("heartbeat_restored")
+            failing = False
+        except Exception as err:  # noqa: BLE001 - a missed beat is reported by `idsync health beat`
+            if not failing:  # once per outage, not every retry
+                log.warning("heartbeat_failed", error=type(err).__name__)
+            failing = True
+        if stop.wait(retry_s if failing else interval_s):
+            return
 
 
 # ---------------------------------------------------------------------------- whole service
@@ -89,8 +123,7 @@ def poll(once: Annotated[bool, typer.Option(help="run one users+groups round and
 @app.command()
 def beat() -> None:
     """Run the scheduler: re-enqueue parked messages when due; create and renew Graph subscriptions."""
-    import time
-
+    from shared.dlq import DeadLetterQueue
     from shared.logging import configure_logging, get_logger
     from workers import scheduler
 
@@ -99,14 +132,7 @@ def beat() -> None:
     log = get_logger("idsync.beat")
     stop = stop_on_signals()
     celery, redis = components.celery_app(settings), components.redis_client(settings)
-    def heartbeat() -> None:
-        while not stop.wait(0 if not redis.exists(BEAT_HEARTBEAT_KEY) else 10):
-            try:
-                redis.set(BEAT_HEARTBEAT_KEY, f"{time.time():.3f}", ex=120)
-            except Exception as err:  # noqa: BLE001 - a missed beat is reported by `idsync health beat`
-                log.warning("heartbeat_failed", error=type(err).__name__)
-
-    threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
+    threading.Thread(target=beat_heartbeat, args=(redis, stop), name="heartbeat", daemon=True).start()
     if settings.tenant_configured:
         manager = components.subscription_manager(settings)
 
@@ -125,7 +151,8 @@ def beat() -> None:
         threading.Thread(target=subscriptions, name="subscriptions", daemon=True).start()
     else:
         log.warning("subscriptions_disabled", reason="no tenant configured")
-    scheduler.run_forever(celery, redis, stop)
+    dlq = DeadLetterQueue(redis, settings.dlq_max_entries, settings.dlq_max_age_days * 86400.0)
+    scheduler.run_forever(celery, redis, stop, dlq=dlq)
 
 
 @app.command()

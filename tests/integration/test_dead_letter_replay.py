@@ -48,7 +48,7 @@ def test_failing_event_reaches_dlq_and_cli_replay_applies_it_once_fault_is_clear
     assert listed[0]["task"] == "revocation.revoke_user"
     assert listed[0]["correlation_id"] == event.correlation_id
 
-    shown = _ops(stack, "dlq", "show", entry_id)
+    shown = _ops(stack, "dlq", "show", entry_id, "--json")
     assert shown.returncode == 0, shown.stderr
     entry = json.loads(shown.stdout)
     assert entry["id"] == entry_id
@@ -57,6 +57,8 @@ def test_failing_event_reaches_dlq_and_cli_replay_applies_it_once_fault_is_clear
     assert entry["error_class"] == "RetryableError"
     assert entry["attempts"] == max_retries + 1
     assert entry["traceback"]
+    assert [a["error_class"] for a in entry["history"]] == ["RetryableError"] * (max_retries + 1)
+    assert entry["first_failed_at"] < entry["last_failed_at"]  # ISO 8601 strings in UTC sort like the times
 
     stack.admin("PATCH", "/_sandbox/faults", {"salesforce": {"error_rate": 0.0}})
     assert stack.org.user(user["userPrincipalName"])["IsActive"] is True  # nothing was applied while failing

@@ -1,19 +1,25 @@
-"""The operator's CLI against a real Redis: DLQ listing, showing, purging; status; durations."""
+"""The operator's CLI against a real Redis: DLQ listing, showing, purging; status; durations. Times are ISO 8601 (and
+relative for people), never epoch floats."""
 
 import json
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 import pytest
 import typer
 
 from ops.cli import parse_duration
-from shared.dlq import DeadLetter, DeadLetterQueue
+from ops.time_display import iso
+from shared.dlq import Attempt, DeadLetter, DeadLetterQueue
+
+TRACEBACK = 'Traceback (most recent call last):\n  File "workers/sync.py", line 9, in run\nValueError: boom'
 
 
 def _run(redis_server, tmp_path, *args):
-    env = {"PATH": "/usr/bin:/bin", "IDSYNC_REDIS_URL": redis_server.url, "IDSYNC_LOG_JSON": "true"}
+    # COLUMNS: wide enough that rich does not fold table cells, so tests can look for whole values.
+    env = {"PATH": "/usr/bin:/bin", "IDSYNC_REDIS_URL": redis_server.url, "IDSYNC_LOG_JSON": "true", "COLUMNS": "250"}
     return subprocess.run([sys.executable, "-m", "ops", *args], cwd=tmp_path, capture_output=True, text=True,
                           env=env, timeout=60)
 
@@ -22,8 +28,14 @@ def _dead(redis_client, entry_id: str, lane: str, age_s: float = 0) -> None:
     now = time.time() - age_s
     DeadLetterQueue(redis_client, 100, 86400 * 30).put(DeadLetter(
         id=entry_id, task=f"{lane}.x", args=[{"id": "e1"}], kwargs={}, headers={}, lane=lane,
-        error_class="PermanentError", error_message="REQUIRED_FIELD_MISSING", traceback="tb", attempts=1,
-        first_failed_at=now, last_failed_at=now, correlation_id="corr-1", event_id="e1"))
+        error_class="PermanentError", error_message="REQUIRED_FIELD_MISSING", traceback=TRACEBACK, attempts=2,
+        first_failed_at=now - 180, last_failed_at=now, correlation_id="corr-1", event_id="e1",
+        history=[Attempt(time=now - 180, error_class="RetryableError", message="Salesforce 503"),
+                 Attempt(time=now, error_class="PermanentError", message="REQUIRED_FIELD_MISSING")]))
+
+
+def _is_iso(value: object) -> bool:
+    return isinstance(value, str) and value.endswith("Z") and datetime.fromisoformat(value) is not None
 
 
 def test_durations_accept_seconds_minutes_hours_and_days():
@@ -37,9 +49,40 @@ def test_dlq_list_json_filters_by_lane_and_show_prints_the_entry(redis_server, r
     _dead(redis_client, "d2", "sync")
     listed = json.loads(_run(redis_server, tmp_path, "dlq", "list", "--lane", "sync", "--json").stdout)
     assert [e["id"] for e in listed] == ["d2"]
-    shown = _run(redis_server, tmp_path, "dlq", "show", "d1")
+    shown = _run(redis_server, tmp_path, "dlq", "show", "d1", "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["correlation_id"] == "corr-1"
     assert _run(redis_server, tmp_path, "dlq", "show", "nope").returncode == 1
+
+
+def test_dlq_json_times_are_iso_8601_with_the_first_failure_and_the_attempt_history(
+    redis_server, redis_client, tmp_path
+):
+    _dead(redis_client, "d1", "revocation")
+    [listed] = json.loads(_run(redis_server, tmp_path, "dlq", "list", "--json").stdout)
+    shown = json.loads(_run(redis_server, tmp_path, "dlq", "show", "d1", "--json").stdout)
+    for entry in (listed, shown):
+        assert _is_iso(entry["first_failed_at"]) and _is_iso(entry["last_failed_at"])
+        assert entry["first_failed_at"] < entry["last_failed_at"]
+        assert [a["error_class"] for a in entry["history"]] == ["RetryableError", "PermanentError"]
+        assert all(_is_iso(a["time"]) for a in entry["history"])
+
+
+def test_dlq_list_shows_times_as_iso_and_relative_not_epoch_floats(redis_server, redis_client, tmp_path):
+    _dead(redis_client, "d1", "revocation")
+    first_failed_at = DeadLetterQueue(redis_client, 100, 86400).get("d1").first_failed_at
+    out = _run(redis_server, tmp_path, "dlq", "list").stdout
+    assert f"{iso(first_failed_at, timespec='seconds')} (3 min ago)" in out
+    assert str(int(first_failed_at))[:6] not in out  # no epoch seconds
+
+
+def test_dlq_show_prints_the_traceback_as_lines_and_the_attempt_history(redis_server, redis_client, tmp_path):
+    _dead(redis_client, "d1", "revocation")
+    out = _run(redis_server, tmp_path, "dlq", "show", "d1").stdout
+    lines = out.splitlines()
+    assert "  Traceback (most recent call last):" in lines and "  ValueError: boom" in lines
+    assert "\\n" not in out
+    assert any("RetryableError: Salesforce 503" in line for line in lines)
+    assert any(line.startswith("first failure") and "(3 min ago)" in line for line in lines)
 
 
 def test_dlq_purge_removes_only_entries_older_than_the_given_age(redis_server, redis_client, tmp_path):
@@ -63,6 +106,32 @@ def test_status_json_reports_lanes_dlq_and_oldest_message_age(redis_server, redi
     assert status["lanes"]["sync"]["depth"] == 1 and status["lanes"]["sync"]["oldest_age_s"] >= 5
     assert status["lanes"]["revocation"]["oldest_age_s"] is None
     assert set(status) >= {"delta", "subscriptions", "api", "parked", "reviews", "recent_revocations"}
+    assert set(status["lanes"]["sync"]) >= {"running", "retrying", "parked", "dlq_dropped"}
+
+
+def test_status_json_prints_every_time_as_iso_8601(redis_server, redis_client, tmp_path):
+    from producers.checkpoints import DeltaCheckpoints
+    from shared import audit
+
+    DeltaCheckpoints(redis_client, "default").record_round("users", events=1, pages=1, items=1, resynced=False)
+    audit.audit(redis_client, "revoke", "u1", "005A", "revoked", "c1", observed_at=time.time() - 2, upn="a@x.com")
+    status = json.loads(_run(redis_server, tmp_path, "status", "--json").stdout)
+    [revocation] = status["recent_revocations"]
+    assert _is_iso(revocation["ts"]) and _is_iso(revocation["detail"]["observed_at"])
+    assert revocation["upn"] == "a@x.com"
+    assert _is_iso(status["delta"]["users"]["time"])
+
+
+def test_status_shows_the_upn_of_recent_revocations_and_retrying_and_parked_per_lane(
+    redis_server, redis_client, tmp_path
+):
+    from shared import audit, parking
+
+    audit.audit(redis_client, "revoke", "u1", "005A", "revoked", "c1", upn="leaver@contoso.com")
+    parking.park(redis_client, "revocation.revoke_user", [], {}, {}, "revocation", time.time() + 600)
+    out = _run(redis_server, tmp_path, "status").stdout
+    assert "leaver@contoso.com" in out
+    assert "retrying" in out and "parked" in out
 
 
 def test_commands_that_need_redis_explain_how_to_get_one(tmp_path):

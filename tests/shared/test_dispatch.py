@@ -1,4 +1,18 @@
-from shared.dispatch import TASK_FOR_KIND, lane_of, message_headers, publish
+import time
+
+import pytest
+
+from shared.dispatch import (
+    SYNC_TASK_FOR_KIND,
+    TASK_FOR_KIND,
+    TASK_NAMES,
+    UnknownTask,
+    known_task,
+    lane_of,
+    message_headers,
+    publish,
+    republish,
+)
 from shared.events import REVOCATION_KINDS, EventKind, EventSource, IdentityEvent
 
 
@@ -7,7 +21,7 @@ class Recorder:
         self.sent: list[tuple[str, dict]] = []
 
     def send_task(self, name, args=None, kwargs=None, **options):
-        self.sent.append((name, {"args": args, **options}))
+        self.sent.append((name, {"args": args, "kwargs": kwargs, **options}))
 
 
 def _event(kind: EventKind) -> IdentityEvent:
@@ -42,3 +56,31 @@ def test_headers_avoid_the_name_celery_reserves_for_its_own_correlation_id():
 def test_events_round_trip_through_a_json_message():
     event = _event(EventKind.USER_SOFT_DELETED)
     assert IdentityEvent.from_message(event.to_message()) == event
+
+
+def test_every_task_a_message_may_name_is_in_the_table_and_hand_offs_to_sync_stay_on_the_sync_lane():
+    assert TASK_NAMES == {*TASK_FOR_KIND.values(), *SYNC_TASK_FOR_KIND.values()}
+    assert {lane_of(name) for name in SYNC_TASK_FOR_KIND.values()} == {"sync"}
+    assert known_task("sync.user_changed") == "sync.user_changed"
+    with pytest.raises(UnknownTask, match="sync.user_chnaged"):
+        known_task("sync.user_chnaged")
+
+
+def test_republish_keeps_the_message_and_stamps_a_fresh_publish_time():
+    sender = Recorder()
+    before = time.time()
+    name = republish(sender, "sync.user_changed", [{"id": "e"}], {"k": 1}, {"event_id": "e", "published_at": "1.0"},
+                     task_id="t1", retries=4)
+    assert name == "sync.user_changed"
+    [(sent_name, options)] = sender.sent
+    assert sent_name == "sync.user_changed" and options["args"] == [{"id": "e"}] and options["queue"] == "sync"
+    assert options["kwargs"] == {"k": 1} and options["task_id"] == "t1" and options["retries"] == 4
+    assert options["headers"]["event_id"] == "e"
+    assert float(options["headers"]["published_at"]) >= before - 0.001  # stamped to the millisecond
+
+
+def test_republish_refuses_a_task_outside_the_table_before_sending():
+    sender = Recorder()
+    with pytest.raises(UnknownTask):
+        republish(sender, "revocation.nope", [], {}, {}, task_id="t1")
+    assert sender.sent == []

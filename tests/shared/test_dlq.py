@@ -6,8 +6,9 @@ import time
 
 import fakeredis
 import pytest
+import structlog
 
-from shared.dlq import DeadLetter, DeadLetterQueue, format_traceback, trim_traceback
+from shared.dlq import MAX_HISTORY, Attempt, AttemptLog, DeadLetter, DeadLetterQueue, format_traceback, trim_traceback
 
 
 @pytest.fixture
@@ -70,6 +71,49 @@ def test_the_lane_is_trimmed_by_size_and_age_on_insert(r) -> None:
     assert [e.id for e in dlq.list(lane="revocation")] == ["n3", "n2", "n1"]
     assert dlq.get("ancient") is None and dlq.get("n0") is None  # entries gone, not only their index
     assert dlq.size("sync") == 1  # trimming one lane never touches another
+
+
+def test_entries_dropped_by_the_cap_are_logged_and_counted_per_lane(r) -> None:
+    dlq = DeadLetterQueue(r, max_entries=2, max_age_s=600)
+    now = time.time()
+    assert dlq.dropped("revocation") == (0, None)
+    with structlog.testing.capture_logs() as logs:
+        dlq.put(_entry("ancient", at=now - 700))
+        dlq.put(_entry("n0", at=now - 50))  # drops "ancient" (age)
+        dlq.put(_entry("s0", lane="sync", at=now - 10))
+        dlq.put(_entry("n1", at=now - 20))
+        dlq.put(_entry("n2", at=now - 10))  # drops "n0" (size)
+
+    count, last_at = dlq.dropped("revocation")
+    assert count == 2 and last_at is not None and last_at >= now - 1
+    assert dlq.dropped("sync") == (0, None)
+    warnings = [e for e in logs if e["event"] == "dead letters dropped by the cap"]
+    assert [(w["lane"], w["count"], w["entry_ids"]) for w in warnings] == [
+        ("revocation", 1, ["ancient"]),
+        ("revocation", 1, ["n0"]),
+    ]
+    assert (warnings[0]["too_old"], warnings[1]["over_size"]) == (1, 1)
+    assert all(w["log_level"] == "warning" for w in warnings)
+
+
+def test_a_repeat_dead_letter_appends_to_the_capped_history(r) -> None:
+    dlq = DeadLetterQueue(r, max_entries=100, max_age_s=3600)
+    dlq.put(_entry("a", history=[Attempt(time=float(i), error_class="E", message=str(i)) for i in range(8)]))
+    dlq.put(_entry("a", history=[Attempt(time=float(i), error_class="F", message=str(i)) for i in range(8, 12)]))
+    history = dlq.get("a").history
+    assert len(history) == MAX_HISTORY and [a.message for a in history] == [str(i) for i in range(2, 12)]
+
+
+def test_the_attempt_log_hands_over_the_last_attempts_once(r) -> None:
+    attempts = AttemptLog(r, ttl_s=60)
+    for i in range(MAX_HISTORY + 3):
+        attempts.record("t1", Attempt.now("RetryableError", f"try {i}"))
+    taken = attempts.take("t1")
+    assert [a.message for a in taken] == [f"try {i}" for i in range(3, MAX_HISTORY + 3)]
+    assert attempts.take("t1") == [] and not r.exists("idsync:attempts:t1")
+    attempts.record("t2", Attempt.now("RetryableError", "x"))
+    assert 0 < r.ttl("idsync:attempts:t2") <= 60
+    assert len(Attempt.now("E", "x" * 2000).message) == 500
 
 
 def test_only_one_claim_wins_until_released(r) -> None:

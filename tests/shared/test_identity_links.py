@@ -34,6 +34,46 @@ def test_a_tombstone_only_moves_forward_until_cleared(links) -> None:
     assert links.tombstone("u1") is None
 
 
+def test_a_tombstone_is_cleared_only_if_it_still_holds_the_value_read(links) -> None:
+    links.set_tombstone("u1", 200.25)
+    read = links.tombstone("u1")
+    links.set_tombstone("u1", 300.5)  # a revocation lands after the read
+    assert links.clear_tombstone_if("u1", read) is False
+    assert links.tombstone("u1") == 300.5
+    assert links.clear_tombstone_if("u1", 300.5) is True and links.tombstone("u1") is None
+    assert links.clear_tombstone_if("u1", 300.5) is False
+
+
+def test_forgetting_a_stale_salesforce_id_keeps_the_upn_and_spares_a_newer_link(links) -> None:
+    links.set_link("u1", "005OLD", "alice@contoso.com")
+    assert links.forget_salesforce_user("u1", "005OLD") is True
+    link = links.get_link("u1")
+    assert link.sf_user_id is None and link.upn == "alice@contoso.com"
+    links.set_link("u1", "005NEW")
+    assert links.forget_salesforce_user("u1", "005OLD") is False  # relinked meanwhile by another task
+    assert links.get_link("u1").sf_user_id == "005NEW"
+
+
+def test_review_items_have_a_stable_id_to_find_them_by(links) -> None:
+    item = links.add_review("u1", "005A", "deactivation_blocked", "last admin", upn="a@contoso.com",
+                            code="CANNOT_DISABLE_LAST_ADMIN", correlation_id="c1")
+    again = links.add_review("u1", "005A", "deactivation_blocked", "last admin, still")
+    assert item["id"] and again["id"] == item["id"] and again["upn"] == "a@contoso.com"
+    assert links.get_review(item["id"]) == links.get_review("u1") == again
+    assert links.get_review("nope") is None
+
+
+def test_a_review_item_stored_before_ids_existed_gets_a_stable_one(links) -> None:
+    import json
+
+    links.redis.hset("idsync:reviews", "0a1b2c3d-0000-4000", json.dumps(
+        {"entra_id": "0a1b2c3d-0000-4000", "sf_user_id": None, "reason": "r", "detail": "d", "created_at": 1.0,
+         "updated_at": 1.0}))
+    [item] = links.list_reviews()
+    assert item["id"] == "0a1b2c3d00" and links.get_review("0a1b2c3d00")["entra_id"] == "0a1b2c3d-0000-4000"
+    assert links.add_review("0a1b2c3d-0000-4000", None, "r", "d2")["id"] == "0a1b2c3d00"
+
+
 def test_one_review_item_per_identity_updated_on_repeat(links) -> None:
     links.add_review("u1", "005A", "deactivation_blocked", "default lead owner")
     first = links.list_reviews()[0]

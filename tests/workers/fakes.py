@@ -1,20 +1,31 @@
 """In-memory stand-ins for GraphClient and SalesforceClient with the same method signatures.
 
 They record every call in order (so tests can say "froze, then deactivated") and can be told to fail: `fail(method,
-exc, times)` makes the next `times` calls of `method` raise `exc`. Thread-safe enough for an in-process worker.
+exc, times)` makes the next `times` calls of `method` raise `exc`; `on(method, action)` runs `action()` once, when
+`method` is next called (to make something happen "meanwhile", e.g. a revocation landing mid-task). Writes to a
+Salesforce user id that does not exist raise `NotFound`, as the real API's 404 NOT_FOUND does.
+Thread-safe enough for an in-process worker.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
+
+from shared.errors import SERVICE_SALESFORCE, NotFound
 
 
 class _Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self._failures: dict[str, list[BaseException]] = {}
+        self._hooks: dict[str, list[Callable[[], None]]] = {}
         self._lock = threading.Lock()
+
+    def on(self, method: str, action: Callable[[], None]) -> None:
+        with self._lock:
+            self._hooks.setdefault(method, []).append(action)
 
     def fail(self, method: str, exc: BaseException, times: int = 1) -> None:
         with self._lock:
@@ -29,6 +40,10 @@ class _Recorder:
             self.calls.append((method, args))
             pending = self._failures.get(method)
             exc = pending.pop(0) if pending else None
+            hooks = self._hooks.get(method)
+            hook = hooks.pop(0) if hooks else None
+        if hook is not None:
+            hook()
         if exc is not None:
             raise exc
 
@@ -111,18 +126,26 @@ class FakeSalesforce(_Recorder):
             return None
         return {"Id": f"login-{user_id}", "UserId": user_id, "IsFrozen": self.frozen[user_id]}
 
+    def _existing(self, user_id: str) -> dict[str, Any]:
+        if user_id not in self.users:
+            raise NotFound(f"Provided external ID field does not exist or is not accessible: {user_id}",
+                           service=SERVICE_SALESFORCE, status=404, code="NOT_FOUND")
+        return self.users[user_id]
+
     def freeze_user(self, user_id: str, login: dict | None = None) -> None:
         self._record("freeze_user", user_id)
+        self._existing(user_id)
         self.frozen[user_id] = True
 
     def unfreeze_user(self, user_id: str) -> None:
         self._record("unfreeze_user", user_id)
+        self._existing(user_id)
         self.frozen[user_id] = False
 
     def deactivate_user(self, user_id: str) -> None:
         self._record("deactivate_user", user_id)
-        self.users[user_id]["IsActive"] = False
+        self._existing(user_id)["IsActive"] = False
 
     def activate_user(self, user_id: str) -> None:
         self._record("activate_user", user_id)
-        self.users[user_id]["IsActive"] = True
+        self._existing(user_id)["IsActive"] = True

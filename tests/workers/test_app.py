@@ -53,6 +53,15 @@ def test_tasks_are_routed_to_their_lane_by_name_prefix() -> None:
     assert {q.name for q in app.conf.task_queues} == {"revocation", "sync"}
 
 
+def test_the_dispatch_table_names_exactly_the_tasks_the_workers_register() -> None:
+    from shared.dispatch import LANES, TASK_NAMES
+
+    app = _app()
+    app.loader.import_default_modules()
+    registered = {name for name in app.tasks if name.split(".", 1)[0] in LANES}
+    assert registered == TASK_NAMES == TASKS
+
+
 def test_a_missing_redis_url_is_named_in_one_line() -> None:
     with pytest.raises(SettingsError, match="IDSYNC_REDIS_URL"):
         create_app(load_settings(_env_file=None))

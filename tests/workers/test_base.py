@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import pytest
+import redis.exceptions
 import structlog
 from celery.canvas import Signature
 from kombu.exceptions import OperationalError
@@ -47,6 +48,7 @@ def test_a_permanent_error_is_dead_lettered_at_once_with_everything_needed_to_re
     event = _event()
     publish(app, event)
     waiter(lambda: ctx.dlq.size() == 1)
+    waiter(lambda: finished.of("revocation.revoke_user"))  # the DLQ write comes before the task's end is signalled
 
     [entry] = ctx.dlq.list()
     [(_, task_id, _, _)] = finished.of("revocation.revoke_user")
@@ -90,6 +92,79 @@ def test_a_retryable_error_that_clears_succeeds_on_retry(app, worker, ctx, graph
 
     assert finished.outcomes("revocation.revoke_user") == ["revoked"]
     assert ctx.dlq.size() == 0 and graph.names()[:2] == ["get_user", "get_user"]
+
+
+@pytest.mark.parametrize(
+    "transient",
+    [
+        OperationalError("Error 111 connecting to redis:6379. Connection refused."),
+        redis.exceptions.ConnectionError("Connection closed by server."),
+        redis.exceptions.TimeoutError("Timeout reading from socket"),
+    ],
+    ids=["kombu-OperationalError", "redis-ConnectionError", "redis-TimeoutError"],
+)
+def test_a_transient_broker_or_redis_error_inside_a_task_is_retried_not_dead_lettered(
+    app, worker, ctx, graph, leaver, finished, waiter, transient
+):
+    graph.fail("get_user", transient)
+    publish(app, _event())
+    waiter(lambda: finished.outcomes("revocation.revoke_user"))
+
+    assert finished.outcomes("revocation.revoke_user") == ["revoked"]
+    assert ctx.dlq.size() == 0 and graph.names()[:2] == ["get_user", "get_user"]
+
+
+def test_a_dead_letter_keeps_its_first_failure_time_and_the_history_of_its_attempts(
+    app, worker, ctx, settings, graph, leaver, waiter
+):
+    graph.fail("get_user", GraphThrottled("Graph 429", service=SERVICE_GRAPH, status=429, retry_after=0.01))
+    graph.fail("get_user", RetryableError("Graph 502", service=SERVICE_GRAPH, status=502), times=50)
+    published = time.time()
+    publish(app, _event())
+    waiter(lambda: ctx.dlq.size() == 1)
+
+    [entry] = ctx.dlq.list()
+    assert [a.error_class for a in entry.history] == ["GraphThrottled"] + ["RetryableError"] * settings.max_retries
+    assert "429" in entry.history[0].message and "502" in entry.history[-1].message
+    times = [a.time for a in entry.history]
+    assert times == sorted(times) and entry.first_failed_at == times[0] >= published - 1
+    assert entry.first_failed_at < entry.last_failed_at
+    assert ctx.redis.keys("idsync:attempts:*") == []  # the history moved into the entry
+
+
+def test_a_retry_is_published_with_a_fresh_publish_time(app, worker, ctx, graph, leaver, finished, waiter):
+    from celery.signals import task_prerun
+
+    seen: list[str] = []
+
+    def record(task: Any = None, **_: Any) -> None:
+        seen.append(str((task.request.headers or {}).get("published_at")))
+
+    task_prerun.connect(record, weak=False)
+    try:
+        graph.fail("get_user", RetryableError("Graph 502", service=SERVICE_GRAPH, status=502))
+        app.send_task("revocation.revoke_user", args=[_event().to_message()], queue="revocation",
+                      headers={"published_at": "1000.000"})
+        waiter(lambda: finished.outcomes("revocation.revoke_user"))
+    finally:
+        task_prerun.disconnect(record)
+
+    assert seen[0] == "1000.000" and float(seen[1]) > 1000.0
+
+
+def test_a_countdown_retry_shows_as_retrying_in_its_lane_not_as_nothing_waiting(
+    app, worker, ctx, graph, leaver, finished, waiter
+):
+    from ops.status import unacked_by_lane
+
+    graph.fail("get_user", GraphThrottled("429", service=SERVICE_GRAPH, status=429, retry_after=3))
+    publish(app, _event())
+    waiter(lambda: unacked_by_lane(ctx.redis)["revocation"]["retrying"] == 1)
+
+    assert ctx.redis.llen("revocation") == 0  # "waiting 0": without the retrying count the leaver is invisible
+    assert unacked_by_lane(ctx.redis)["sync"] == {"running": 0, "retrying": 0}
+    waiter(lambda: finished.outcomes("revocation.revoke_user"))
+    waiter(lambda: unacked_by_lane(ctx.redis)["revocation"]["retrying"] == 0)
 
 
 def test_a_long_retry_after_is_parked_not_a_countdown_and_the_scheduler_brings_it_back(

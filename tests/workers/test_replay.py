@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
+
+import pytest
 
 from shared.dispatch import publish
 from shared.dlq import DeadLetter, DeadLetterQueue
@@ -68,15 +71,22 @@ def test_a_replayed_dead_letter_applies_once_after_the_fault_is_cleared(
     assert replayed_id != entry_id
 
 
-def test_the_replayed_message_keeps_task_args_and_headers_and_names_its_origin(redis_client) -> None:
+def test_the_replayed_message_keeps_task_args_and_headers_names_its_origin_and_gets_a_fresh_publish_time(
+    redis_client,
+) -> None:
     dlq = DeadLetterQueue(redis_client, max_entries=100, max_age_s=3600)
-    dlq.put(_entry())
+    entry = _entry()
+    entry.headers["published_at"] = "1000.000"  # the original publish, long ago
+    dlq_time = time.time()
+    dlq.put(entry)
     sender = RecordingSender()
     assert replay(sender, dlq, "task-1") is True
 
     [sent] = sender.sent
     assert sent["name"] == "revocation.revoke_user" and sent["args"] == [{"id": "e1"}] and sent["queue"] == "revocation"
+    published_at = float(sent["headers"].pop("published_at"))
     assert sent["headers"] == {"event_id": "e1", "correlation_id": "c1", "replay_of": "task-1"}
+    assert published_at >= dlq_time - 0.001  # queue age starts at the replay, not at the original publish
     assert sent["task_id"] != "task-1"
     assert dlq.get("task-1") is None
 
@@ -116,6 +126,17 @@ def test_a_failed_publish_keeps_the_entry_and_releases_the_claim(redis_client) -
         raise AssertionError("the publish error must reach the caller")
     assert dlq.get("task-1") is not None
     assert replay(RecordingSender(), dlq, "task-1") is True
+
+
+def test_an_entry_naming_a_task_outside_the_dispatch_table_is_not_replayed_and_stays(redis_client) -> None:
+    from shared.dispatch import UnknownTask
+
+    dlq = DeadLetterQueue(redis_client, max_entries=100, max_age_s=3600)
+    dlq.put(_entry().model_copy(update={"task": "revocation.no_such_task"}))
+    sender = RecordingSender()
+    with pytest.raises(UnknownTask):
+        replay(sender, dlq, "task-1")
+    assert sender.sent == [] and dlq.get("task-1") is not None
 
 
 def test_replay_all_counts_replayed_and_failed_per_lane(redis_client) -> None:

@@ -133,3 +133,64 @@ def test_revoke_user_does_not_revoke_a_user_graph_says_is_enabled_again(
 
     assert finished.outcomes("revocation.revoke_user") == ["handed_to_sync"]
     assert salesforce.writes() == [] and ctx.links.tombstone(ENTRA_ID) is None
+
+
+def test_a_stored_link_to_a_salesforce_user_that_no_longer_exists_is_dropped_and_the_user_found_again(
+    app, worker, ctx, graph, salesforce, finished, waiter
+):
+    _leaver(graph, salesforce)
+    ctx.links.set_link(ENTRA_ID, "005GONE0000000AAA", UPN)  # written against an org that was refreshed since
+    publish(app, _event())
+    waiter(lambda: finished.outcomes("revocation.revoke_user"))
+
+    assert finished.outcomes("revocation.revoke_user") == ["revoked"]
+    assert salesforce.users[SF_ID]["IsActive"] is False and salesforce.frozen[SF_ID] is True
+    assert ctx.links.get_link(ENTRA_ID).sf_user_id == SF_ID
+    [relink] = [r for r in audit_mod.recent(ctx.redis, 20) if r["action"] == "relink"]
+    assert relink["outcome"] == "stale_link_dropped" and relink["detail"]["stale_sf_user_id"] == "005GONE0000000AAA"
+    assert ctx.dlq.size() == 0
+
+
+def test_a_stale_link_with_nobody_left_to_find_is_audited_not_dead_lettered(
+    app, worker, ctx, graph, salesforce, finished, waiter
+):
+    ctx.links.set_link(ENTRA_ID, "005GONE0000000AAA", UPN)  # hard-deleted in Entra, and not in this org
+    publish(app, _event(kind=EventKind.USER_HARD_DELETED))
+    waiter(lambda: finished.outcomes("revocation.revoke_user"))
+
+    assert finished.outcomes("revocation.revoke_user") == ["no_salesforce_user"]
+    link = ctx.links.get_link(ENTRA_ID)
+    assert link.sf_user_id is None and link.upn == UPN  # the UPN stays: it is the only way to find the user again
+    assert ctx.dlq.size() == 0
+
+
+def test_a_blocked_deactivation_opens_a_review_item_with_a_stable_id_saying_why(
+    app, worker, ctx, graph, salesforce, finished, waiter
+):
+    _leaver(graph, salesforce)
+    blocker = PermanentError("Cannot deactivate the last admin", service=SERVICE_SALESFORCE, status=400,
+                             code="CANNOT_DISABLE_LAST_ADMIN")
+    salesforce.fail("deactivate_user", blocker, times=2)
+    event = _event()
+    publish(app, event)
+    waiter(lambda: finished.outcomes("revocation.revoke_user"))
+    [first] = ctx.links.list_reviews()
+    assert first["correlation_id"] == event.correlation_id
+    again = _event()
+    publish(app, again)  # the same leaver again: the same item, updated
+    waiter(lambda: len(finished.outcomes("revocation.revoke_user")) == 2)
+
+    [review] = ctx.links.list_reviews()
+    assert review["id"] == first["id"] and ctx.links.get_review(review["id"]) == review
+    assert review["upn"] == UPN and review["code"] == "CANNOT_DISABLE_LAST_ADMIN"
+    assert review["correlation_id"] == again.correlation_id and review["created_at"] == first["created_at"]
+    assert "last admin" in review["detail"]
+
+
+def test_the_revoke_audit_record_names_the_upn(app, worker, ctx, graph, salesforce, finished, waiter):
+    _leaver(graph, salesforce)
+    publish(app, _event())
+    waiter(lambda: finished.outcomes("revocation.revoke_user"))
+
+    [record] = [r for r in audit_mod.recent(ctx.redis, 20) if r["action"] == "revoke"]
+    assert record["detail"]["upn"] == UPN

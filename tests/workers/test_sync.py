@@ -98,7 +98,7 @@ def test_while_sync_is_paused_a_sync_task_parks_itself_and_revocation_proceeds(
     assert salesforce.users[SF_ID]["IsActive"] is False  # the sync task did not call Salesforce
     assert ("find_user", (ENTRA_ID, UPN, UPN)) not in salesforce.calls
     waiter(lambda: finished.of("sync.transfer_ownership"))  # the revocation's follow-up is parked too
-    due = parking.pop_due(ctx.redis, time.time() + SYNC_PAUSE_RECHECK_S + 1)
+    due = parking.lease_due(ctx.redis, time.time() + SYNC_PAUSE_RECHECK_S + 1)
     assert sorted(m.task for m in due) == ["sync.reactivate_user", "sync.transfer_ownership"]
     assert all(m.due_at >= time.time() + SYNC_PAUSE_RECHECK_S - 30 for m in due)
     assert all(m.headers["deferred_from"] and m.task_id != m.headers["deferred_from"] for m in due)
@@ -125,3 +125,65 @@ def test_a_group_change_is_audited_for_the_mapping_issue(app, worker, ctx, finis
     [record] = audit_mod.recent(ctx.redis, 1)
     assert record["action"] == "group_changed" and record["detail"] == {"group_id": "group-1"}
     assert record["correlation_id"] == event.correlation_id
+
+
+def _revoked_earlier(ctx, graph, salesforce, revoked_at: float) -> None:
+    """An earlier revocation: Salesforce user inactive and frozen, tombstone written; Entra has re-enabled the user."""
+    graph.add_user(ENTRA_ID, UPN, enabled=True)
+    salesforce.add_user(SF_ID, UPN, federation_id=UPN, active=False)
+    salesforce.frozen[SF_ID] = True
+    ctx.links.set_tombstone(ENTRA_ID, revoked_at)
+
+
+def test_a_revocation_landing_between_the_tombstone_check_and_the_activation_is_not_undone(
+    app, worker, ctx, graph, salesforce, finished, waiter
+):
+    _revoked_earlier(ctx, graph, salesforce, time.time() - 60)
+    revoked_again_at = time.time()
+
+    def revocation_lands() -> None:  # while the sync task looks the user up in Salesforce
+        graph.disable(ENTRA_ID)
+        ctx.links.set_tombstone(ENTRA_ID, revoked_again_at)
+
+    salesforce.on("find_user", revocation_lands)
+    publish(app, _event(EventKind.USER_ENABLED, datetime.now(UTC) - timedelta(seconds=30)))
+    waiter(lambda: finished.outcomes("sync.reactivate_user"))
+
+    assert finished.outcomes("sync.reactivate_user") == ["skipped_tombstone"]
+    assert "activate_user" not in salesforce.names() and "unfreeze_user" not in salesforce.names()
+    assert salesforce.users[SF_ID]["IsActive"] is False and salesforce.frozen[SF_ID] is True
+    assert ctx.links.tombstone(ENTRA_ID) == revoked_again_at
+
+
+def test_a_revocation_landing_during_the_activation_sends_the_user_back_to_the_revocation_lane(
+    app, worker, ctx, graph, salesforce, finished, waiter
+):
+    _revoked_earlier(ctx, graph, salesforce, time.time() - 60)
+    revoked_again_at = time.time()
+
+    def revocation_lands() -> None:  # after the re-check, before our activation reaches Salesforce
+        graph.disable(ENTRA_ID)
+        ctx.links.set_tombstone(ENTRA_ID, revoked_again_at)
+
+    salesforce.on("activate_user", revocation_lands)
+    publish(app, _event(EventKind.USER_ENABLED, datetime.now(UTC) - timedelta(seconds=30)))
+    waiter(lambda: finished.outcomes("revocation.revoke_user"))
+
+    assert finished.outcomes("sync.reactivate_user") == ["handed_to_revocation"]
+    assert finished.outcomes("revocation.revoke_user") == ["revoked"]
+    assert salesforce.users[SF_ID]["IsActive"] is False and salesforce.frozen[SF_ID] is True
+    assert ctx.links.tombstone(ENTRA_ID) == revoked_again_at  # the newer tombstone was never deleted
+
+
+def test_reactivation_through_a_stale_link_finds_the_salesforce_user_again(
+    app, worker, ctx, graph, salesforce, finished, waiter
+):
+    _revoked_earlier(ctx, graph, salesforce, time.time() - 60)
+    ctx.links.set_link(ENTRA_ID, "005GONE0000000AAA", UPN)  # written against an org that was refreshed since
+    publish(app, _event(EventKind.USER_ENABLED))
+    waiter(lambda: finished.outcomes("sync.reactivate_user"))
+
+    assert finished.outcomes("sync.reactivate_user") == ["reactivated"]
+    assert salesforce.users[SF_ID]["IsActive"] is True and salesforce.frozen[SF_ID] is False
+    assert ctx.links.get_link(ENTRA_ID).sf_user_id == SF_ID
+    assert ctx.dlq.size() == 0 and ctx.links.tombstone(ENTRA_ID) is None

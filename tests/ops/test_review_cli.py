@@ -1,0 +1,56 @@
+"""`idsync review list|show`: why a deactivation was blocked, readable without digging through JSON logs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime
+
+import pytest
+
+from ops.time_display import iso
+from shared.identity_links import IdentityLinks
+
+
+def _run(redis_server, tmp_path, *args):
+    env = {"PATH": "/usr/bin:/bin", "IDSYNC_REDIS_URL": redis_server.url, "IDSYNC_LOG_JSON": "true", "COLUMNS": "250"}
+    return subprocess.run([sys.executable, "-m", "ops", "review", *args], cwd=tmp_path, capture_output=True,
+                          text=True, env=env, timeout=60)
+
+
+@pytest.fixture
+def blocked(redis_client) -> dict:
+    return IdentityLinks(redis_client).add_review(
+        "0a1b2c3d-0000-4000-8000-000000000009", "005000000000009AAA", "deactivation_blocked",
+        "user is frozen but Salesforce refuses deactivation: CANNOT_DISABLE_LAST_ADMIN: last active admin",
+        upn="admin@contoso.com", code="CANNOT_DISABLE_LAST_ADMIN", correlation_id="corr-9")
+
+
+def test_review_list_names_the_user_and_the_reason_salesforce_gave(redis_server, blocked, tmp_path):
+    result = _run(redis_server, tmp_path, "list")
+    assert result.returncode == 0, result.stderr
+    assert blocked["id"] in result.stdout and "admin@contoso.com" in result.stdout
+    assert "CANNOT_DISABLE_LAST_ADMIN" in result.stdout
+    assert iso(blocked["created_at"], timespec="seconds") in result.stdout
+
+
+def test_review_show_by_id_or_entra_id_explains_the_block(redis_server, blocked, tmp_path):
+    by_id = _run(redis_server, tmp_path, "show", blocked["id"])
+    by_entra_id = _run(redis_server, tmp_path, "show", blocked["entra_id"])
+    assert by_id.returncode == 0 and by_id.stdout.splitlines()[:5] == by_entra_id.stdout.splitlines()[:5]
+    assert "last active admin" in by_id.stdout and "005000000000009AAA" in by_id.stdout
+    assert "corr-9" in by_id.stdout
+
+
+def test_review_json_output_has_iso_times_and_the_stable_id(redis_server, blocked, tmp_path):
+    [listed] = json.loads(_run(redis_server, tmp_path, "list", "--json").stdout)
+    shown = json.loads(_run(redis_server, tmp_path, "show", blocked["id"], "--json").stdout)
+    assert listed == shown and shown["id"] == blocked["id"]
+    assert shown["created_at"].endswith("Z") and datetime.fromisoformat(shown["created_at"])
+
+
+def test_an_unknown_review_item_is_one_line_and_a_non_zero_exit(redis_server, tmp_path):
+    result = _run(redis_server, tmp_path, "show", "nope")
+    assert result.returncode == 1 and "no review item nope" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
