@@ -133,3 +133,26 @@ def test_revoke_user_does_not_revoke_a_user_graph_says_is_enabled_again(
 
     assert finished.outcomes("revocation.revoke_user") == ["handed_to_sync"]
     assert salesforce.writes() == [] and ctx.links.tombstone(ENTRA_ID) is None
+
+
+def test_the_pending_marker_is_cleared_when_the_task_starts_before_graph_is_read(
+    app, worker, ctx, graph, salesforce, finished, waiter
+):
+    """A hint arriving while the task reads Graph must get a task of its own: the marker is gone by then."""
+    from shared.dispatch import PendingWork
+
+    _leaver(graph, salesforce)
+    pending = PendingWork(ctx.redis)
+    key = PendingWork.key("revocation.revoke_user", ENTRA_ID)
+    seen_at_read: list[bool] = []
+    real_get_user = graph.get_user
+
+    def get_user(user_id: str, select: list[str] | None = None) -> Any:
+        seen_at_read.append(ctx.redis.exists(key) == 1)
+        return real_get_user(user_id, select)
+
+    graph.get_user = get_user
+    assert publish(app, _event(), pending=pending) == "revocation.revoke_user"
+    waiter(lambda: finished.outcomes("revocation.revoke_user"))
+    assert seen_at_read == [False]
+    assert publish(app, _event(), pending=pending) == "revocation.revoke_user"  # not collapsed: nothing pending
