@@ -80,8 +80,15 @@ def poll(once: Annotated[bool, typer.Option(help="run one users+groups round and
     configure_logging(settings)
     poller = components.delta_poller(settings)
     if once:
-        for resource in ("users", "groups"):
-            console.print(poller.run_round(resource))
+        from producers.poller_lease import PollerBusy
+
+        try:
+            results = poller.run_once()  # under the tenant's lease: never beside a running poller
+        except PollerBusy as err:
+            console.print(f"idsync: {err}", style="red", markup=False)
+            raise typer.Exit(1) from None
+        for result in results:
+            console.print(result)
         return
     poller.run_forever(stop_on_signals())
 
