@@ -114,7 +114,7 @@ def health(component: Annotated[str, typer.Argument(help="redis, poller or beat"
         checkpoints = DeltaCheckpoints(redis, settings.graph_tenant_id or "default")
         problem = poller_problem(checkpoints, settings.delta_interval_s)
         if problem is not None:
-            console.print(f"unhealthy: poller: {problem}", markup=False)
+            console.print(f"unhealthy: poller: {problem}", markup=False, soft_wrap=True)  # one line
             raise typer.Exit(1)
     elif component == "beat":
         last, limit = redis.get(BEAT_HEARTBEAT_KEY), 30.0
