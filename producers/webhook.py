@@ -55,10 +55,11 @@ MAX_VALIDATION_TOKEN = 1024
 #: Graph gives up after 3 s (graph.md §2.4); publishing gets 2.5 s so the 503 still reaches Graph in time.
 PUBLISH_TIMEOUT_S = 2.5
 HEALTH_TIMEOUT_S = 1.0
-#: Items per POST. Microsoft documents no maximum for a change-notification batch (the delivery docs only say a
-#: payload "can contain a collection" of notifications: https://learn.microsoft.com/graph/change-notifications-delivery-webhooks),
-#: and the batches seen in practice hold a handful. 1,000 is far above any real batch yet bounds what one request
-#: can make us do; a larger one is refused whole (413), so Graph would retry it rather than have it half-processed.
+#: Items per POST. Microsoft documents no maximum for a change-notification batch: `value` of the
+#: changeNotificationCollection is just "the set of notifications being sent to the notification URL"
+#: (https://learn.microsoft.com/graph/api/resources/changenotificationcollection), and batches seen in practice hold a
+#: handful. 1,000 is far above any real batch yet bounds what one request can make us do; a larger one is refused
+#: whole (413), so nothing of it is half-processed.
 MAX_ITEMS_PER_REQUEST = 1000
 #: Attacker-supplied strings (subscription ids, tenant ids) are cut to this length before they reach a log line.
 MAX_LOGGED_CHARS = 200
