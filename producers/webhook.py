@@ -63,6 +63,8 @@ HEALTH_TIMEOUT_S = 1.0
 MAX_ITEMS_PER_REQUEST = 1000
 #: Attacker-supplied strings (subscription ids, tenant ids) are cut to this length before they reach a log line.
 MAX_LOGGED_CHARS = 200
+#: Lifecycle events Graph documents; anything else is counted as "other".
+LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
 #: Enqueued events listed in a request's summary line (for correlation with worker logs); the rest are counted.
 LOGGED_EVENTS = 20
 
@@ -354,7 +356,8 @@ class WebhookHandlers:
                 summary.drop(reason, None if reason == "client_state" else (
                     item.tenant_id if reason == "foreign_tenant" else item.subscription_id))
                 continue
-            self.metrics.lifecycle.labels(bounded(item.lifecycle_event, 64)).inc()
+            known_event = item.lifecycle_event in LIFECYCLE_EVENTS  # a label per made-up value would grow forever
+            self.metrics.lifecycle.labels(item.lifecycle_event if known_event else "other").inc()
             if self.subscriptions is None:
                 summary.drop("unhandled")
                 continue
