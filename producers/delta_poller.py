@@ -395,7 +395,9 @@ class DeltaPoller:
                             log.info("delta_poller_standby", tenant=self.tenant, holder=lease.holder(),
                                      reason="another poller holds this tenant's lease")
                             standby = True
-                        stop_event.wait(interval)
+                        # Retry well within a lease: a holder killed without releasing is replaced within about
+                        # one lease period, not a lease plus a whole polling interval.
+                        stop_event.wait(min(interval, self.lease_s / 3))
                         continue
                     log.info("delta_poller_active", tenant=self.tenant, took_over=standby)
                     standby = False
