@@ -453,8 +453,10 @@ class Bench:
         for rec in records:
             if rec["action"] == "revoke":
                 revoke_by_user.setdefault(rec["entra_id"], rec)
-        enqueued = {e.get("correlation_id"): parse_ts(e["timestamp"])
-                    for e in self.procs.json_lines("webhook") if e.get("event") == "webhook_event_enqueued"}
+        # One summary line per webhook request lists its first events with their correlation ids.
+        enqueued = {ev.get("correlation_id"): parse_ts(e["timestamp"])
+                    for e in self.procs.json_lines("webhook") if e.get("event") == "webhook_notifications"
+                    for ev in e.get("events", [])}
         started: dict[str, float] = {}
         service: dict[str, float] = {}
         finishes: list[float] = []  # every revocation-lane task, to tell queueing from pickup

@@ -96,6 +96,9 @@ def collect(settings: Settings, redis: Any) -> dict[str, Any]:
         "parked": parking.count(redis),
         "dlq_total": dlq.size(),
         "delta": {r: checkpoints.last_round(r) for r in ("users", "groups")},
+        # Success time, failures in a row and the last error (class, message, time), so a poller that fails every
+        # round is visible here and not hidden behind the previous run's last round.
+        "delta_outcome": {r: checkpoints.outcome(r) for r in ("users", "groups")},
         "subscriptions": SubscriptionManager(None, redis, settings).status(),  # type: ignore[arg-type]
         "api": Limiter(redis, settings).status(),
         "reviews": links.review_count(),

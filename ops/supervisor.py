@@ -67,6 +67,12 @@ class Supervisor:
             self.echo(f"port {self.settings.flower_port} is taken: Flower listens on {flower_port} instead")
         env["IDSYNC_WEBHOOK_PORT"] = str(webhook_port)
         env["IDSYNC_FLOWER_PORT"] = str(flower_port)
+        if self.settings.webhook_metrics_port:  # 0 = off stays off
+            metrics_port, replaced = choose_port(self.settings.webhook_metrics_port, host)
+            if replaced:
+                self.echo(f"port {self.settings.webhook_metrics_port} is taken: webhook metrics on {metrics_port}")
+            env["IDSYNC_WEBHOOK_METRICS_PORT"] = str(metrics_port)
+            self.urls["metrics"] = f"http://{host}:{metrics_port}/metrics"
         if not self.settings.webhook_public_url:
             env["IDSYNC_WEBHOOK_PUBLIC_URL"] = f"http://{host}:{webhook_port}"
         self.urls["webhook"] = f"http://{host}:{webhook_port}/graph/notifications"

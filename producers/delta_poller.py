@@ -14,6 +14,11 @@ Mapping of a user item (graph.md §1.4), kept deliberately small:
   says nothing about a re-enable. USER_CHANGED goes to the revocation lane's check_user, which re-reads the user and
   hands live users to the sync lane, where a real re-enable is reconciled.
 Groups always map to GROUP_CHANGED; the sync lane re-reads membership.
+
+The poller must never stop silently: each round's outcome (success time, or error class, message and a count of
+failures in a row) is kept in Redis for `idsync health poller` and `idsync status`; a stored link that points at
+another Graph base (the sandbox restarted on another port, a moved endpoint) is discarded for a full resync instead of
+failing every round; and one Redis lease per tenant keeps replicas from running rounds over the same staging keys.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from producers.checkpoints import DeltaCheckpoints
-from shared.dispatch import TaskSender, publish
-from shared.errors import DeltaExpired, RetryableError
+from producers.poller_lease import LEASE_S, PollerBusy, PollerLease
+from shared.dispatch import COLLAPSED, PendingWork, TaskSender, publish
+from shared.errors import DeltaExpired, RateLimited, RetryableError
 from shared.events import EventKind, EventSource, IdentityEvent
 from shared.logging import get_logger
 from shared.settings import Settings
@@ -68,6 +74,7 @@ class RoundResult:
     resynced: bool = False  # Graph answered 410 and the round restarted as a full enumeration
     from_now: bool = False  # the round only fetched a deltaLink ("$deltatoken=latest"), no objects
     vanished: int = 0  # users a full round no longer contains: deleted while unseen (sent for revocation)
+    collapsed: int = 0  # revocation hints absorbed by a task already waiting for the same user
     kinds: Counter[str] = field(default_factory=Counter)
     delta_link: str | None = None
     # merged members@delta per group id, across pages: {"added": {...}, "removed": {...}}
@@ -128,6 +135,42 @@ def _fingerprint(kind: EventKind, item: dict[str, Any]) -> str:
     return f"{item['id']}:{kind.value}:{hashlib.sha256(state.encode()).hexdigest()[:16]}"
 
 
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def _origin_and_path(url: str) -> tuple[str, str, int | None, str]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme), parts.path
+
+
+def link_base(link: str) -> str:
+    """scheme://host:port of a link, for logs: never the query, which holds the delta token."""
+    try:
+        scheme, host, port, _ = _origin_and_path(link)
+    except ValueError:
+        return "<unparsable>"
+    return f"{scheme}://{host}:{port}"
+
+
+def link_matches_base(link: str, graph_url: str) -> bool:
+    """True when `link` points under the configured Graph URL (same scheme, host, port and path prefix).
+
+    A relative link is resolved against the configured URL by the client, so it always matches. Anything else is
+    refused by the client ("refusing a link outside ...": the bearer token must never leave the configured host),
+    so a stale one must be discarded here rather than fail every round.
+    """
+    if not urlsplit(link).scheme:
+        return True
+    try:
+        scheme, host, port, path = _origin_and_path(link)
+        b_scheme, b_host, b_port, b_path = _origin_and_path(graph_url.rstrip("/"))
+    except ValueError:  # an unparsable port
+        return False
+    prefix = b_path.rstrip("/")
+    return (scheme, host, port) == (b_scheme, b_host, b_port) and (path == prefix or path.startswith(prefix + "/"))
+
+
 class DeltaPoller:
     def __init__(
         self,
@@ -137,13 +180,19 @@ class DeltaPoller:
         settings: Settings,
         *,
         start_from_now: bool = False,
+        lease_s: float = LEASE_S,
     ) -> None:
         self.graph = graph
         self.sender = sender
+        self.redis = redis
         self.settings = settings
         self.tenant = settings.graph_tenant_id or "default"
         self.checkpoints = DeltaCheckpoints(redis, self.tenant)
+        self.pending = PendingWork(redis)
         self.start_from_now = start_from_now
+        self.lease_s = lease_s
+        #: Set while this poller holds the tenant's lease (run_forever, run_once); checked before anything is saved.
+        self.lease: PollerLease | None = None
 
     def latest_link(self, resource: Resource) -> str:
         """The "sync from now" request (graph.md §1.2): returns only a deltaLink, which then tracks our $select."""
@@ -153,34 +202,72 @@ class DeltaPoller:
     def run_round(self, resource: Resource, *, from_now: bool | None = None) -> RoundResult:
         """Read one full delta round, publish its events, then save the new deltaLink.
 
-        `from_now` (default: the poller's `start_from_now`) applies only when no checkpoint exists: instead of a full
-        enumeration (every user becomes an event, workers reconcile), the round just fetches a deltaLink for "now".
-        Raises whatever the broker or Graph raised; the checkpoint is then untouched.
+        `from_now` (default: the poller's `start_from_now`) applies only when no checkpoint exists and no resync is
+        pending: instead of a full enumeration (every user becomes an event, workers reconcile), the round just
+        fetches a deltaLink for "now". Raises whatever the broker or Graph raised; the checkpoint is then untouched.
+        Either way the outcome is recorded for `idsync health poller` and `idsync status`.
         """
         if resource not in RESOURCES:
             raise ValueError(f"unknown delta resource {resource!r}")
+        try:
+            result = self._round(resource, from_now)
+        except Exception as err:
+            self._record_outcome(resource, err)
+            raise
+        self._record_outcome(resource, None)
+        return result
+
+    def _record_outcome(self, resource: Resource, error: Exception | None) -> None:
+        try:
+            if error is None:
+                self.checkpoints.record_success(resource)
+            else:
+                self.checkpoints.record_failure(resource, error)
+        except Exception as err:  # noqa: BLE001 - Redis is down: the round's own error (if any) says more
+            log.warning("delta_outcome_not_recorded", resource=resource, error=type(err).__name__)
+
+    def _start(self, resource: Resource, from_now: bool | None, result: RoundResult) -> tuple[str | None, bool]:
+        """Where this round starts, and whether it is a full enumeration (the vanished-users check applies)."""
         start = self.checkpoints.get(resource)
-        result = RoundResult(resource=resource)
+        if start is not None and not link_matches_base(start, self.settings.graph_url):
+            # Logged once: the link is gone after this, and the resync marker carries the state from here on.
+            log.warning("delta_link_base_changed", resource=resource, tenant=self.tenant,
+                        stored_base=link_base(start), graph_base=link_base(self.settings.graph_url))
+            self.checkpoints.discard(resource, "graph_url_changed")
+            start = None
+        pending = self.checkpoints.resync_pending(resource)
+        if pending is not None:
+            # A discarded link is owed a full enumeration, never "from now": that would skip the gap.
+            log.info("delta_full_resync", resource=resource, tenant=self.tenant, reason=pending.get("reason"))
+            result.resynced = True
+            return None, True
         if start is None and (self.start_from_now if from_now is None else from_now):
-            start = self.latest_link(resource)
             result.from_now = True
-        full = start is None  # a full enumeration: every object that exists now, no tombstones
+            return self.latest_link(resource), False
+        return start, start is None
+
+    def _round(self, resource: Resource, from_now: bool | None) -> RoundResult:
+        result = RoundResult(resource=resource)
+        start, full = self._start(resource, from_now, result)
         try:
             collected = self._read(resource, start, result)
         except DeltaExpired as expired:
             # 410: the token is gone; Graph wants a full resync. No tombstones come back (graph.md §1.6).
             log.warning("delta_resync_required", resource=resource, tenant=self.tenant, had_location=bool(
                 expired.location))
-            self.checkpoints.clear(resource)
+            self.checkpoints.discard(resource, "expired")
             self.checkpoints.finish_round(resource, start)
             start = self._resync_link(resource, getattr(expired, "location", None))
             result = RoundResult(resource=resource, resynced=True)
+            full = True
             collected = self._read(resource, start, result)  # a second 410 propagates: no resync loop
+        self._check_lease()
         self._publish(resource, start, collected, result)
         if resource == "users":
-            self._reconcile_known(collected, full or result.resynced, result)
+            self._reconcile_known(collected, full, result)
         if result.delta_link is None:
             raise RuntimeError(f"delta round for {resource} ended without a deltaLink")
+        self._check_lease()
         self.checkpoints.save(resource, result.delta_link)
         self.checkpoints.finish_round(resource, start)
         self.checkpoints.record_round(
@@ -188,10 +275,16 @@ class DeltaPoller:
         )
         log.info(
             "delta_round_done", resource=resource, tenant=self.tenant, pages=result.pages, items=result.items,
-            duplicates=result.duplicates, events=result.events, skipped=result.skipped, resynced=result.resynced,
-            from_now=result.from_now, kinds=dict(result.kinds),
+            duplicates=result.duplicates, events=result.events, skipped=result.skipped, collapsed=result.collapsed,
+            resynced=result.resynced, from_now=result.from_now, kinds=dict(result.kinds),
         )
         return result
+
+    def _check_lease(self) -> None:
+        """Before writing shared state: a poller that lost its lease (paused past it, Redis restarted) must not
+        save a link or replace the known-users set that another replica may now own."""
+        if self.lease is not None:
+            self.lease.check()
 
     def _reconcile_known(self, collected: dict[str, dict[str, Any]], full: bool, result: RoundResult) -> None:
         """Users deleted while our delta token was expired come back from a resync as... nothing: a full
@@ -207,12 +300,14 @@ class DeltaPoller:
         for object_id in sorted(vanished):
             event = IdentityEvent(kind=EventKind.USER_HARD_DELETED, source=EventSource.DELTA, tenant=self.tenant,
                                   object_id=object_id)
-            publish(self.sender, event)
+            if publish(self.sender, event, pending=self.pending) == COLLAPSED:
+                result.collapsed += 1
             result.events += 1
             result.vanished += 1
             result.kinds[EventKind.USER_HARD_DELETED.value] += 1
         if vanished:
             log.warning("delta_users_vanished", count=len(vanished), tenant=self.tenant)
+        self._check_lease()
         self.checkpoints.replace_known("users")
 
     def _resync_link(self, resource: Resource, location: str | None) -> str | None:
@@ -231,6 +326,7 @@ class DeltaPoller:
         select = SELECT[resource] if start is None else None  # tokens encode the original $select (graph.md §1.2)
         for page in self.graph.delta_pages(resource, start, select=select):
             result.pages += 1
+            self.checkpoints.record_progress(resource)
             for item in page.get("value", []):
                 object_id = item.get("id")
                 if not object_id:
@@ -261,7 +357,8 @@ class DeltaPoller:
                     result.skipped += 1
                     continue
                 event = IdentityEvent(kind=kind, source=EventSource.DELTA, tenant=self.tenant, object_id=object_id)
-                publish(self.sender, event, _task_for(kind, item))
+                if publish(self.sender, event, _task_for(kind, item), pending=self.pending) == COLLAPSED:
+                    result.collapsed += 1
                 result.events += 1
                 result.kinds[kind.value] += 1
                 pending.append(fingerprint)
@@ -276,21 +373,74 @@ class DeltaPoller:
                     log.warning("delta_mark_failed", resource=resource, count=len(pending))
 
     def run_forever(self, stop_event: threading.Event) -> None:
-        """Users then groups, every `delta_interval_s`, until `stop_event` is set. Never lets an error end the loop."""
+        """Users then groups, every `delta_interval_s`, until `stop_event` is set. Never lets an error end the loop.
+
+        Only the holder of the tenant's lease polls; another replica waits on standby (and says so once) and takes
+        over when the holder stops renewing.
+        """
         interval = self.settings.delta_interval_s
-        while not stop_event.is_set():
-            wait = interval
-            for resource in RESOURCES:
-                if stop_event.is_set():
-                    return
-                try:
-                    self.run_round(resource)
-                except RetryableError as err:
-                    retry_after = float(getattr(err, "retry_after", None) or interval)
-                    log.warning("delta_round_throttled", resource=resource, retry_after=retry_after)
-                    wait = max(wait, retry_after)
-                    break  # the other resource shares the same Graph budget; wait before asking again
-                except Exception as err:
-                    log.error("delta_round_failed", resource=resource, error=type(err).__name__, detail=str(err)[:300])
-                    wait = min(interval, ERROR_BACKOFF_S)
-            stop_event.wait(wait)
+        lease = PollerLease(self.redis, self.tenant, lease_s=self.lease_s)
+        standby = False
+        try:
+            while not stop_event.is_set():
+                if not lease.held():
+                    try:
+                        acquired = lease.acquire()
+                    except Exception as err:  # noqa: BLE001 - Redis down: nothing can poll; try again shortly
+                        log.error("delta_lease_failed", tenant=self.tenant, error=type(err).__name__)
+                        stop_event.wait(min(interval, ERROR_BACKOFF_S))
+                        continue
+                    if not acquired:
+                        if not standby:
+                            log.info("delta_poller_standby", tenant=self.tenant, holder=lease.holder(),
+                                     reason="another poller holds this tenant's lease")
+                            standby = True
+                        # Retry well within a lease: a holder killed without releasing is replaced within about
+                        # one lease period, not a lease plus a whole polling interval.
+                        stop_event.wait(min(interval, self.lease_s / 3))
+                        continue
+                    log.info("delta_poller_active", tenant=self.tenant, took_over=standby)
+                    standby = False
+                self.lease = lease
+                stop_event.wait(self._cycle(stop_event, interval))
+        finally:
+            self.lease = None
+            lease.release()
+
+    def run_once(self) -> list[RoundResult]:
+        """One users+groups round under the tenant's lease (`idsync poll --once`); `PollerBusy` if a running
+        poller holds it."""
+        lease = PollerLease(self.redis, self.tenant, lease_s=self.lease_s)
+        if not lease.acquire():
+            raise PollerBusy(self.tenant, lease.holder())
+        self.lease = lease
+        try:
+            return [self.run_round(resource) for resource in RESOURCES]
+        finally:
+            self.lease = None
+            lease.release()
+
+    def _cycle(self, stop_event: threading.Event, interval: float) -> float:
+        """One users+groups pass; returns how long to wait before the next."""
+        wait = interval
+        for resource in RESOURCES:
+            if stop_event.is_set():
+                return 0.0
+            try:
+                self.run_round(resource)
+            except RateLimited as err:
+                retry_after = float(err.retry_after or interval)
+                log.warning("delta_round_throttled", resource=resource, error=type(err).__name__,
+                            retry_after=retry_after)
+                wait = max(wait, retry_after)
+                break  # the other resource shares the same Graph budget; wait before asking again
+            except RetryableError as err:  # a connection error, a timeout, a 5xx: not throttling
+                retry_after = float(err.retry_after or interval)
+                log.warning("delta_round_failed_retrying", resource=resource, error=type(err).__name__,
+                            detail=str(err)[:300], retry_in=retry_after)
+                wait = max(wait, retry_after)
+                break  # the same cause would fail the other resource too
+            except Exception as err:
+                log.error("delta_round_failed", resource=resource, error=type(err).__name__, detail=str(err)[:300])
+                wait = min(interval, ERROR_BACKOFF_S)
+        return wait

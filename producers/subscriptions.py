@@ -51,13 +51,31 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def subscriptions_key(tenant: str) -> str:
+    """The Redis hash of recorded subscriptions: one field per resource, JSON {id, resource, expiry}."""
+    return f"idsync:subscriptions:{tenant}"
+
+
+def recorded_subscription_ids(redis: Any, tenant: str) -> set[str]:
+    """The ids of the subscriptions the manager recorded for `tenant` (the webhook accepts only these)."""
+    ids = set()
+    for raw in redis.hvals(subscriptions_key(tenant)):
+        try:
+            record = json.loads(_text(raw))
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("id"):
+            ids.add(str(record["id"]))
+    return ids
+
+
 class SubscriptionManager:
     def __init__(self, graph: SubscriptionApi, redis: Any, settings: Settings) -> None:
         self.graph = graph
         self.redis = redis
         self.settings = settings
         self.tenant = settings.graph_tenant_id or "default"
-        self.key = f"idsync:subscriptions:{self.tenant}"
+        self.key = subscriptions_key(self.tenant)
         self.notification_url = f"{settings.webhook_url.rstrip('/')}/graph/notifications"
         self.lifecycle_url = f"{settings.webhook_url.rstrip('/')}/graph/lifecycle"
 

@@ -2,14 +2,23 @@
 
 Producers and workers both publish through `publish()`; it takes any object with Celery's `send_task`, so shared/
 never imports the worker package. Correlation and event ids travel in message headers so logs on both sides join.
+
+Duplicate revocation work collapses here too (`PendingWork`): while a revocation task for a user waits in the queue,
+another hint for that user adds nothing (the waiting task re-reads Graph when it starts), so it is not enqueued.
+Without this, a burst of notifications naming a few users buries a real leaver behind thousands of identical tasks.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from shared.events import EventKind, IdentityEvent
+from shared.logging import get_logger
+
+log = get_logger(__name__)
 
 LANE_REVOCATION = "revocation"
 LANE_SYNC = "sync"
@@ -73,20 +82,142 @@ def message_headers(event: IdentityEvent) -> dict[str, str]:
     }
 
 
-def publish(sender: TaskSender, event: IdentityEvent, task_name: str | None = None) -> str:
-    """Enqueue `event` for its task on its lane; returns the task name. Raises whatever the broker raises.
+#: What `publish` returns instead of a task name when a pending task for the same user absorbed the event.
+COLLAPSED = "collapsed"
+PENDING_PREFIX = "idsync:pending"
+#: A claim lives this long until the send is confirmed: if the send fails and even the undo fails (Redis went away
+#: in between), the orphan marker disappears on its own before the upstream retry (Graph's, the poller's) arrives.
+PENDING_CLAIM_TTL_S = 10
+#: Garbage collection only: a confirmed marker normally disappears when its task starts, long before this.
+PENDING_TTL_S = 3600
+#: A marker this old is presumed to belong to a message that was lost (or is stuck in a dead worker's prefetch until
+#: the visibility timeout): the next hint is enqueued anyway, with a warning. This bounds how long a lost message can
+#: suppress work for one user, at the price of at most one extra task per user per period during a real backlog.
+PENDING_STALE_S = 120.0
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class PendingWork:
+    """One marker per (revocation task, user) while a message for it waits: claimed (`SET NX`) before sending,
+    confirmed after the send, cleared by the worker when the task STARTS, before it re-reads Graph.
+
+    Why this is safe under at-least-once delivery:
+    - a marker exists only between "about to send" and "task started", and the task reads Graph after clearing it;
+      so an event collapsed into a marker is always followed by a Graph read that sees its change;
+    - a lost marker (Redis restart, eviction, a failed delete) only means a duplicate task, never a lost event;
+    - a failed send undoes its claim, and an unconfirmed claim expires within `PENDING_CLAIM_TTL_S` anyway;
+    - a marker whose message was lost after sending would suppress that user's hints: the marker holds the message
+      id and its time, and after `stale_after_s` the next hint is enqueued anyway and logged.
+    """
+
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        ttl_s: int = PENDING_TTL_S,
+        stale_after_s: float = PENDING_STALE_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = redis
+        self.ttl_s = ttl_s
+        self.stale_after_s = stale_after_s
+        self.clock = clock
+
+    @staticmethod
+    def key(task_name: str, object_id: str) -> str:
+        return f"{PENDING_PREFIX}:{task_name}:{object_id}"
+
+    def claim(self, task_name: str, object_id: str, message_id: str) -> str | None:
+        """The marker value when the caller should send `message_id`; None when a pending task absorbs the event."""
+        key = self.key(task_name, object_id)
+        now = self.clock()
+        value = f"{message_id} {now:.3f}"
+        if self.redis.set(key, value, nx=True, ex=PENDING_CLAIM_TTL_S):
+            return value
+        current = _text(self.redis.get(key))
+        if current is None:
+            # The pending task started between our SET and GET: it cleared the marker *before* reading Graph, and
+            # our event happened before our SET, so that read sees it. Collapsing is still correct.
+            return None
+        holder, _, stamp = current.partition(" ")
+        try:
+            age = now - float(stamp)
+        except ValueError:
+            age = float("inf")  # unreadable: treat as stale rather than let it suppress for the whole TTL
+        if age <= self.stale_after_s:
+            return None
+        log.warning("dispatch_pending_marker_stale", task=task_name, object_id=object_id,
+                    pending_task_id=holder[:64], age_s=round(age, 1))
+        self.redis.set(key, value, ex=PENDING_CLAIM_TTL_S)
+        return value
+
+    def confirm(self, task_name: str, object_id: str) -> None:
+        """The message is in the broker: keep the marker until its task starts (or the TTL collects it).
+
+        A no-op when the task already started and cleared it. Extending someone else's fresh claim is harmless:
+        the staleness rule still bounds it."""
+        self.redis.expire(self.key(task_name, object_id), self.ttl_s)
+
+    def release(self, task_name: str, object_id: str, value: str) -> None:
+        """Undo a claim whose send failed, if the marker is still ours (a stray delete only costs a duplicate)."""
+        key = self.key(task_name, object_id)
+        if _text(self.redis.get(key)) == value:
+            self.redis.delete(key)
+
+    def clear(self, task_name: str, object_id: str) -> None:
+        """Called by the worker at task start, before it reads Graph: any hint from now on needs a new task."""
+        self.redis.delete(self.key(task_name, object_id))
+
+
+def publish(
+    sender: TaskSender,
+    event: IdentityEvent,
+    task_name: str | None = None,
+    *,
+    pending: PendingWork | None = None,
+) -> str:
+    """Enqueue `event` for its task on its lane; returns the task name, or `COLLAPSED` when `pending` says a task for
+    the same user already waits on the revocation lane (nothing is sent then). Raises whatever the broker raises.
 
     Callers that acknowledge upstream (HTTP 202, a saved deltaLink) must call this first and only acknowledge
-    when it returned: that is the whole durability contract of the producers.
+    when it returned: that is the whole durability contract of the producers. A collapsed event counts as delivered:
+    the waiting task re-reads Graph after this event happened.
     """
-    name = task_name or TASK_FOR_KIND[event.kind]
-    sender.send_task(
-        name,
-        args=[event.to_message()],
-        queue=lane_of(name),
-        headers=message_headers(event),
-        retry=False,
-    )
+    name = known_task(task_name or TASK_FOR_KIND[event.kind])
+    lane = lane_of(name)
+    message_id = uuid.uuid4().hex
+    marks = pending if lane == LANE_REVOCATION else None  # the sync lane reconciles in bulk; nothing to collapse
+    claim: str | None = None
+    if marks is not None:
+        claim = marks.claim(name, event.object_id, message_id)
+        if claim is None:
+            return COLLAPSED
+    try:
+        sender.send_task(
+            name,
+            args=[event.to_message()],
+            queue=lane,
+            headers=message_headers(event),
+            retry=False,
+            task_id=message_id,
+        )
+    except BaseException:
+        if marks is not None and claim is not None:
+            try:
+                marks.release(name, event.object_id, claim)
+            except Exception:  # noqa: BLE001 - the claim expires within PENDING_CLAIM_TTL_S anyway
+                log.warning("dispatch_pending_release_failed", task=name, object_id=event.object_id)
+        raise
+    if marks is not None:
+        try:
+            marks.confirm(name, event.object_id)
+        except Exception:  # noqa: BLE001 - the message is sent; an unconfirmed claim only means later duplicates
+            log.warning("dispatch_pending_confirm_failed", task=name, object_id=event.object_id)
     return name
 
 

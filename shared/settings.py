@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     webhook_public_url: str | None = None  # what Graph posts to; default http://{host}:{port}
     webhook_client_state: SecretStr = SecretStr("change-me-client-state")
     webhook_max_body_bytes: int = Field(default=1_000_000, gt=0)
+    # Prometheus /metrics of `idsync webhook`, on its own port so the public listener never serves it (0 = off).
+    webhook_metrics_port: int = Field(default=9108, ge=0, le=65535)
 
     # --- Producers
     delta_interval_s: float = Field(default=60.0, gt=0)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from celery import shared_task
 
 from shared.audit import audit
-from shared.dispatch import SYNC_TASK_FOR_KIND, publish
+from shared.dispatch import SYNC_TASK_FOR_KIND, PendingWork, publish
 from shared.errors import NotFound, PermanentError
 from shared.events import EventKind, IdentityEvent
 from shared.identity_links import IdentityLinks
@@ -189,8 +189,13 @@ def hand_to_sync(task: IdentityTask, event: IdentityEvent) -> str:
 
 
 def revoke_or_hand_off(task: IdentityTask, message: dict[str, Any]) -> str:
-    """Both revocation tasks: re-read Graph, revoke if the user is disabled or gone, else hand to the sync lane."""
+    """Both revocation tasks: re-read Graph, revoke if the user is disabled or gone, else hand to the sync lane.
+
+    The pending marker (shared.dispatch.PendingWork) is cleared first, BEFORE the Graph read: a hint published while
+    the marker stood is covered by this read; one published after it gets a task of its own.
+    """
     evt = IdentityEvent.from_message(message)
+    PendingWork(task.ctx.redis).clear(task.name, evt.object_id)
     state = read_entra_user(task.ctx.graph(task.lane), evt.object_id)
     if state.enabled:
         return hand_to_sync(task, evt)

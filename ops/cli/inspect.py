@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ops import components
 from ops.cli.app import app, console
@@ -27,6 +28,16 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readabl
         typer.echo(json.dumps(with_iso_times(data), indent=2, default=str))
         return
     _print_status(data)
+
+
+def _delta_error(outcome: dict[str, Any] | None) -> str:
+    """The last error of a delta resource, and how many rounds failed since the last success."""
+    error = (outcome or {}).get("last_error")
+    if not error:
+        return ""
+    failing = outcome.get("consecutive_failures", 0) if outcome else 0
+    streak = f"FAILING: {failing} rounds in a row; " if failing else ""
+    return f"\n{streak}last error {when(error.get('time'))}: {error['class']}: {error['message']}"
 
 
 def _print_status(data: dict[str, Any]) -> None:
@@ -52,7 +63,8 @@ def _print_status(data: dict[str, Any]) -> None:
         state = "no round yet" if not last else (
             f"last round {when(last.get('time'))}: {last.get('events', 0)} events, {last.get('pages', 0)} pages, "
             f"{last.get('resyncs', 0)} resyncs")
-        sources.add_row(f"delta {resource}", state)
+        state += _delta_error(data.get("delta_outcome", {}).get(resource))
+        sources.add_row(f"delta {resource}", Text(state))  # Text: an error message is not Rich markup
     for sub in data["subscriptions"]:
         expires = f"expires in {sub['expires_in_s'] / 3600:.1f} h"
         sources.add_row(f"subscription {sub['resource']}", f"{sub['id']}, {expires}")
@@ -92,14 +104,17 @@ def health(component: Annotated[str, typer.Argument(help="redis, poller or beat"
     except Exception as err:  # noqa: BLE001 - any failure is "unhealthy", said in one line
         console.print(f"unhealthy: redis: {type(err).__name__}", markup=False)
         raise typer.Exit(1) from None
-    if component in ("poller", "beat"):
-        if component == "poller":
-            from producers.checkpoints import DeltaCheckpoints
+    if component == "poller":
+        from producers.checkpoints import DeltaCheckpoints
+        from producers.poller_health import poller_problem
 
-            last_round = DeltaCheckpoints(redis, settings.graph_tenant_id or "default").last_round("users")
-            last, limit = (last_round or {}).get("time"), 3 * settings.delta_interval_s + 60
-        else:
-            last, limit = redis.get(BEAT_HEARTBEAT_KEY), 30.0
+        checkpoints = DeltaCheckpoints(redis, settings.graph_tenant_id or "default")
+        problem = poller_problem(checkpoints, settings.delta_interval_s)
+        if problem is not None:
+            console.print(f"unhealthy: poller: {problem}", markup=False, soft_wrap=True)  # one line
+            raise typer.Exit(1)
+    elif component == "beat":
+        last, limit = redis.get(BEAT_HEARTBEAT_KEY), 30.0
         if last is None or time.time() - float(last) > limit:
             console.print(f"unhealthy: no {component} heartbeat within {limit:.0f}s", markup=False)
             raise typer.Exit(1)

@@ -95,8 +95,19 @@ def webhook(
 
     settings = _settings()
     configure_logging(settings)
+    app = components.webhook_app(settings)
+    if settings.webhook_metrics_port:
+        from producers.webhook import serve_metrics
+
+        metrics_host = host or settings.webhook_host
+        try:
+            serve_metrics(app.state.metrics, metrics_host, settings.webhook_metrics_port)
+        except OSError as err:
+            typer.echo(f"idsync: cannot serve metrics on {metrics_host}:{settings.webhook_metrics_port}: "
+                       f"{err.strerror or err} (set IDSYNC_WEBHOOK_METRICS_PORT; 0 turns metrics off)", err=True)
+            raise typer.Exit(2) from None
     uvicorn.run(
-        components.webhook_app(settings),
+        app,
         host=host or settings.webhook_host,
         port=port or settings.webhook_port,
         log_config=None,
@@ -114,8 +125,15 @@ def poll(once: Annotated[bool, typer.Option(help="run one users+groups round and
     configure_logging(settings)
     poller = components.delta_poller(settings)
     if once:
-        for resource in ("users", "groups"):
-            console.print(poller.run_round(resource))
+        from producers.poller_lease import PollerBusy
+
+        try:
+            results = poller.run_once()  # under the tenant's lease: never beside a running poller
+        except PollerBusy as err:
+            typer.echo(f"idsync: {err}", err=True)
+            raise typer.Exit(1) from None
+        for result in results:
+            console.print(result)
         return
     poller.run_forever(stop_on_signals())
 

@@ -121,6 +121,8 @@ class Stack:
         url = f"http://127.0.0.1:{port}"
         self.env["IDSYNC_WEBHOOK_PORT"] = str(port)
         self.env["IDSYNC_WEBHOOK_PUBLIC_URL"] = url
+        # Never the default 9108: tests (and other checkouts) run side by side on one machine.
+        self.env["IDSYNC_WEBHOOK_METRICS_PORT"] = str(free_port())
 
         def ready() -> bool:
             try:

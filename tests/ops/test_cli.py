@@ -149,6 +149,38 @@ def test_health_reports_a_missing_poller_heartbeat(redis_server, tmp_path):
 def test_health_is_good_once_the_poller_has_finished_a_round(redis_server, redis_client, tmp_path):
     from producers.checkpoints import DeltaCheckpoints
 
-    DeltaCheckpoints(redis_client, "default").record_round("users", events=1, pages=1, items=1, resynced=False)
+    checkpoints = DeltaCheckpoints(redis_client, "default")
+    for resource in ("users", "groups"):
+        checkpoints.record_success(resource)
     result = _run(redis_server, tmp_path, "health", "poller")
     assert result.returncode == 0 and "healthy" in result.stdout
+
+
+def test_health_is_bad_when_the_last_rounds_failed_even_right_after_a_success(redis_server, redis_client, tmp_path):
+    """After a restart the previous run's success is recent while every new round fails: that is not healthy."""
+    from producers.checkpoints import DeltaCheckpoints
+    from shared.errors import TransportError
+
+    checkpoints = DeltaCheckpoints(redis_client, "default")
+    for resource in ("users", "groups"):
+        checkpoints.record_success(resource)
+    for _ in range(3):
+        checkpoints.record_failure("users", TransportError("connection failed: ConnectError", service="graph"))
+    result = _run(redis_server, tmp_path, "health", "poller")
+    assert result.returncode == 1
+    assert "3 rounds failed" in result.stdout and "TransportError" in result.stdout
+
+
+def test_status_shows_the_last_delta_error_per_resource(redis_server, redis_client, tmp_path):
+    from producers.checkpoints import DeltaCheckpoints
+
+    checkpoints = DeltaCheckpoints(redis_client, "default")
+    checkpoints.record_round("users", events=1, pages=1, items=1, resynced=False)
+    checkpoints.record_failure("users", ValueError("refusing a link outside https://127.0.0.1:9/v1.0"))
+    status = json.loads(_run(redis_server, tmp_path, "status", "--json").stdout)
+    assert status["delta_outcome"]["users"]["last_error"]["class"] == "ValueError"
+    assert status["delta_outcome"]["users"]["consecutive_failures"] == 1
+    assert status["delta_outcome"]["groups"]["last_error"] is None
+    human = _run(redis_server, tmp_path, "status")
+    assert human.returncode == 0
+    assert "ValueError: refusing a link outside" in " ".join(human.stdout.split())

@@ -49,6 +49,8 @@ class FakeGraph:
 
     def delta_pages(self, resource: str, link: str | None, select: list[str] | None = None):
         self.delta_calls.append((resource, link, select))
+        if link and link.startswith(("https://", "http://")) and not link.startswith(GRAPH + "/"):
+            raise ValueError(f"refusing a link outside {GRAPH}")  # what the real client does
         for item in self.rounds[(resource, link)]:
             if isinstance(item, Exception):
                 raise item

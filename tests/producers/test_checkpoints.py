@@ -11,8 +11,38 @@ def test_a_saved_link_is_read_back_per_resource_and_tenant(redis_client):
     assert a.get("users") == "https://graph/users/delta?$deltatoken=1"
     assert a.get("groups") is None
     assert b.get("users") is None
-    a.clear("users")
+    a.discard("users", "expired")
     assert a.get("users") is None
+
+
+def test_a_discarded_link_leaves_a_resync_pending_until_a_new_link_is_saved(redis_client):
+    cp = DeltaCheckpoints(redis_client, "t")
+    cp.save("users", "https://graph/users/delta?$deltatoken=1")
+    assert cp.resync_pending("users") is None
+    cp.discard("users", "graph_url_changed")
+    assert cp.get("users") is None
+    assert cp.resync_pending("users")["reason"] == "graph_url_changed"
+    assert cp.resync_pending("groups") is None
+    cp.save("users", "https://graph/users/delta?$deltatoken=2")
+    assert cp.resync_pending("users") is None
+
+
+def test_round_outcomes_count_failures_in_a_row_and_keep_the_last_error(redis_client):
+    cp = DeltaCheckpoints(redis_client, "t")
+    assert cp.outcome("users") == {"last_success": None, "last_progress": None, "consecutive_failures": 0,
+                                   "last_error": None}
+    cp.record_success("users", now=100.0)
+    cp.record_failure("users", ConnectionError("refused " + "x" * 500), now=110.0)
+    cp.record_failure("users", TimeoutError("slow"), now=120.0)
+    outcome = cp.outcome("users")
+    assert outcome["consecutive_failures"] == 2 and outcome["last_success"] == 100.0
+    assert outcome["last_error"] == {"class": "TimeoutError", "message": "slow", "time": 120.0}
+    cp.record_failure("users", ConnectionError("refused " + "x" * 500), now=130.0)
+    assert len(cp.outcome("users")["last_error"]["message"]) == 200
+    cp.record_success("users", now=140.0)
+    outcome = cp.outcome("users")
+    assert (outcome["consecutive_failures"], outcome["last_success"]) == (0, 140.0)
+    assert outcome["last_error"]["class"] == "ConnectionError"  # still shown, older than the last success
 
 
 def test_last_round_is_none_until_a_round_is_recorded_then_counts_resyncs(redis_client):
@@ -44,3 +74,7 @@ def test_works_with_a_client_that_returns_bytes(redis_server):
     assert cp.get("groups") == "link"
     assert cp.published_in_round("groups", None) == {"g1:group.changed:1"}
     assert cp.last_round("groups")["events"] == 1
+    cp.discard("groups", "expired")
+    cp.record_failure("groups", RuntimeError("boom"))
+    assert cp.resync_pending("groups")["reason"] == "expired"
+    assert cp.outcome("groups")["last_error"]["class"] == "RuntimeError"

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import threading
+import time
 from urllib.parse import unquote
 
 import pytest
 from kombu.exceptions import OperationalError
+from structlog.testing import capture_logs
 
 from producers.checkpoints import DeltaCheckpoints
-from producers.delta_poller import USER_SELECT, DeltaPoller, user_event_kind
-from shared.errors import DeltaExpired, GraphThrottled
+from producers.delta_poller import USER_SELECT, DeltaPoller, link_matches_base, user_event_kind
+from producers.poller_lease import LeaseLost, PollerBusy, PollerLease
+from shared.errors import DeltaExpired, GraphThrottled, TransportError
 from shared.events import EventKind
 from tests.producers.fakes import GRAPH, TENANT, BreakingSender, FakeGraph, page, queued, user
 
@@ -241,3 +244,206 @@ def test_incremental_rounds_keep_the_known_users_current(graph, celery_app, redi
     result = poller.run_round("users")
     assert result.vanished == 0 and checkpoints.known_count("users") == 1
     assert ("u1", "user.hard_deleted") in kinds(redis_client, "revocation")  # reported by delta itself
+
+
+# --- a stored link that points at another Graph base (the sandbox restarted on another port)
+
+
+@pytest.mark.parametrize(("link", "same"), [
+    (f"{GRAPH}/users/delta?$deltatoken=x", True),
+    ("https://GRAPH.test:443/v1.0/users/delta?$deltatoken=x", True),
+    ("users/delta?$deltatoken=x", True),  # relative: the client resolves it against the configured URL
+    ("https://graph.test:8443/v1.0/users/delta?$deltatoken=x", False),
+    ("http://graph.test/v1.0/users/delta?$deltatoken=x", False),
+    ("https://other.test/v1.0/users/delta?$deltatoken=x", False),
+    ("https://graph.test/beta/users/delta?$deltatoken=x", False),
+    ("https://graph.test/v1.0evil/users/delta", False),
+    ("https://graph.test:99999/v1.0/users/delta", False),
+])
+def test_a_link_matches_the_configured_graph_url_only_on_scheme_host_port_and_path(link, same):
+    assert link_matches_base(link, GRAPH) is same
+
+
+def test_a_stored_link_on_another_port_is_discarded_for_a_full_resync_logged_once(
+    graph, celery_app, redis_client, settings, checkpoints
+):
+    graph.script("users", None, [page([user("u1", accountEnabled=True), user("u2", accountEnabled=True)],
+                                      delta_link=DELTA1)])
+    poller = DeltaPoller(graph, celery_app, redis_client, settings)
+    poller.run_round("users")
+    moved = "https://graph.test:8443/v1.0/users/delta?$deltatoken=secret-token"
+    checkpoints.save("users", moved)  # a previous run's sandbox listened on another port
+    # u2 left while the link pointed nowhere: the full resync's vanished-users check must catch it.
+    graph.script("users", None, [page([user("u1", accountEnabled=True)], delta_link=DELTA2)])
+    graph.script("users", DELTA2, [page([], delta_link=DELTA2)])
+
+    with capture_logs() as logs:
+        result = poller.run_round("users")
+        poller.run_round("users")
+
+    assert result.resynced and result.vanished == 1
+    assert graph.delta_calls[-2:] == [("users", None, USER_SELECT), ("users", DELTA2, None)]
+    assert moved not in [call[1] for call in graph.delta_calls]  # never sent the token to the old address
+    assert ("u2", "user.hard_deleted") in kinds(redis_client, "revocation")
+    assert checkpoints.get("users") == DELTA2 and checkpoints.resync_pending("users") is None
+    changed = [e for e in logs if e["event"] == "delta_link_base_changed"]
+    assert len(changed) == 1
+    assert changed[0]["stored_base"] == "https://graph.test:8443" and "secret-token" not in repr(logs)
+    assert checkpoints.outcome("users")["consecutive_failures"] == 0
+
+
+# --- a resync stays pending until its new link is saved
+
+
+def test_after_a_410_a_failed_resync_is_retried_as_a_full_resync_even_when_starting_from_now(
+    graph, celery_app, redis_client, settings, checkpoints
+):
+    graph.script("users", None, [page([user("u1", accountEnabled=True), user("u2", accountEnabled=True)],
+                                      delta_link=DELTA1)])
+    poller = DeltaPoller(graph, celery_app, redis_client, settings, start_from_now=True)
+    poller.run_round("users", from_now=False)
+    location = f"{GRAPH}/users/delta?$select=id,accountEnabled&$deltatoken="
+    graph.script("users", DELTA1, [DeltaExpired("gone", service="graph", status=410, location=location)])
+    graph.script("users", location, [page([user("u1", accountEnabled=True)], next_link=NEXT),
+                                     TransportError("connection failed: ReadError", service="graph")])
+    with pytest.raises(TransportError):
+        poller.run_round("users")
+    assert checkpoints.get("users") is None and checkpoints.resync_pending("users")["reason"] == "expired"
+
+    # u2 was deleted meanwhile; the retry must enumerate everyone (not "from now") and notice it.
+    graph.script("users", None, [page([user("u1", accountEnabled=True)], delta_link=DELTA2)])
+    result = poller.run_round("users")
+
+    assert graph.delta_calls[-1] == ("users", None, USER_SELECT)
+    assert result.resynced and not result.from_now and result.vanished == 1
+    assert ("u2", "user.hard_deleted") in kinds(redis_client, "revocation")
+    assert checkpoints.get("users") == DELTA2 and checkpoints.resync_pending("users") is None
+    assert checkpoints.last_round("users")["resyncs"] == 1
+
+
+# --- round outcomes and how failures are logged
+
+
+def test_each_round_records_its_outcome_for_health_and_status(graph, celery_app, redis_client, settings, checkpoints):
+    checkpoints.save("users", DELTA1)
+    graph.script("users", DELTA1, [TransportError("connection failed: ConnectError", service="graph")])
+    poller = DeltaPoller(graph, celery_app, redis_client, settings)
+    for _ in range(2):
+        with pytest.raises(TransportError):
+            poller.run_round("users")
+    outcome = checkpoints.outcome("users")
+    assert outcome["consecutive_failures"] == 2 and outcome["last_success"] is None
+    assert outcome["last_error"]["class"] == "TransportError"
+    assert "connection failed" in outcome["last_error"]["message"]
+    graph.script("users", DELTA1, [page([], delta_link=DELTA2)])
+    poller.run_round("users")
+    outcome = checkpoints.outcome("users")
+    assert outcome["consecutive_failures"] == 0 and outcome["last_success"] is not None
+
+
+@pytest.mark.parametrize(("error", "logged"), [
+    (TransportError("connection failed: ConnectError", service="graph"), "delta_round_failed_retrying"),
+    (GraphThrottled("slow down", service="graph", status=429, retry_after=0.5), "delta_round_throttled"),
+])
+def test_only_throttling_is_logged_as_throttled(graph, celery_app, redis_client, settings, error, logged):
+    graph.script("users", None, [error])
+    poller = DeltaPoller(graph, celery_app, redis_client, settings)
+    with capture_logs() as logs:
+        poller._cycle(threading.Event(), settings.delta_interval_s)
+    [entry] = [e for e in logs if e["event"].startswith("delta_round_")]
+    assert entry["event"] == logged
+    assert entry["error"] == type(error).__name__
+
+
+# --- one poller per tenant
+
+
+class SlowGraph(FakeGraph):
+    """Every delta round takes `delay` seconds: longer than the test lease, so only renewal keeps it."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        for resource in ("users", "groups"):
+            self.script(resource, None, [page([], delta_link=f"{GRAPH}/{resource}/delta?$deltatoken=1")])
+            self.script(resource, f"{GRAPH}/{resource}/delta?$deltatoken=1",
+                        [page([], delta_link=f"{GRAPH}/{resource}/delta?$deltatoken=1")])
+
+    def delta_pages(self, resource, link, select=None):
+        time.sleep(self.delay)
+        yield from super().delta_pages(resource, link, select)
+
+
+def _wait(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_second_poller_stands_by_while_the_first_holds_the_lease_through_a_long_round_then_takes_over(
+    celery_app, redis_client, settings
+):
+    lease_s = 0.6
+    first_graph, second_graph = SlowGraph(delay=1.0), SlowGraph(delay=0.0)
+    first = DeltaPoller(first_graph, celery_app, redis_client, settings, lease_s=lease_s)
+    second = DeltaPoller(second_graph, celery_app, redis_client, settings, lease_s=lease_s)
+    stop_first, stop_second = threading.Event(), threading.Event()
+    threads = [threading.Thread(target=first.run_forever, args=(stop_first,), daemon=True),
+               threading.Thread(target=second.run_forever, args=(stop_second,), daemon=True)]
+    with capture_logs() as logs:
+        threads[0].start()
+        try:
+            assert _wait(lambda: first_graph.delta_calls)
+            threads[1].start()
+            # Three lease periods of slow rounds: the lease is renewed, the standby never polls.
+            time.sleep(3 * lease_s + 0.5)
+            assert second_graph.delta_calls == []
+            assert len(first_graph.delta_calls) >= 2
+            stop_first.set()
+            threads[0].join(timeout=10)
+            assert not threads[0].is_alive()
+            assert _wait(lambda: second_graph.delta_calls), "the standby never took over"
+        finally:
+            stop_first.set()
+            stop_second.set()
+            for thread in threads:
+                thread.join(timeout=10)
+    standby = [e for e in logs if e["event"] == "delta_poller_standby"]
+    assert len(standby) == 1 and standby[0]["holder"].count(":") == 2
+    assert [e["took_over"] for e in logs if e["event"] == "delta_poller_active"] == [False, True]
+
+
+def test_a_poller_that_lost_its_lease_saves_nothing(graph, celery_app, redis_client, settings, checkpoints):
+    checkpoints.save("users", DELTA1)
+    graph.script("users", DELTA1, [page([user("u1", accountEnabled=False)], delta_link=DELTA2)])
+    lease = PollerLease(redis_client, TENANT, lease_s=0.3)
+    assert lease.acquire()
+    try:
+        redis_client.delete(lease.key)  # expired during a pause; another replica may have it now
+        assert _wait(lambda: not lease.held())
+        poller = DeltaPoller(graph, celery_app, redis_client, settings)
+        poller.lease = lease
+        with pytest.raises(LeaseLost):
+            poller.run_round("users")
+    finally:
+        lease.release()
+    assert checkpoints.get("users") == DELTA1
+
+
+def test_poll_once_refuses_to_run_beside_a_polling_replica_and_names_it(graph, celery_app, redis_client, settings):
+    holder = PollerLease(redis_client, TENANT)
+    assert holder.acquire()
+    try:
+        with pytest.raises(PollerBusy) as busy:
+            DeltaPoller(graph, celery_app, redis_client, settings).run_once()
+        assert busy.value.holder == redis_client.get(holder.key)
+    finally:
+        holder.release()
+    graph.script("users", None, [page([], delta_link=DELTA1)])
+    graph.script("groups", None, [page([], delta_link="g1")])
+    results = DeltaPoller(graph, celery_app, redis_client, settings).run_once()
+    assert [r.resource for r in results] == ["users", "groups"]
+    assert redis_client.get(holder.key) is None  # released after the run

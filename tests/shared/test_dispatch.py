@@ -1,11 +1,16 @@
 import time
 
+import fakeredis
 import pytest
+from structlog.testing import capture_logs
 
 from shared.dispatch import (
+    COLLAPSED,
+    PENDING_CLAIM_TTL_S,
     SYNC_TASK_FOR_KIND,
     TASK_FOR_KIND,
     TASK_NAMES,
+    PendingWork,
     UnknownTask,
     known_task,
     lane_of,
@@ -84,3 +89,106 @@ def test_republish_refuses_a_task_outside_the_table_before_sending():
     with pytest.raises(UnknownTask):
         republish(sender, "revocation.nope", [], {}, {}, task_id="t1")
     assert sender.sent == []
+# --- collapsing duplicate pending work on the revocation lane
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FailingSender:
+    def send_task(self, name, args=None, kwargs=None, **options):
+        raise ConnectionError("broker down")
+
+
+def _user_event(kind: EventKind, object_id: str = "u1") -> IdentityEvent:
+    return IdentityEvent(kind=kind, source=EventSource.WEBHOOK, tenant="t", object_id=object_id)
+
+
+def test_a_second_hint_for_a_user_with_a_pending_revocation_task_is_collapsed_not_enqueued():
+    redis, sender = fakeredis.FakeRedis(decode_responses=True), Recorder()
+    pending = PendingWork(redis)
+    assert publish(sender, _user_event(EventKind.USER_CHANGED), pending=pending) == "revocation.check_user"
+    assert publish(sender, _user_event(EventKind.USER_CHANGED), pending=pending) == COLLAPSED
+    assert publish(sender, _user_event(EventKind.USER_CHANGED, "u2"), pending=pending) == "revocation.check_user"
+    assert [name for name, _ in sender.sent] == ["revocation.check_user", "revocation.check_user"]
+
+
+def test_the_marker_names_the_message_it_stands_for_and_lives_until_the_task_starts():
+    redis, sender = fakeredis.FakeRedis(decode_responses=True), Recorder()
+    publish(sender, _user_event(EventKind.USER_DISABLED), pending=PendingWork(redis, ttl_s=600))
+    key = PendingWork.key("revocation.revoke_user", "u1")
+    assert redis.get(key).split(" ")[0] == sender.sent[0][1]["task_id"]
+    assert 590 < redis.ttl(key) <= 600  # confirmed after the send: the short claim TTL was extended
+
+
+def test_once_the_task_started_a_new_hint_gets_a_task_of_its_own():
+    redis, sender = fakeredis.FakeRedis(decode_responses=True), Recorder()
+    pending = PendingWork(redis)
+    publish(sender, _user_event(EventKind.USER_CHANGED), pending=pending)
+    pending.clear("revocation.check_user", "u1")  # what the worker does first, before reading Graph
+    assert publish(sender, _user_event(EventKind.USER_CHANGED), pending=pending) == "revocation.check_user"
+    assert len(sender.sent) == 2
+
+
+def test_the_sync_lane_is_never_collapsed():
+    redis, sender = fakeredis.FakeRedis(decode_responses=True), Recorder()
+    pending = PendingWork(redis)
+    for _ in range(3):
+        assert publish(sender, _user_event(EventKind.USER_ENABLED), pending=pending) == "sync.reactivate_user"
+    assert len(sender.sent) == 3
+    assert redis.keys("idsync:pending:*") == []
+
+
+def test_without_a_pending_store_every_hint_is_enqueued():
+    sender = Recorder()
+    for _ in range(3):
+        publish(sender, _user_event(EventKind.USER_CHANGED))
+    assert len(sender.sent) == 3
+
+
+def test_a_failed_send_undoes_its_claim_so_the_retry_is_not_collapsed():
+    redis = fakeredis.FakeRedis(decode_responses=True)
+    pending = PendingWork(redis)
+    with pytest.raises(ConnectionError):
+        publish(FailingSender(), _user_event(EventKind.USER_DISABLED), pending=pending)
+    assert redis.get(PendingWork.key("revocation.revoke_user", "u1")) is None
+    sender = Recorder()
+    assert publish(sender, _user_event(EventKind.USER_DISABLED), pending=pending) == "revocation.revoke_user"
+
+
+def test_an_unconfirmed_claim_expires_on_its_own_within_seconds():
+    redis = fakeredis.FakeRedis(decode_responses=True)
+    PendingWork(redis).claim("revocation.revoke_user", "u1", "m1")
+    assert 0 < redis.ttl(PendingWork.key("revocation.revoke_user", "u1")) <= PENDING_CLAIM_TTL_S
+
+
+def test_a_stale_marker_of_a_lost_message_stops_suppressing_and_says_so():
+    redis, sender, clock = fakeredis.FakeRedis(decode_responses=True), Recorder(), Clock()
+    pending = PendingWork(redis, stale_after_s=120, clock=clock)
+    publish(sender, _user_event(EventKind.USER_CHANGED), pending=pending)  # ...and this message is then lost
+    clock.now += 60
+    assert publish(sender, _user_event(EventKind.USER_CHANGED), pending=pending) == COLLAPSED
+    clock.now += 61
+    with capture_logs() as logs:
+        assert publish(sender, _user_event(EventKind.USER_CHANGED), pending=pending) == "revocation.check_user"
+    [warning] = [e for e in logs if e["event"] == "dispatch_pending_marker_stale"]
+    assert warning["pending_task_id"] == sender.sent[0][1]["task_id"] and warning["age_s"] == 121.0
+    assert len(sender.sent) == 2
+
+
+def test_a_marker_that_vanished_between_claim_and_read_still_collapses():
+    """The pending task started (and cleared the marker before reading Graph) while we looked: its read covers us."""
+
+    class VanishingRedis:
+        def set(self, *args, **kwargs):
+            return None
+
+        def get(self, key):
+            return None
+
+    assert PendingWork(VanishingRedis()).claim("revocation.check_user", "u1", "m2") is None

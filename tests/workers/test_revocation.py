@@ -194,3 +194,24 @@ def test_the_revoke_audit_record_names_the_upn(app, worker, ctx, graph, salesfor
 
     [record] = [r for r in audit_mod.recent(ctx.redis, 20) if r["action"] == "revoke"]
     assert record["detail"]["upn"] == UPN
+def test_the_pending_marker_is_cleared_when_the_task_starts_before_graph_is_read(
+    app, worker, ctx, graph, salesforce, finished, waiter
+):
+    """A hint arriving while the task reads Graph must get a task of its own: the marker is gone by then."""
+    from shared.dispatch import PendingWork
+
+    _leaver(graph, salesforce)
+    pending = PendingWork(ctx.redis)
+    key = PendingWork.key("revocation.revoke_user", ENTRA_ID)
+    seen_at_read: list[bool] = []
+    real_get_user = graph.get_user
+
+    def get_user(user_id: str, select: list[str] | None = None) -> Any:
+        seen_at_read.append(ctx.redis.exists(key) == 1)
+        return real_get_user(user_id, select)
+
+    graph.get_user = get_user
+    assert publish(app, _event(), pending=pending) == "revocation.revoke_user"
+    waiter(lambda: finished.outcomes("revocation.revoke_user"))
+    assert seen_at_read == [False]
+    assert publish(app, _event(), pending=pending) == "revocation.revoke_user"  # not collapsed: nothing pending
