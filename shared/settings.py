@@ -277,8 +277,11 @@ def unknown_name_warnings(layers: Layers) -> list[str]:
         if is_setting_name(name, known):
             continue
         where = "environment" if written.origin == ENV else written.origin
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        advice = f"did you mean {close[0]}?" if close else "`idsync config` lists every setting"
+        # Compared without the shared prefix, which would make every name look alike.
+        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), [f.upper() for f in Settings.model_fields],
+                                          n=1, cutoff=0.6)
+        close_name = f"{ENV_PREFIX}{close[0]}" if close else ""
+        advice = f"did you mean {close_name}?" if close else "`idsync config` lists every setting"
         lines.append(f"idsync: warning: {name} ({where}) is not a setting; {advice}")
     return lines
 

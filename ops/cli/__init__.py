@@ -12,6 +12,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+import typer
+
 from ops.cli import config, dlq, inspect, service  # noqa: F401 - registers the commands
 from ops.cli.app import app
 from ops.cli.dlq import parse_duration
@@ -20,12 +22,26 @@ __all__ = ["app", "main", "parse_duration"]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run the CLI; an expected failure (settings, Redis, Graph/Salesforce, files) exits with one line."""
-    from ops.cli.errors import report
+    """Run the CLI; an expected failure (settings, Redis, Graph/Salesforce, files, usage) exits with one line.
+
+    Click runs in non-standalone mode so that usage errors come here too, instead of being printed by Click as a
+    usage block and a framed message.
+    """
+    from ops.cli.errors import click_exceptions, report, usage_line
 
     try:
-        app(args=list(argv) if argv is not None else None, prog_name="idsync")
+        code = app(args=list(argv) if argv is not None else None, prog_name="idsync", standalone_mode=False)
     except SystemExit:
         raise
+    except click_exceptions.NoArgsIsHelpError as err:
+        err.show()  # `idsync` or `idsync dlq` alone: the help text is the answer (exit 2, as Click does)
+        code = err.exit_code
+    except click_exceptions.ClickException as err:
+        print(usage_line(err), file=sys.stderr)
+        code = err.exit_code
+    except typer.Abort:
+        print("idsync: aborted", file=sys.stderr)
+        code = 1
     except Exception as err:  # noqa: BLE001 - the boundary: every failure is answered in one line
-        sys.exit(report(err))
+        code = report(err)
+    sys.exit(code if isinstance(code, int) else 0)

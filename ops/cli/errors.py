@@ -12,6 +12,11 @@ import sys
 import traceback
 from urllib.parse import urlsplit, urlunsplit
 
+try:  # Typer 0.2x vendors Click: its usage errors are not `click.ClickException`
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older Typer uses Click itself
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+
 from shared.settings import SettingsError, settings_error_line
 
 EXIT_CONFIG = 2
@@ -76,6 +81,15 @@ def explain(err: BaseException) -> tuple[int, str]:
         return EXIT_UNAVAILABLE, f"idsync: {detail} — see the output above"
     return EXIT_UNAVAILABLE, (f"idsync: unexpected {type(err).__name__}: {detail} — this is a bug; run again with "
                               "IDSYNC_TRACEBACK=1 and report the traceback")
+
+
+def usage_line(err: click_exceptions.ClickException) -> str:
+    """A wrong option or argument, in one line that says where the help is."""
+    message = err.format_message().replace("Value error, ", "")
+    ctx = getattr(err, "ctx", None)
+    if isinstance(err, click_exceptions.UsageError) and ctx is not None:
+        return f"idsync: {message} — see `{ctx.command_path} --help`"
+    return f"idsync: {message}"
 
 
 def report(err: BaseException) -> int:
