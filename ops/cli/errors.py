@@ -8,6 +8,7 @@ do, and every command fails in the same few ways. Exit 2 means "fix the configur
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 import traceback
 from urllib.parse import urlsplit, urlunsplit
@@ -21,6 +22,7 @@ from shared.settings import SettingsError, settings_error_line
 
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 1
+_SERVICES = {"graph": "Microsoft Graph", "salesforce": "Salesforce", "redis": "Redis"}
 
 
 def redacted_url(url: str) -> str:
@@ -65,14 +67,17 @@ def explain(err: BaseException) -> tuple[int, str]:
             "IDSYNC_REDIS_URL (`idsync run` starts an embedded Redis and writes var/run.env)"
         )
     if isinstance(err, AuthenticationFailed):
-        return EXIT_CONFIG, (f"idsync: {detail} — check the {err.service} credentials "
+        return EXIT_CONFIG, (f"idsync: {detail} — check the {_SERVICES.get(err.service, err.service)} credentials "
                              "(`idsync config` shows every value and where it comes from)")
     if isinstance(err, IdsyncError):
-        return EXIT_UNAVAILABLE, (f"idsync: {detail} — is {err.service} reachable? (`idsync config` shows the URLs "
-                                  "in use; on the sandbox, is `idsync run` still running?)")
+        return EXIT_UNAVAILABLE, (f"idsync: {detail} — is {_SERVICES.get(err.service, err.service)} reachable? "
+                                  "(`idsync config` shows the URLs in use; on the sandbox, is `idsync run` running?)")
     if isinstance(err, RedisUnavailable):
         return EXIT_UNAVAILABLE, (f"idsync: {detail} — put a redis-server on PATH, install the sandbox extra "
                                   "(pip install 'idsync[sandbox]'), or set IDSYNC_REDIS_URL")
+    if isinstance(err, ssl.SSLError):
+        return EXIT_CONFIG, (f"idsync: TLS setup failed: {detail} — check IDSYNC_CA_BUNDLE (a PEM file of CA "
+                             "certificates)")
     if isinstance(err, OSError):
         what = err.strerror or detail or type(err).__name__
         where = f" ({err.filename})" if err.filename else ""

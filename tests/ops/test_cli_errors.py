@@ -5,6 +5,7 @@ Exit 2 means "fix the configuration", 1 "a service is not there".
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -139,3 +140,32 @@ def test_a_bogus_lane_is_refused_before_anything_runs(tmp_path, command):
 
 def test_the_lane_choices_are_the_dispatch_lanes():
     assert get_args(Lane) == LANES
+
+
+def test_poll_once_with_the_sandbox_gone_says_graph_is_unreachable(tmp_path, redis_server):
+    import trustme
+
+    ca = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    port = free_port()
+    stopped = {k: v.replace(":8443", f":{port}") for k, v in SANDBOX.items()}
+    _write(tmp_path / "var" / "sandbox.env", {**stopped, "IDSYNC_CA_BUNDLE": str(ca)})
+    result = _idsync(tmp_path, "poll", "--once", IDSYNC_REDIS_URL=redis_server.url, IDSYNC_LOG_LEVEL="CRITICAL")
+    assert result.returncode == 1
+    line = _one_line(result)
+    assert line.startswith("idsync: graph") and "is Microsoft Graph reachable?" in line
+
+
+def test_the_boundary_sorts_failures_into_configuration_and_unavailable_services():
+    from ops.cli.errors import explain
+    from shared.errors import AuthenticationFailed, TransportError
+    from shared.settings import SettingsError
+
+    assert explain(SettingsError("IDSYNC_X: bad"))[0] == 2
+    assert explain(AuthenticationFailed("invalid_client", service="salesforce", status=400))[0] == 2
+    code, line = explain(TransportError("connect timeout", service="salesforce"))
+    assert code == 1 and line.startswith("idsync: salesforce: connect timeout — is Salesforce reachable?")
+    assert explain(ssl.SSLError(0, "[X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found"))[1].endswith(
+        "check IDSYNC_CA_BUNDLE (a PEM file of CA certificates)")
+    code, line = explain(KeyError("surprise"))
+    assert code == 1 and line.startswith("idsync: unexpected KeyError: 'surprise' — this is a bug")
