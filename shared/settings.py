@@ -21,7 +21,6 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from shared.settings_sources import ENV, ENV_PREFIX, EnvFileError, Layers, gather, is_setting_name
 
 DEFAULT_CLIENT_STATE = "change-me-client-state"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 #: Hosts that serve every org's login page: Salesforce refuses the client-credentials flow there (the token request
 #: must go to the org's own My Domain, which is how Salesforce knows which org's connected app is meant).
