@@ -3,12 +3,18 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Hashed locks made by uv (`make lock`); one file per install profile, each complete:
+#   requirements.lock          runtime only (the production image)
+#   requirements-sandbox.lock  runtime + the [sandbox] extra
+#   requirements-dev.lock      runtime + sandbox + dev tools (what `make run` and `make test` install)
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet --custom-compile-command "make lock"
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint lock bench clean
 
-$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
+$(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock -r requirements-dev.lock
+	$(BIN)/pip install -q --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	# The project itself is not in the lock (it has no hash): installed editable, without resolving anything.
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
@@ -22,6 +28,15 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
+
+# Re-pin after changing dependencies in pyproject.toml; existing pins are kept unless `UPGRADE=--upgrade`.
+lock: install
+	test -x $(BIN)/uv || $(BIN)/pip install -q --disable-pip-version-check uv
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) $(UPGRADE) -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra sandbox $(LOCK_FLAGS) $(UPGRADE) -c requirements.lock \
+		-o requirements-sandbox.lock
+	$(BIN)/uv pip compile pyproject.toml --extra sandbox --extra dev $(LOCK_FLAGS) $(UPGRADE) \
+		-c requirements-sandbox.lock -o requirements-dev.lock
 
 bench: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/sandbox_scale.py

@@ -5,24 +5,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
+
+
+class MissingRedis(SettingsError):
+    hint = "start `idsync run` (it starts an embedded Redis and writes var/run.env), or set IDSYNC_REDIS_URL"
+
+
+class MissingTenant(SettingsError):
+    hint = "set IDSYNC_GRAPH_* and IDSYNC_SF_* (README: Configuring a real tenant), or use `idsync run` on the sandbox"
 
 
 def redis_url(settings: Settings) -> str:
     if not settings.redis_url:
-        raise SystemExit(
-            "idsync: invalid setting IDSYNC_REDIS_URL: not set (start `idsync run`, which starts an embedded Redis "
-            "and writes var/run.env, or point IDSYNC_REDIS_URL at your Redis)"
-        )
+        raise MissingRedis("IDSYNC_REDIS_URL: not set")
     return settings.redis_url
 
 
 def require_tenant(settings: Settings) -> None:
     if not settings.tenant_configured:
-        raise SystemExit(
-            "idsync: invalid setting IDSYNC_GRAPH_CLIENT_ID: no tenant configured (set IDSYNC_GRAPH_* and IDSYNC_SF_*, "
-            "or run `idsync run`, which starts the sandbox)"
-        )
+        raise MissingTenant("IDSYNC_GRAPH_CLIENT_ID: no tenant configured")
 
 
 def celery_app(settings: Settings) -> Any:

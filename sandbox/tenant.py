@@ -2,7 +2,7 @@
 
     python -m sandbox.tenant list [--env-file var/sandbox.env]
     python -m sandbox.tenant disable [UPN]     # no UPN: an enabled member who also exists in Salesforce
-    python -m sandbox.tenant enable UPN
+    python -m sandbox.tenant enable UPN        # and watch Salesforce: idsync reactivates users it deactivated
     python -m sandbox.tenant show UPN          # both sides: Entra accountEnabled, Salesforce IsActive / IsFrozen
 
 It is how a person tries a leaver without writing code; changes go through Graph, so idsync sees them exactly as it
@@ -16,6 +16,10 @@ import sys
 import time
 from collections.abc import Sequence
 
+import httpx
+import requests
+from simple_salesforce.exceptions import SalesforceError
+
 from sandbox.admin_clients import GraphAdmin, OrgAdmin, read_env_file
 
 
@@ -27,23 +31,25 @@ def _both_sides(graph: GraphAdmin, org: OrgAdmin, upn: str) -> str:
     return f"{entra['userPrincipalName']}: Entra accountEnabled={entra['accountEnabled']}; {side}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sandbox.tenant", description=__doc__.splitlines()[0])
-    parser.add_argument("--env-file", default="var/sandbox.env", help="written by the sandbox (default: %(default)s)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="users on both sides")
-    for name in ("disable", "enable", "show"):
-        cmd = sub.add_parser(name)
-        cmd.add_argument("upn", nargs="?" if name == "disable" else None)
-        if name == "disable":
-            cmd.add_argument("--wait", type=float, default=5.0, help="seconds to watch Salesforce (default: 5)")
-    args = parser.parse_args(argv)
-    try:
-        env = read_env_file(args.env_file)
-    except OSError as err:
-        print(f"cannot read {args.env_file}: {err.strerror} (is the sandbox running? `make run` starts it)",
-              file=sys.stderr)
-        return 2
+def _watch(org: OrgAdmin, upn: str, *, active: bool, wait: float) -> str:
+    """Watch Salesforce until the user's IsActive is `active` (idsync acting on the Graph change) or `wait` passes."""
+    started = time.monotonic()
+    sf = org.user(upn)
+    if sf is None:
+        return "not in Salesforce: nothing to watch"
+    if sf["IsActive"] == active:
+        return f"Salesforce user already {'active' if active else 'inactive'}"
+    while sf is not None and sf["IsActive"] != active and time.monotonic() - started < wait:
+        time.sleep(0.05)
+        sf = org.user(upn)
+    done = "reactivated" if active else "deactivated"
+    if sf is not None and sf["IsActive"] == active:
+        return f"Salesforce user {done} {time.monotonic() - started:.2f} s after the Graph call"
+    state = "inactive (idsync reactivates only users it deactivated itself)" if active else "active"
+    return f"Salesforce user still {state} after {wait:g} s (is idsync running? `make run`)"
+
+
+def _act(args: argparse.Namespace, env: dict[str, str]) -> int:
     graph, org = GraphAdmin(env), OrgAdmin(env)
     if args.command == "list":
         for user in graph.users():
@@ -60,23 +66,62 @@ def main(argv: Sequence[str] | None = None) -> int:
         if upn is None:
             print("no enabled member with an active Salesforce user left", file=sys.stderr)
             return 1
-    if args.command == "disable":
-        graph.disable(upn)
-        started = time.monotonic()
-        print(f"disabled {upn} in Entra (through Graph); watching Salesforce for up to {args.wait:g} s")
-        sf = org.user(upn)
-        while sf is not None and sf["IsActive"] and time.monotonic() - started < args.wait:
-            time.sleep(0.05)
-            sf = org.user(upn)
-        if sf is not None and not sf["IsActive"]:
-            print(f"Salesforce user deactivated {time.monotonic() - started:.2f} s after the Graph call")
-        elif sf is not None:
-            print(f"Salesforce user still active after {args.wait:g} s (is idsync running? `make run`)")
-    elif args.command == "enable":
-        graph.enable(upn)
-        print(f"enabled {upn} in Entra (through Graph)")
+    if args.command in ("disable", "enable"):
+        graph.user(upn)  # an unknown user is reported as such before anything changes
+        (graph.disable if args.command == "disable" else graph.enable)(upn)
+        print(f"{args.command}d {upn} in Entra (through Graph); watching Salesforce for up to {args.wait:g} s")
+        print(_watch(org, upn, active=args.command == "enable", wait=args.wait))
     print(_both_sides(graph, org, upn))
     return 0
+
+
+def _problem(err: Exception, args: argparse.Namespace, env: dict[str, str]) -> str | None:
+    """One line for an expected failure (sandbox stopped, unknown user, incomplete env file); None: a bug."""
+    where = env.get("IDSYNC_SANDBOX_ADMIN_URL") or env.get("IDSYNC_GRAPH_URL") or args.env_file
+    start = "`make run` (or `python -m sandbox`) starts it"
+    if isinstance(err, httpx.HTTPStatusError):
+        status = err.response.status_code
+        if status == 404 and getattr(args, "upn", None):
+            return f"no user {args.upn} in Entra — `python -m sandbox.tenant list` shows the users"
+        return f"the sandbox answered {status} to {err.request.method} {err.request.url.path} — see its log"
+    if isinstance(err, httpx.TransportError | requests.RequestException):
+        return f"cannot reach the sandbox at {where} ({type(err).__name__}) — is it running? {start}"
+    if isinstance(err, OSError):  # e.g. the CA file named in the env file is gone with the sandbox's state
+        return f"{' '.join(str(err).split())[:200]} — {start} again"
+    if isinstance(err, SalesforceError):
+        return f"Salesforce API error {err.status} — see the sandbox log"
+    if isinstance(err, KeyError):
+        return f"{args.env_file} has no {err.args[0]} — it is written by the sandbox; {start} again"
+    if isinstance(err, RuntimeError | ValueError):  # msal: token refused or authority metadata unreachable
+        return f"{' '.join(str(err).split())[:200]} — is the sandbox at {where} the one that wrote {args.env_file}?"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.tenant", description=__doc__.splitlines()[0])
+    parser.add_argument("--env-file", default="var/sandbox.env", help="written by the sandbox (default: %(default)s)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="users on both sides")
+    for name in ("disable", "enable", "show"):
+        cmd = sub.add_parser(name)
+        cmd.add_argument("upn", nargs="?" if name == "disable" else None)
+        if name != "show":
+            cmd.add_argument("--wait", type=float, default=5.0, help="seconds to watch Salesforce (default: 5)")
+    args = parser.parse_args(argv)
+    try:
+        env = read_env_file(args.env_file)
+    except OSError as err:
+        print(f"cannot read {args.env_file}: {err.strerror} (is the sandbox running? `make run` starts it)",
+              file=sys.stderr)
+        return 2
+    try:
+        return _act(args, env)
+    except Exception as err:  # noqa: BLE001 - a person at a terminal gets one line, not a traceback
+        line = _problem(err, args, env)
+        if line is None:
+            raise
+        print(f"sandbox.tenant: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The one settings model. Every knob idsync has is a field here, read from `IDSYNC_*` variables or `.env`.
+"""The one settings model. Every knob idsync has is a field here, read from `IDSYNC_*` variables, `.env` and the
+files a running `idsync run` leaves in `var/` (precedence: shared/settings_sources.py).
 
 Why one model: operators should find every setting in one place, and a typo must stop start-up with a line that
 names the setting, not surface an hour later as a confusing runtime error.
@@ -6,21 +7,48 @@ names the setting, not surface an hour later as a confusing runtime error.
 
 from __future__ import annotations
 
+import difflib
 import sys
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Literal, TextIO
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from shared.settings_sources import ENV, ENV_PREFIX, EnvFileError, Layers, gather, is_setting_name
+
+DEFAULT_CLIENT_STATE = "change-me-client-state"
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+#: Hosts that serve every org's login page: Salesforce refuses the client-credentials flow there (the token request
+#: must go to the org's own My Domain, which is how Salesforce knows which org's connected app is meant).
+SF_SHARED_LOGIN_HOSTS = frozenset({"login.salesforce.com", "test.salesforce.com"})
+GRAPH_NAMES = (
+    "IDSYNC_GRAPH_AUTHORITY", "IDSYNC_GRAPH_TENANT_ID", "IDSYNC_GRAPH_CLIENT_ID", "IDSYNC_GRAPH_CLIENT_SECRET",
+)
+SF_NAMES = ("IDSYNC_SF_URL", "IDSYNC_SF_CLIENT_ID", "IDSYNC_SF_CLIENT_SECRET")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="IDSYNC_",
-        env_file=(".env", "var/run.env", "var/sandbox.env"),
-        env_file_encoding="utf-8",
-        extra="ignore",
-    )
+    """Every knob. Build it with `load_settings()` (or `get_settings()`): the model itself reads no environment or
+    file, so that every value has exactly one origin, decided by `shared.settings_sources` and shown by
+    `idsync config`."""
+
+    model_config = SettingsConfigDict(env_prefix="IDSYNC_", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() passes the already layered values as keyword arguments; see shared/settings_sources.py.
+        return (init_settings,)
 
     # --- Redis (broker, limiter, DLQ, checkpoints). Unset: `idsync run` starts an embedded one.
     redis_url: str | None = None
@@ -51,7 +79,7 @@ class Settings(BaseSettings):
     webhook_host: str = "127.0.0.1"
     webhook_port: int = Field(default=8080, ge=0, le=65535)
     webhook_public_url: str | None = None  # what Graph posts to; default http://{host}:{port}
-    webhook_client_state: SecretStr = SecretStr("change-me-client-state")
+    webhook_client_state: SecretStr = SecretStr(DEFAULT_CLIENT_STATE)
     webhook_max_body_bytes: int = Field(default=1_000_000, gt=0)
     # Prometheus /metrics of `idsync webhook`, on its own port so the public listener never serves it (0 = off).
     webhook_metrics_port: int = Field(default=9108, ge=0, le=65535)
@@ -89,28 +117,23 @@ class Settings(BaseSettings):
     flower_password: SecretStr | None = None
 
     # --- Logging and local state
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     log_json: bool | None = None  # None: JSON unless stdout is a TTY
     var_dir: Path = Path("var")
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _tenant_all_or_nothing(self) -> Settings:
-        graph = {
-            "IDSYNC_GRAPH_AUTHORITY": self.graph_authority,
-            "IDSYNC_GRAPH_TENANT_ID": self.graph_tenant_id,
-            "IDSYNC_GRAPH_CLIENT_ID": self.graph_client_id,
-            "IDSYNC_GRAPH_CLIENT_SECRET": self.graph_client_secret,
-        }
-        sf = {
-            "IDSYNC_SF_URL": self.sf_url,
-            "IDSYNC_SF_CLIENT_ID": self.sf_client_id,
-            "IDSYNC_SF_CLIENT_SECRET": self.sf_client_secret,
-        }
-        for group in (graph, sf):
-            given = [k for k, v in group.items() if v]
-            if given and len(given) != len(group):
-                missing = [k for k, v in group.items() if not v]
-                raise ValueError(f"{missing[0]} is missing (set together with {given[0]})")
+        # Per service only: tests and tools build Graph-only or Salesforce-only settings. A deployment needs both;
+        # `deployment_problems` checks that for every process started from the CLI.
+        for names in (GRAPH_NAMES, SF_NAMES):
+            given = [n for n in names if self.value_of(n)]
+            if given and len(given) != len(names):
+                raise ValueError(_missing_line([n for n in names if n not in given], given))
         if self.graph_authority and not self.graph_authority.startswith("https://"):
             raise ValueError("IDSYNC_GRAPH_AUTHORITY must be an https:// URL")
         if self.visibility_timeout_s <= max(self.task_time_limit_s, self.park_threshold_s, self.backoff_max_s):
@@ -119,14 +142,84 @@ class Settings(BaseSettings):
             )
         return self
 
+    def value_of(self, name: str) -> Any:
+        """The value of a setting by its variable name (`IDSYNC_SF_URL`)."""
+        return getattr(self, name.removeprefix("IDSYNC_").lower())
+
     @property
     def tenant_configured(self) -> bool:
         """True when a real (or sandbox-provided) tenant and org are configured."""
         return bool(self.graph_client_id and self.sf_client_id)
 
     @property
+    def sandbox_mode(self) -> bool:
+        """True when the tenant is the bundled sandbox, which serves login, Graph and Salesforce from the origin of
+        its control API. A stray IDSYNC_SANDBOX_ADMIN_URL next to a real tenant does not make it a sandbox."""
+        if not (self.tenant_configured and self.sandbox_admin_url):
+            return False
+        home = _origin(self.sandbox_admin_url)
+        return all(_origin(url) == home for url in (self.graph_authority, self.graph_url, self.sf_url) if url)
+
+    @property
     def webhook_url(self) -> str:
         return self.webhook_public_url or f"http://{self.webhook_host}:{self.webhook_port}"
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
+def _missing_line(missing: list[str], given: list[str]) -> str:
+    verb = "is" if len(missing) == 1 else "are"
+    return f"{', '.join(missing)} {verb} missing (set together with {given[0]})"
+
+
+# ---------------------------------------------------------------------------------------------- building settings
+class SettingsError(ValueError):
+    """A wrong or missing setting; its message is one line for the operator, starting with the setting's name."""
+
+    hint = "fix it in the environment or .env (`idsync config` shows every value and where it comes from)"
+
+
+class MalformedEnvFile(SettingsError):
+    hint = "write it as NAME=value (quote a value holding spaces or #), or delete the line"
+
+
+_LAYERED: Any = object()
+
+
+def gather_layers(_env_file: Sequence[Path | str] | None = _LAYERED, **overrides: object) -> Layers:
+    """The raw values and their origins; `_env_file` as in `load_settings`."""
+    try:
+        if _env_file is _LAYERED:
+            return gather(given=overrides)
+        return gather(env_files=_env_file, layered=False, given=overrides)
+    except EnvFileError as err:
+        raise MalformedEnvFile(str(err)) from None
+
+
+def settings_from(layers: Layers, **overrides: object) -> Settings:
+    values: dict[str, Any] = {}
+    for name, sourced in layers.values.items():
+        field = name.removeprefix(ENV_PREFIX).lower()
+        if field in Settings.model_fields:
+            values[field] = sourced.value
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as err:
+        raise SettingsError(_describe(err)) from None
+
+
+def load_settings(_env_file: Sequence[Path | str] | None = _LAYERED, **overrides: object) -> Settings:
+    """Build settings or raise `SettingsError` with one line naming the bad setting.
+
+    By default values are layered as `shared.settings_sources` describes. `_env_file=None` reads the process
+    environment only (tests); a sequence reads the environment plus exactly those files (`idsync run`, which must
+    not inherit a previous run's files). Keyword overrides outrank everything.
+    """
+    return settings_from(gather_layers(_env_file, **overrides), **overrides)
 
 
 def _describe(err: ValidationError) -> str:
@@ -138,23 +231,93 @@ def _describe(err: ValidationError) -> str:
     return f"{name}: {msg}" if name else msg
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Build settings or raise `SettingsError` with one line naming the bad setting."""
-    try:
-        return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as err:
-        raise SettingsError(_describe(err)) from None
+# ---------------------------------------------------------------------------------------------- deployment checks
+def deployment_problems(settings: Settings) -> list[str]:
+    """What stops this configuration from running safely, one line each; [] when it may start.
+
+    A half-configured tenant must not fall back to the sandbox or mix with it. A real tenant must not run with the
+    published default clientState (anyone could forge notifications), over plain http, or with Salesforce's shared
+    login host (the client-credentials flow needs the org's My Domain).
+    """
+    explicit = settings.model_fields_set
+    given = [n for n in (*GRAPH_NAMES, "IDSYNC_GRAPH_URL", *SF_NAMES)
+             if n.removeprefix("IDSYNC_").lower() in explicit and settings.value_of(n)]
+    missing = [n for n in (*GRAPH_NAMES, *SF_NAMES) if not settings.value_of(n)]
+    problems: list[str] = []
+    if settings.ca_bundle is not None and not Path(settings.ca_bundle).is_file():
+        problems.append(f"IDSYNC_CA_BUNDLE: {settings.ca_bundle} is not a file")
+    if given and missing:
+        return [*problems, _missing_line(missing, given) + ": a tenant needs every IDSYNC_GRAPH_* and IDSYNC_SF_* "
+                "credential (set none of them to run on the sandbox)"]
+    if not settings.tenant_configured or settings.sandbox_mode:
+        return problems
+    if settings.webhook_client_state.get_secret_value() == DEFAULT_CLIENT_STATE:
+        problems.append("IDSYNC_WEBHOOK_CLIENT_STATE: still the published default, so anyone could forge Graph "
+                        "notifications; set a long random value (python -c 'import secrets; "
+                        "print(secrets.token_urlsafe(32))')")
+    for name in ("IDSYNC_GRAPH_AUTHORITY", "IDSYNC_GRAPH_URL", "IDSYNC_SF_URL", "IDSYNC_WEBHOOK_PUBLIC_URL"):
+        url = settings.value_of(name)
+        if not url:
+            problems.append(f"{name} is missing: Graph sends change notifications only to a public https URL")
+        elif urlsplit(url).scheme.lower() != "https":
+            problems.append(f"{name}: must be an https:// URL with a real tenant (got {url.split(':', 1)[0]}://...)")
+    sf_host = (urlsplit(settings.sf_url or "").hostname or "").lower()
+    if sf_host in SF_SHARED_LOGIN_HOSTS:
+        problems.append(f"IDSYNC_SF_URL: {sf_host} refuses the client-credentials flow; use the org's My Domain "
+                        "URL (https://<name>.my.salesforce.com)")
+    return problems
 
 
-class SettingsError(Exception):
-    """A wrong or missing setting; its message is one line for the operator."""
+def unknown_name_warnings(layers: Layers) -> list[str]:
+    """One line per `IDSYNC_*` name the operator wrote that is no setting, with the closest real one: a typo such as
+    IDSYNC_WEBHOOK_CLIENTSTATE would otherwise silently leave the default in place."""
+    known = [f"IDSYNC_{name.upper()}" for name in Settings.model_fields]
+    lines: list[str] = []
+    for written in layers.written:
+        name = written.value
+        if is_setting_name(name, known):
+            continue
+        where = "environment" if written.origin == ENV else written.origin
+        # Compared without the shared prefix, which would make every name look alike.
+        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), [f.upper() for f in Settings.model_fields],
+                                          n=1, cutoff=0.6)
+        close_name = f"{ENV_PREFIX}{close[0]}" if close else ""
+        advice = f"did you mean {close_name}?" if close else "`idsync config` lists every setting"
+        lines.append(f"idsync: warning: {name} ({where}) is not a setting; {advice}")
+    return lines
+
+
+def load_checked_settings(_env_file: Sequence[Path | str] | None = _LAYERED, *, warn: TextIO | None = None
+                          ) -> Settings:
+    """Settings for a process that is about to do something: loaded, checked, typos warned about on stderr."""
+    layers = gather_layers(_env_file)
+    settings = settings_from(layers)
+    for line in unknown_name_warnings(layers):
+        print(line, file=warn or sys.stderr)
+    problems = deployment_problems(settings)
+    if problems:
+        raise SettingsError(problems[0])
+    return settings
+
+
+def settings_error_line(err: SettingsError) -> str:
+    """`idsync: invalid setting IDSYNC_X: ... — what to do`: the one line every entry point prints."""
+    text = str(err)
+    what = f"invalid setting {text}" if text.startswith(ENV_PREFIX) else text
+    return f"idsync: {what} — {err.hint}"
 
 
 @lru_cache(maxsize=1)
+def checked_settings() -> Settings:
+    """Process-wide settings (cached); raises `SettingsError`, which the CLI turns into one line."""
+    return load_checked_settings()
+
+
 def get_settings() -> Settings:
-    """Process-wide settings; a bad setting exits with one clear line instead of a traceback."""
+    """Process-wide settings for entry points outside the CLI (Celery signals, `python -m workers.scheduler`): a bad
+    setting exits with one clear line instead of a traceback."""
     try:
-        return load_settings()
+        return checked_settings()
     except SettingsError as err:
-        print(f"idsync: invalid setting {err}", file=sys.stderr)
+        print(settings_error_line(err), file=sys.stderr)
         raise SystemExit(2) from None

@@ -6,21 +6,49 @@ Command modules (`ops/cli/*.py`) attach their commands to `app`; `ops/cli/__init
 from __future__ import annotations
 
 import threading
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 
-from shared.settings import Settings, get_settings
+from shared.settings import Settings, checked_settings
 
 app = typer.Typer(help="idsync: Entra ID -> Salesforce joiners, movers and leavers.", no_args_is_help=True)
 console = Console()
 
-LaneOpt = Annotated[str | None, typer.Option("--lane", help="revocation or sync (default: both)")]
+#: `--lane` everywhere: a wrong lane is refused by the parser with the valid choices, before anything runs.
+#: The same names as shared.dispatch.LANES (a test keeps them equal; a Literal cannot be built from a tuple).
+Lane = Literal["revocation", "sync"]
+LaneOpt = Annotated[Lane | None, typer.Option("--lane", help="revocation or sync (default: both)")]
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("idsync")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"idsync {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """idsync: Entra ID -> Salesforce joiners, movers and leavers."""
 
 
 def settings() -> Settings:
-    return get_settings()
+    """This process's settings, checked for deployment (a bad one raises SettingsError: one line, exit 2)."""
+    return checked_settings()
 
 
 def stop_on_signals() -> threading.Event:

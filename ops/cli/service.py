@@ -9,9 +9,9 @@ from typing import Annotated, Any
 import typer
 
 from ops import components
-from ops.cli.app import app, console, stop_on_signals
+from ops.cli.app import Lane, app, console, stop_on_signals
 from ops.cli.app import settings as _settings
-from shared.settings import SettingsError, load_settings
+from shared.settings import load_checked_settings
 
 BEAT_HEARTBEAT_KEY = "idsync:heartbeat:beat"
 #: Seconds between heartbeats; `idsync health beat` allows 30 s, so one missed beat is not yet "unhealthy".
@@ -55,26 +55,18 @@ def run() -> None:
     """Start everything in one supervised process tree (embedded Redis and the sandbox when not configured)."""
     from ops.supervisor import Supervisor
 
-    try:
-        # Only .env and the environment: var/run.env and var/sandbox.env describe a previous run, not this one.
-        settings = load_settings(_env_file=(".env",))
-    except SettingsError as err:
-        console.print(f"idsync: invalid setting {err}", style="red", markup=False)
-        raise typer.Exit(2) from None
+    # Only .env and the environment: var/run.env and var/sandbox.env describe a previous run, not this one.
+    settings = load_checked_settings(_env_file=(".env",))
     raise typer.Exit(Supervisor(settings, echo=lambda m: print(m, flush=True)).run())
 
 
 # ---------------------------------------------------------------------------- single components
 @app.command()
 def worker(
-    lane: Annotated[str, typer.Option(help="revocation or sync")] = "sync",
+    lane: Annotated[Lane, typer.Option(help="revocation or sync")] = "sync",
     concurrency: Annotated[int, typer.Option(help="worker processes")] = 1,
 ) -> None:
     """Run Celery workers for one lane. Revocation gets its own processes so no sync backlog can delay it."""
-    from shared.dispatch import LANES
-
-    if lane not in LANES:
-        raise typer.BadParameter(f"lane must be one of {', '.join(LANES)}")
     settings = _settings()
     components.redis_url(settings)
     celery = components.celery_app(settings)

@@ -54,6 +54,11 @@ OFFICES: dict[str, tuple[str, str, str, str, str]] = {
     "Paris": ("Paris", "France", "FR", "fr-FR", "EMEA"),
     "Sydney": ("Sydney", "Australia", "AU", "en-AU", "APAC"),
 }
+#: Every tenant of at least MIN_USERS_FOR_LEAVERS users has at least SEEDED_LEAVERS members disabled in Entra; the
+#: Salesforce seed keeps that many of them present and active there, so a first `make run` revokes them at once
+#: (what the README promises) instead of depending on a 3 % draw.
+SEEDED_LEAVERS = 2
+MIN_USERS_FOR_LEAVERS = 20
 GUEST_DOMAINS = ("partner.example.org", "agency.example.net", "consulting.example.com", "vendor.example.io")
 GROUP_NAMES = (
     "All Employees",
@@ -103,6 +108,20 @@ def _members_for(
     else:
         chosen = rng.sample(members, min(len(members), rng.randint(3, 40)))
     return [u["id"] for u in chosen]
+
+
+def _ensure_leavers(users: list[dict[str, Any]], seed: int) -> None:
+    """Disable members until SEEDED_LEAVERS are disabled, never the CEO (the manager tree's root).
+
+    A separate random stream, so every other seeded value stays what it was for the same seed.
+    """
+    if len(users) < MIN_USERS_FOR_LEAVERS:
+        return
+    members = [u for u in users[1:] if u["userType"] == "Member"]
+    missing = SEEDED_LEAVERS - sum(1 for u in members if not u["accountEnabled"])
+    enabled = [u for u in members if u["accountEnabled"]]
+    for user in random.Random(f"leavers-{seed}").sample(enabled, max(0, min(missing, len(enabled)))):
+        user["accountEnabled"] = False
 
 
 def seed_directory(state: Any, *, users: int, groups: int, seed: int) -> None:
@@ -187,6 +206,7 @@ def seed_directory(state: Any, *, users: int, groups: int, seed: int) -> None:
                     }
                 )
             created.append(d.create_user(user, notify=False, validate=False))
+        _ensure_leavers(created, seed)
         # manager tree: each member reports to someone earlier (CEO at the root), mostly in the same department
         managers: set[str] = set()
         first_by_dept: dict[str, list[str]] = {}

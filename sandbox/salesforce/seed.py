@@ -16,7 +16,8 @@ What the org holds after `seed_org` (all drawn from `random.Random(seed)`, so th
   User_Provisioning_Request__c);
 - the integration admin (run-as user of the connected app, System Administrator) and a human admin;
 - `overlap` of the tenant's member users (Username = UPN; FederationIdentifier = UPN for ~85 %, none for the rest;
-  ~10 % with drifted Title/Department, ~5 % with another Email, ~8 % already inactive), two legacy org-only users;
+  ~10 % with drifted Title/Department, ~5 % with another Email, ~8 % already inactive), among them two members
+  disabled in Entra but active here (the leavers a first `make run` revokes), two legacy org-only users;
 - accounts, contacts, open and closed opportunities, leads (some owned by the lead queue), cases, tasks owned by
   active seeded users, and a default lead owner (deactivation blocker) and a default case owner.
 """
@@ -70,6 +71,27 @@ class _Builder:
         return rec
 
 
+#: How many members disabled in Entra stay present and active in Salesforce (see sandbox.graph.seed).
+SEEDED_LEAVERS = 2
+
+
+def _keep_leavers(present: list[dict[str, Any]], members: list[dict[str, Any]]) -> set[str]:
+    """Make SEEDED_LEAVERS of the members disabled in Entra present in the org; returns their UPNs, which the caller
+    keeps active, so idsync has revocations to make on its first round.
+
+    Swapped in place of enabled members (same positions, same count), so the random draws made per present user,
+    and with them the rest of the org, stay as they were for the same seed.
+    """
+    disabled = [m for m in members if m.get("accountEnabled") is False]
+    wanted = disabled[:min(SEEDED_LEAVERS, len(present))]
+    chosen = {id(m) for m in present}
+    for leaver in (m for m in wanted if id(m) not in chosen):
+        wanted_ids = {id(w) for w in wanted}
+        slot = next(i for i in range(len(present) - 1, -1, -1) if id(present[i]) not in wanted_ids)
+        present[slot] = leaver
+    return {m["userPrincipalName"] for m in wanted}
+
+
 def _alias(first: str | None, last: str | None, n: int) -> str:
     base = ((first or "")[:1] + (last or "user")).lower()
     base = "".join(ch for ch in base if ch.isalnum()) or "user"
@@ -87,6 +109,7 @@ def seed_org(state: Any, *, tenant_users: list[dict[str, Any]], seed: int, overl
         members.sort(key=lambda u: str(u.get("id")))
         n_present = int(round(len(members) * overlap))
         present = rng.sample(members, n_present) if n_present else []
+        leavers = _keep_leavers(present, members)
 
         # ---- licences, profiles, profile-owned permission sets
         sf_lic = b.add("UserLicense", Name="Salesforce", MasterLabel="Salesforce", LicenseDefinitionKey="SFDC",
@@ -206,7 +229,7 @@ def seed_org(state: Any, *, tenant_users: list[dict[str, Any]], seed: int, overl
                 UserRoleId=rng.choice(sales_roles) if profile is profiles["Sales User"] else None,
                 TimeZoneSidKey=rng.choice(TIME_ZONES),
                 LocaleSidKey=rng.choice(LOCALES),
-                IsActive=rng.random() >= 0.08,
+                IsActive=rng.random() >= 0.08 or upn in leavers,
                 Alias=_alias(tu.get("givenName"), tu.get("surname"), i),
             )
         for j, (first, last) in enumerate((("Legacy", "Contractor"), ("Old", "Reporting"))):

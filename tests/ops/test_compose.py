@@ -56,3 +56,14 @@ def test_compose_runs_every_component_from_one_image_with_durable_redis():
         assert line in conf
     assert services["worker-revocation"]["command"][:3] == ["worker", "--lane", "revocation"]
     assert "--basic-auth" not in " ".join(services["flower"]["command"])  # credentials come from env, not args
+
+
+def test_flower_and_redis_are_reachable_from_this_host_only():
+    result = _config("--format", "json", env={"IDSYNC_FLOWER_PASSWORD": "test-only"})
+    assert result.returncode == 0, result.stderr
+    import json
+
+    services = json.loads(result.stdout)["services"]
+    flower_ports = services["flower"]["ports"]
+    assert flower_ports and all(p.get("host_ip") == "127.0.0.1" for p in flower_ports)
+    assert all(p.get("host_ip") == "127.0.0.1" for p in services["redis"].get("ports", []))  # unpublished is fine

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sandbox.salesforce import install
 from sandbox.salesforce.seed import seed_org
 from sandbox.state import SandboxState
@@ -44,3 +46,36 @@ def test_seed_marks_a_default_lead_owner_who_cannot_be_deactivated(tmp_path):
     owner = state.org.seed_info["default_lead_owner_id"]
     assert state.org.deactivation_blockers[owner] == "default_lead_owner"
     assert state.org.live["User"][owner]["IsActive"] is True
+
+
+@pytest.mark.parametrize(("users", "seed"), [(20, 1), (50, 1), (50, 2), (50, 3), (137, 4), (500, 5)])
+def test_a_seeded_sandbox_has_two_entra_leavers_still_active_in_salesforce(tmp_path, users, seed):
+    """What the README promises: a first `make run` shows revocations before anyone does anything."""
+    from sandbox import graph
+    from sandbox.server import seed as seed_sandbox
+
+    state = SandboxState(state_dir=tmp_path / "s")
+    state.base_url = "https://testserver"
+    graph.install(state)
+    install(state)
+    seed_sandbox(state, users=users, groups=8, seed=seed, overlap=0.3)
+    disabled = {u["userPrincipalName"] for u in state.directory.users.values()
+                if u["accountEnabled"] is False and u["userType"] == "Member"}
+    active = {u["Username"] for u in state.org.records("User") if u["IsActive"]}
+    assert len(disabled & active) >= 2
+
+
+def test_the_leavers_do_not_change_the_rest_of_the_seeded_org(tmp_path):
+    """The leavers are swapped in without touching the random stream: the org's size and CRM data stay put."""
+    users = tenant(200)
+    users[3]["accountEnabled"] = users[5]["accountEnabled"] = False
+    plain, with_leavers = SandboxState(state_dir=tmp_path / "a"), SandboxState(state_dir=tmp_path / "b")
+    install(plain)
+    install(with_leavers)
+    seed_org(plain, tenant_users=tenant(200), seed=3, overlap=0.3)
+    seed_org(with_leavers, tenant_users=users, seed=3, overlap=0.3)
+    count = lambda s, name: len(list(s.org.records(name)))  # noqa: E731
+    for sobject in ("User", "Account", "Opportunity", "Lead", "Case"):
+        assert count(plain, sobject) == count(with_leavers, sobject)
+    present = {u["Username"]: u for u in with_leavers.org.records("User")}
+    assert present["user3@contoso.example.com"]["IsActive"] and present["user5@contoso.example.com"]["IsActive"]

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from sandbox.admin_clients import GraphAdmin, OrgAdmin
 from sandbox.server import SandboxServer
 from sandbox.tenant import main
 
@@ -37,3 +45,74 @@ def test_enable_and_show_report_both_sides(sandbox: SandboxServer, tmp_path, cap
 def test_a_missing_env_file_says_how_to_start_the_sandbox(tmp_path, capsys):
     assert main(["--env-file", str(tmp_path / "nope.env"), "list"]) == 2
     assert "make run" in capsys.readouterr().err
+
+
+def _closed_port_env_file(tmp_path, sandbox: SandboxServer) -> str:
+    """The env file of a sandbox that has stopped: same credentials and CA, nothing listening on the port."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v.replace(f":{sandbox.port}", f":{port}") for k, v in sandbox.env().items()}
+    path = tmp_path / "stopped.env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    return str(path)
+
+
+@pytest.mark.parametrize("command", [["list"], ["show", "nobody@x"], ["disable"], ["enable", "nobody@x"]])
+def test_with_the_sandbox_stopped_every_command_says_so_in_one_line(sandbox: SandboxServer, tmp_path, command):
+    result = subprocess.run(
+        [sys.executable, "-m", "sandbox.tenant", "--env-file", _closed_port_env_file(tmp_path, sandbox), *command],
+        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("sandbox.tenant: cannot reach the sandbox at https://127.0.0.1:")
+    assert "is it running?" in lines[0]
+
+
+def test_show_of_an_unknown_user_is_one_line_naming_the_user(sandbox: SandboxServer, tmp_path, capsys):
+    assert main(["--env-file", _env_file(sandbox, tmp_path), "show", "nobody@x"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == ("sandbox.tenant: no user nobody@x in Entra — `python -m sandbox.tenant list` "
+                                    "shows the users")
+
+
+def test_enable_waits_until_salesforce_reactivates_the_user(sandbox: SandboxServer, tmp_path, capsys):
+    env = sandbox.env()
+    graph, org = GraphAdmin(env), OrgAdmin(env)
+    members = graph.users("accountEnabled eq true and userType eq 'Member'")
+    upn, sf_id = next((u["userPrincipalName"], sf["Id"]) for u in reversed(members)
+                      if (sf := org.user(u["userPrincipalName"])) and sf["IsActive"])
+    graph.disable(upn)
+    org.sf.User.update(sf_id, {"IsActive": False})  # the leaver as idsync leaves it
+
+    def idsync_reactivates() -> None:  # stands in for idsync's sync lane, a moment after the Graph change
+        time.sleep(0.5)
+        org.sf.User.update(sf_id, {"IsActive": True})
+
+    worker = threading.Thread(target=idsync_reactivates)
+    worker.start()
+    try:
+        assert main(["--env-file", _env_file(sandbox, tmp_path), "enable", upn, "--wait", "30"]) == 0
+    finally:
+        worker.join()
+    out = capsys.readouterr().out
+    assert f"enabled {upn} in Entra (through Graph); watching Salesforce for up to 30 s" in out
+    assert "Salesforce user reactivated" in out and "after the Graph call" in out
+    assert f"{upn}: Entra accountEnabled=True; Salesforce IsActive=True" in out
+
+
+def test_enable_says_when_nothing_reactivated_the_user(sandbox: SandboxServer, tmp_path, capsys):
+    env = sandbox.env()
+    graph, org = GraphAdmin(env), OrgAdmin(env)
+    members = graph.users("accountEnabled eq true and userType eq 'Member'")
+    upn, sf_id = next((u["userPrincipalName"], sf["Id"]) for u in members[len(members) // 2:]
+                      if (sf := org.user(u["userPrincipalName"])) and sf["IsActive"])
+    graph.disable(upn)
+    org.sf.User.update(sf_id, {"IsActive": False})
+    assert main(["--env-file", _env_file(sandbox, tmp_path), "enable", upn, "--wait", "0.2"]) == 0
+    assert ("Salesforce user still inactive (idsync reactivates only users it deactivated itself) after 0.2 s"
+            in capsys.readouterr().out)
