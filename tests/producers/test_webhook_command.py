@@ -27,6 +27,10 @@ def test_a_taken_metrics_port_stops_the_webhook_with_one_line_naming_the_setting
             "IDSYNC_SF_CLIENT_SECRET": "sf-secret",
             "IDSYNC_WEBHOOK_PORT": str(free_port()),
             "IDSYNC_WEBHOOK_METRICS_PORT": str(port),
+            # a real tenant must pass the deployment checks first: own clientState, an https public URL
+            "IDSYNC_WEBHOOK_CLIENT_STATE": "a-long-random-client-state-for-this-test",
+            "IDSYNC_WEBHOOK_PUBLIC_URL": "https://idsync.example.test",
+            "IDSYNC_GRAPH_URL": "https://graph.test/v1.0",
         }
         result = subprocess.run([sys.executable, "-m", "ops", "webhook"], cwd=tmp_path, env=env,
                                 capture_output=True, text=True, timeout=60)
