@@ -39,27 +39,35 @@ def open_umask():
         os.umask(previous)
 
 
-def test_a_private_file_is_never_visible_under_its_name_with_other_permissions_than_0600(
-    tmp_path, monkeypatch, open_umask
-):
-    modes_when_published: list[int] = []
+@pytest.fixture
+def publications(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, str]]:
+    """(name, mode, content) of every file at the moment it is renamed into place: a file written in place (create,
+    then chmod) never shows up here, and one renamed with a wider mode shows that mode."""
+    seen: list[tuple[str, int, str]] = []
     real_replace = os.replace
 
-    def spying_replace(src, dst):  # the moment the file appears under its real name
-        modes_when_published.append(stat.S_IMODE(os.stat(src).st_mode))
+    def spying_replace(src, dst):
+        seen.append((Path(dst).name, stat.S_IMODE(os.stat(src).st_mode), Path(src).read_text()))
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", spying_replace)
+    return seen
+
+
+def test_a_private_file_is_never_visible_under_its_name_with_other_permissions_than_0600(
+    tmp_path, publications, open_umask
+):
     path = tmp_path / "secret"
     write_private_file(path, "s3cret\n")
-    assert modes_when_published == [0o600]
+    assert publications == [("secret", 0o600, "s3cret\n")]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_text() == "s3cret\n"
 
 
-def test_the_generated_flower_password_file_is_private_and_kept_across_restarts(tmp_path, open_umask):
+def test_the_generated_flower_password_file_is_private_and_kept_across_restarts(tmp_path, publications, open_umask):
     pw_file = tmp_path / "var" / "flower.password"
     first = _generated_flower_password(pw_file)
+    assert publications == [("flower.password", 0o600, first + "\n")], "complete and private before it is visible"
     assert stat.S_IMODE(pw_file.stat().st_mode) == 0o600
     assert pw_file.read_text() == first + "\n" and len(first) >= 16
     assert _generated_flower_password(pw_file) == first  # a restarted Flower keeps the operator's password
