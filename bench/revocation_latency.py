@@ -62,6 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ops.embedded_redis import EmbeddedRedis, free_port  # noqa: E402
+from ops.runenv import redacted_url  # noqa: E402
 from sandbox.admin_clients import GraphAdmin  # noqa: E402
 from sandbox.server import SandboxServer  # noqa: E402
 from shared.audit import STREAM_KEY  # noqa: E402
@@ -364,7 +365,7 @@ class Bench:
         settings = self.settings()
         subs = SubscriptionManager(GraphClient(settings), self.redis, settings).ensure()
         print(f"stack up in {time.perf_counter() - started:.1f} s: sandbox {len(self.server.state.directory.users)} "
-              f"Entra users, redis {self.redis_server.url}, webhook {url}, subscriptions "
+              f"Entra users, redis {redacted_url(self.redis_server.url)}, webhook {url}, subscriptions "
               f"{sorted(s['resource'] for s in subs)}, revocation concurrency {self.args.revocation_workers}, "
               f"sync concurrency {self.args.sync_workers}")
 

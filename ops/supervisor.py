@@ -1,9 +1,11 @@
 """`idsync run`: one supervised process tree for a laptop or a single VM.
 
 Each component runs as its own child process (the same commands docker compose runs as separate containers), so
-what runs under `make run` is what runs in production, just packed onto one machine. The supervisor restarts a
-child that dies, with a growing delay, and on Ctrl-C stops them in reverse order: producers first (nothing new is
-accepted), then workers (they finish or requeue their current message), then the sandbox and Redis.
+what runs under `make run` is what runs in production, just packed onto one machine. The supervisor restarts any
+component that dies -- the embedded Redis (same port, AOF directory and password) and the sandbox (same port and
+state directory) included -- with a growing delay (`ops/restarts.py`), and says so, one line per event. On Ctrl-C
+it stops them in reverse order: producers first (nothing new is accepted), then workers (they finish or requeue
+their current message), then the sandbox and Redis.
 """
 
 from __future__ import annotations
@@ -13,33 +15,57 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ops.embedded_redis import EmbeddedRedis
 from ops.ports import choose_port
-from ops.runenv import read_env_file, write_env_file
+from ops.restarts import RestartBackoff
+from ops.runenv import read_env_file, redacted_url, write_env_file
 from shared.settings import Settings
+
+#: Stop order: producers first, then workers, then what everything else depends on.
+STOP_ORDER = ("poller", "webhook", "beat", "flower", "worker-sync", "worker-revocation", "sandbox", "redis")
+SANDBOX_RESTART_NOTE = "; the sandbox reseeds on start: its users, groups, Salesforce data and subscriptions are new"
 
 
 @dataclass
-class Child:
+class Supervised:
+    """One component the supervisor keeps running: how to start it, and its restart bookkeeping."""
+
     name: str
-    argv: list[str]
+    launch: Callable[[], subprocess.Popen[bytes]]
+    stop_signal: int = signal.SIGTERM
+    stop_timeout_s: float = 20.0
+    #: said after "<name> restarted (pid N)", when a restart is not transparent to the operator
+    restart_note: str = ""
+    backoff: RestartBackoff = field(default_factory=RestartBackoff)
     proc: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-    next_start: float = 0.0
-    started_at: float = field(default=0.0)
+    started_at: float = 0.0
+    #: when it died and waits for its restart: the (monotonic) time of the restart
+    restart_at: float | None = None
+
+
+def describe_exit(code: int) -> str:
+    """`1`, or `-9 (SIGKILL)` for a process killed by a signal (Popen's negative return codes)."""
+    if code < 0:
+        try:
+            return f"{code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return str(code)
+    return str(code)
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, *, var_dir: Path | None = None, echo=print) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, settings: Settings, *, var_dir: Path | None = None,
+                 echo: Callable[[str], None] = print, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.var_dir = Path(var_dir or settings.var_dir)
         self.echo = echo
+        self.clock = clock
         self.redis: EmbeddedRedis | None = None
-        self.sandbox: subprocess.Popen[bytes] | None = None
-        self.children: list[Child] = []
+        self.components: list[Supervised] = []
         self.env: dict[str, str] = {}
         self.urls: dict[str, str] = {}
         self._stopping = False
@@ -53,9 +79,10 @@ class Supervisor:
         if self.settings.redis_url:
             env["IDSYNC_REDIS_URL"] = self.settings.redis_url
         else:
-            self.redis = EmbeddedRedis(self.var_dir / "redis").start()
-            env["IDSYNC_REDIS_URL"] = self.redis.url
-            self.urls["redis"] = f"{self.redis.url} (embedded, AOF under {self.var_dir / 'redis'})"
+            redis = self.redis = EmbeddedRedis(self.var_dir / "redis")
+            self._adopt(Supervised("redis", lambda: _start_redis(redis), stop_timeout_s=10.0))
+            env["IDSYNC_REDIS_URL"] = redis.url
+            self.urls["redis"] = f"{redacted_url(redis.url)} (embedded, AOF under {self.var_dir / 'redis'})"
         if not self.settings.tenant_configured:
             sandbox_env = self._start_sandbox()
         host = self.settings.webhook_host
@@ -84,23 +111,29 @@ class Supervisor:
         run_env["IDSYNC_RUN_FLOWER_URL"] = self.urls["flower"]
         if "sandbox" in self.urls:
             run_env["IDSYNC_RUN_SANDBOX_URL"] = self.urls["sandbox"].split(" ")[0]
-        write_env_file(self.var_dir / "run.env", run_env)
+        write_env_file(self.var_dir / "run.env", run_env)  # 0600: IDSYNC_REDIS_URL carries the password
         # The sandbox's credentials go to the children's environment, not into run.env (settings read sandbox.env).
         self.env = {**os.environ, **sandbox_env, **run_env}
-        self.children = [
-            Child("worker-revocation", self._idsync("worker", "--lane", "revocation")),
-            Child("worker-sync", self._idsync("worker", "--lane", "sync")),
-            Child("webhook", self._idsync("webhook")),
-            Child("beat", self._idsync("beat")),
-            Child("poller", self._idsync("poll")),
-            Child("flower", self._idsync("flower")),
-        ]
-        for child in self.children:
-            self._spawn(child)
+        for name, args in (
+            ("worker-revocation", ("worker", "--lane", "revocation")),
+            ("worker-sync", ("worker", "--lane", "sync")),
+            ("webhook", ("webhook",)),
+            ("beat", ("beat",)),
+            ("poller", ("poll",)),
+            ("flower", ("flower",)),
+        ):
+            self._adopt(Supervised(name, self._idsync_launcher(*args)))
         self._print_urls()
 
-    def _idsync(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "ops", *args]
+    def _adopt(self, component: Supervised) -> None:
+        """Start a component for the first time and put it under supervision."""
+        component.proc = component.launch()
+        component.started_at = self.clock()
+        self.components.append(component)
+
+    def _idsync_launcher(self, *args: str) -> Callable[[], subprocess.Popen[bytes]]:
+        argv = [sys.executable, "-m", "ops", *args]
+        return lambda: subprocess.Popen(argv, env=self.env, start_new_session=True)
 
     def _start_sandbox(self) -> dict[str, str]:
         """Start the sandbox child and return the settings it wrote to var/sandbox.env."""
@@ -109,6 +142,8 @@ class Supervisor:
         port, replaced = choose_port(8443)
         if replaced:
             self.echo(f"port 8443 is taken: the sandbox listens on {port} instead")
+        # Same port and state dir on every restart: the CA and credentials live there, so the children's settings
+        # stay valid when the sandbox comes back.
         argv = [
             sys.executable, "-m", "sandbox",
             "--state-dir", str(self.var_dir / "sandbox"),
@@ -116,21 +151,21 @@ class Supervisor:
             "--port", str(port),
         ]
         self.echo("no tenant configured (IDSYNC_GRAPH_* / IDSYNC_SF_*): starting the sandbox")
-        self.sandbox = subprocess.Popen(argv, start_new_session=True)
+        sandbox = Supervised("sandbox", lambda: subprocess.Popen(argv, start_new_session=True),
+                             stop_signal=signal.SIGINT, stop_timeout_s=10.0, restart_note=SANDBOX_RESTART_NOTE)
+        self._adopt(sandbox)
+        proc = sandbox.proc
+        assert proc is not None
         deadline = time.monotonic() + 120
         while not env_file.exists():
-            if self.sandbox.poll() is not None:
-                raise RuntimeError(f"the sandbox exited with code {self.sandbox.returncode}")
+            if proc.poll() is not None:
+                raise RuntimeError(f"the sandbox exited with code {describe_exit(proc.returncode)}")
             if time.monotonic() > deadline:
                 raise RuntimeError("the sandbox did not write its env file within 120 s")
             time.sleep(0.1)
         values = read_env_file(env_file)
         self.urls["sandbox"] = f"{values['IDSYNC_SANDBOX_ADMIN_URL']}/_sandbox/ (env: {env_file})"
         return values
-
-    def _spawn(self, child: Child) -> None:
-        child.proc = subprocess.Popen(child.argv, env=self.env, start_new_session=True)
-        child.started_at = time.monotonic()
 
     def _print_urls(self) -> None:
         self.echo("idsync is running:")
@@ -141,23 +176,30 @@ class Supervisor:
 
     # ------------------------------------------------------------------ supervision
     def watch_once(self) -> None:
-        now = time.monotonic()
-        for child in self.children:
-            if child.proc is None or child.proc.poll() is None:
-                continue
-            if child.next_start == 0.0:
-                delay = min(30.0, 0.5 * 2 ** min(child.restarts, 6))
-                if now - child.started_at > 60:
-                    child.restarts = 0
-                    delay = 0.5
-                child.next_start = now + delay
-                self.echo(f"{child.name} exited with code {child.proc.returncode}; restarting in {delay:.1f}s")
-            elif now >= child.next_start:
-                child.restarts += 1
-                child.next_start = 0.0
-                self._spawn(child)
-        if self.sandbox is not None and self.sandbox.poll() is not None:
-            raise RuntimeError(f"the sandbox exited with code {self.sandbox.returncode}")
+        """Notice deaths and schedule restarts; start what is due. One line of output per event."""
+        for component in self.components:
+            if self._stopping:
+                return
+            now = self.clock()
+            if component.restart_at is None:
+                code = component.proc.poll() if component.proc is not None else None
+                if code is None:
+                    continue
+                self._schedule_restart(component, f"exited with code {describe_exit(code)}", now)
+            elif now >= component.restart_at:
+                component.restart_at = None
+                try:
+                    component.proc = component.launch()
+                except Exception as err:  # noqa: BLE001 - e.g. Redis refusing to start: try again later
+                    self._schedule_restart(component, f"did not start ({str(err)[:200]})", now)
+                    continue
+                component.started_at = self.clock()
+                self.echo(f"{component.name} restarted (pid {component.proc.pid}){component.restart_note}")
+
+    def _schedule_restart(self, component: Supervised, what: str, now: float) -> None:
+        delay = component.backoff.delay_after(now - component.started_at)
+        component.restart_at = now + delay
+        self.echo(f"{component.name} {what}; restarting in {delay:.1f}s")
 
     def run(self) -> int:
         def _stop(signum: int, frame: object) -> None:
@@ -177,23 +219,29 @@ class Supervisor:
 
     # ------------------------------------------------------------------ shutdown
     def stop(self) -> None:
-        order = ["poller", "webhook", "beat", "flower", "worker-sync", "worker-revocation"]
-        by_name = {c.name: c for c in self.children}
-        for name in order:
-            child = by_name.get(name)
-            if child and child.proc and child.proc.poll() is None:
-                child.proc.send_signal(signal.SIGTERM)
-        for name in order:
-            child = by_name.get(name)
-            if child and child.proc:
-                _wait_or_kill(child.proc, 20)
-        if self.sandbox is not None:
-            if self.sandbox.poll() is None:
-                self.sandbox.send_signal(signal.SIGINT)
-            _wait_or_kill(self.sandbox, 10)
-        if self.redis is not None:
-            self.redis.stop()
+        self._stopping = True
+        by_name = {c.name: c for c in self.components}
+        ordered = [by_name[n] for n in STOP_ORDER if n in by_name]
+        ordered += [c for c in self.components if c.name not in STOP_ORDER]
+        # Everything but the sandbox and Redis at once (they shut down in parallel), then those two, in order.
+        tiers = [[c for c in ordered if c.name not in ("sandbox", "redis")],
+                 [c for c in ordered if c.name == "sandbox"],
+                 [c for c in ordered if c.name == "redis"]]
+        for tier in tiers:
+            for component in tier:
+                if component.proc is not None and component.proc.poll() is None:
+                    component.proc.send_signal(component.stop_signal)
+            for component in tier:
+                if component.proc is not None:
+                    _wait_or_kill(component.proc, component.stop_timeout_s)
         (self.var_dir / "run.env").unlink(missing_ok=True)
+
+
+def _start_redis(redis: EmbeddedRedis) -> subprocess.Popen[bytes]:
+    """(Re)start the embedded Redis and wait until it answers: same port, AOF directory and password every time."""
+    redis.start()
+    assert redis.proc is not None
+    return redis.proc
 
 
 def _wait_or_kill(proc: subprocess.Popen[bytes], timeout: float) -> None:

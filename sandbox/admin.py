@@ -445,6 +445,19 @@ def install(state: SandboxState) -> list[BaseRoute]:
         sub_id = request.path_params["id"]
         return await call_hook(state.notifier, "notifier", "trigger_reauthorization", sub_id)
 
+    async def remove_subscription(request: Request) -> Response:
+        sub_id = request.path_params["id"]
+        return await call_hook(state.notifier, "notifier", "trigger_removal", sub_id)
+
+    async def reset(request: Request) -> Response:
+        """Clock, config, faults and subscriptions back to how the sandbox started; directory and org data stay."""
+        state.clock.reset()
+        state.config.reset()
+        state.faults.reset()
+        removed = state.notifier.reset() if state.notifier is not None else 0
+        state.activity.add("sandbox_reset", subscriptions_removed=removed)
+        return _JSON({"clock": clock_view(), "subscriptions_removed": removed})
+
     return [
         Route("/_sandbox/health", health, methods=["GET"]),
         Route("/_sandbox/", guarded(page), methods=["GET"]),
@@ -458,4 +471,6 @@ def install(state: SandboxState) -> list[BaseRoute]:
         Route("/_sandbox/salesforce/users/{id}/deactivation-blocker", guarded(set_blocker), methods=["PUT"]),
         Route("/_sandbox/salesforce/users/{id}/deactivation-blocker", guarded(clear_blocker), methods=["DELETE"]),
         Route("/_sandbox/graph/subscriptions/{id}/reauthorize-required", guarded(reauthorize), methods=["POST"]),
+        Route("/_sandbox/graph/subscriptions/{id}/remove", guarded(remove_subscription), methods=["POST"]),
+        Route("/_sandbox/reset", guarded(reset), methods=["POST"]),
     ]

@@ -28,6 +28,11 @@ class Clock:
             self._offset += float(seconds)
             return self._offset
 
+    def reset(self) -> None:
+        """Back to real time: the one way the clock moves backwards (`POST /_sandbox/reset`, between test runs)."""
+        with self._lock:
+            self._offset = 0.0
+
     @property
     def offset(self) -> float:
         return self._offset

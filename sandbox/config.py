@@ -85,6 +85,7 @@ class Tunables:
     def __init__(self, defaults: dict[str, dict[str, Any]]) -> None:
         self._defaults = defaults
         self._data = copy.deepcopy(defaults)
+        self._baseline = copy.deepcopy(defaults)
         self._lock = threading.Lock()
 
     def get(self, dotted: str, default: Any = None) -> Any:
@@ -115,4 +116,15 @@ class Tunables:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
+            return copy.deepcopy(self._data)
+
+    def mark_baseline(self) -> None:
+        """Remember the current values (the defaults plus `--set`/`--fault` at start) as what `reset` returns to."""
+        with self._lock:
+            self._baseline = copy.deepcopy(self._data)
+
+    def reset(self) -> dict[str, Any]:
+        """Back to the baseline: every PATCH since the start is undone."""
+        with self._lock:
+            self._data = copy.deepcopy(self._baseline)
             return copy.deepcopy(self._data)

@@ -140,6 +140,9 @@ class SandboxServer:
         )
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # What `POST /_sandbox/reset` returns to: the defaults plus whatever was set before the start.
+        self.state.config.mark_baseline()
+        self.state.faults.mark_baseline()
         self._thread = threading.Thread(target=self._serve, name="sandbox-https", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout

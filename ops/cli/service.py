@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -171,18 +172,13 @@ def flower(
     address: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
 ) -> None:
     """Run Flower (queue and worker dashboard) behind basic auth."""
-    import secrets
-
     settings = _settings()
     components.redis_url(settings)
     password = settings.flower_password.get_secret_value() if settings.flower_password else None
     if not password:
-        password = secrets.token_urlsafe(12)
-        pw_file = settings.var_dir / "flower.password"
-        pw_file.parent.mkdir(parents=True, exist_ok=True)
-        pw_file.write_text(password + "\n")
-        pw_file.chmod(0o600)
-        console.print(f"Flower: user {settings.flower_user}, password generated in {pw_file}", markup=False)
+        password = _generated_flower_password(settings.var_dir / "flower.password")
+        console.print(f"Flower: user {settings.flower_user}, password in {settings.var_dir / 'flower.password'}",
+                      markup=False)
     celery = components.celery_app(settings)
     celery.start(
         [
@@ -192,6 +188,28 @@ def flower(
             f"--basic-auth={settings.flower_user}:{password}",
         ]
     )
+
+
+def _generated_flower_password(pw_file: Path) -> str:
+    """The password kept in `pw_file`, or a new one written there 0600 from the first byte.
+
+    Kept across restarts (the supervisor restarts a Flower that died; an open browser tab keeps working), unless the
+    file is readable by others: a password that may have leaked is replaced.
+    """
+    import secrets
+
+    from ops.runenv import write_private_file
+
+    try:
+        if pw_file.stat().st_mode & 0o077 == 0:
+            kept = pw_file.read_text().strip()
+            if kept:
+                return kept
+    except OSError:
+        pass
+    password = secrets.token_urlsafe(12)
+    write_private_file(pw_file, password + "\n")
+    return password
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

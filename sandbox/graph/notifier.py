@@ -156,6 +156,31 @@ class Notifier:
         self._enqueue([item])
         return True
 
+    def trigger_removal(self, subscription_id: str) -> bool:
+        """Remove a subscription as Graph may on its own, and send `subscriptionRemoved` to its lifecycle URL.
+
+        Real Graph sends `subscriptionRemoved` for other resources (users and groups get none); the hook lets a
+        client's "recreate it" path be exercised. False if the subscription is unknown.
+        """
+        with self.state.lock:
+            sub = self.store.remove(subscription_id)
+            if sub is None:
+                return False
+            now = self.state.clock.time()
+            item = self._lifecycle_item(sub, now, "subscriptionRemoved") if sub.lifecycle_url else None
+        self.state.activity.add("subscription_removed", subscription_id=sub.id, resource=sub.resource)
+        if item is not None:
+            self._enqueue([item])
+        return True
+
+    def reset(self) -> int:
+        """Forget every subscription and everything queued (admin reset); returns how many subscriptions went."""
+        with self.state.lock:
+            removed = len(self.store.items)
+            self.store.items.clear()
+        self.clear()
+        return removed
+
     # --- observability ------------------------------------------------------------------------------------------
 
     def endpoint_stats(self) -> dict[str, dict[str, Any]]:
@@ -262,16 +287,16 @@ class Notifier:
         }
         return _Item(sub.notification_url, body, "change", sub.id, change_type, resource, now, now)
 
-    def _lifecycle_item(self, sub: Subscription, now: float) -> _Item:
+    def _lifecycle_item(self, sub: Subscription, now: float, event: str = "reauthorizationRequired") -> _Item:
         body = {
             "subscriptionId": sub.id,
             "subscriptionExpirationDateTime": format_notification_datetime(sub.expiration),
             "tenantId": sub.tenant_id,
             "clientState": sub.client_state,
-            "lifecycleEvent": "reauthorizationRequired",
+            "lifecycleEvent": event,
         }
         assert sub.lifecycle_url
-        return _Item(sub.lifecycle_url, body, "lifecycle", sub.id, "reauthorizationRequired", sub.resource, now, now)
+        return _Item(sub.lifecycle_url, body, "lifecycle", sub.id, event, sub.resource, now, now)
 
     def _enqueue(self, items: list[_Item]) -> None:
         """Apply faults and endpoint throttling, then queue for batching."""

@@ -208,9 +208,7 @@ def stack(sandbox: SandboxServer, redis_server: EmbeddedRedis, tmp_path: Path) -
     try:
         yield s
     finally:
-        s.stop_all()
-        sandbox.state.faults.patch({"salesforce": {"error_rate": 0.0, "latency_ms": 0},
-                                    "graph": {"throttle_rate": 0.0}})
+        s.stop_all()  # the sandbox's clock, faults and subscriptions are reset before the next test (tests/conftest.py)
 
 
 @pytest.fixture(name="wait_for")

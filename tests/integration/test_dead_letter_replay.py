@@ -76,3 +76,30 @@ def test_failing_event_reaches_dlq_and_cli_replay_applies_it_once_fault_is_clear
     assert again.returncode != 0
     assert "not replayed" in again.stdout
     assert [r["outcome"] for r in stack.audit("revoke", user["id"])] == ["revoked"]
+
+
+def test_dlq_replay_all_from_the_cli_republishes_every_entry_and_the_worker_applies_them(stack, wait_for):
+    leavers = [stack.active_member_in_salesforce(skip=skip) for skip in (1, 2)]
+    for user, _ in leavers:
+        stack.tenant.disable(user["id"])
+    stack.admin("PATCH", "/_sandbox/faults", {"salesforce": {"error_rate": 1.0, "error_kinds": ["503"]}})
+    stack.start_worker("revocation")
+    celery = stack.celery()
+    for user, _ in leavers:
+        publish(celery, IdentityEvent(kind=EventKind.USER_DISABLED, source=EventSource.DELTA,
+                                      tenant=stack.env["IDSYNC_GRAPH_TENANT_ID"], object_id=user["id"]))
+    listed = wait_for(lambda: len(entries := _dlq_list(stack)) == 2 and entries, timeout=60, interval=0.5,
+                      what="both entries in `dlq list`")
+    assert {e["args"][0]["object_id"] for e in listed} == {user["id"] for user, _ in leavers}
+    stack.admin("PATCH", "/_sandbox/faults", {"salesforce": {"error_rate": 0.0}})
+    assert all(stack.audit("revoke", user["id"]) == [] for user, _ in leavers)
+
+    replayed = _ops(stack, "dlq", "replay", "--all")
+
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    for user, sf_user in leavers:
+        wait_for(lambda u=user: stack.audit("revoke", u["id"]), timeout=30, what=f"{user['id']} revoked on replay")
+        assert [r["outcome"] for r in stack.audit("revoke", user["id"])] == ["revoked"]
+        assert stack.org.user(user["userPrincipalName"])["IsActive"] is False
+        assert stack.org.frozen(sf_user["Id"])
+    assert _dlq_list(stack) == []

@@ -1,16 +1,25 @@
-"""Done-when #1: `idsync run` (what `make run` starts) brings everything up on the sandbox; disabling a user through
-the sandbox's Graph API freezes and deactivates the Salesforce user, visible in the logs and in `idsync status`."""
+"""`idsync run` (what `make run` starts), as a subprocess on the sandbox: it brings everything up, a user disabled
+through the sandbox's Graph API is frozen and deactivated in Salesforce and shows in `idsync status --json`; a
+component that dies -- the embedded redis-server, a worker -- is restarted and the output says so; secrets stay out
+of the output and out of files others can read; Ctrl-C stops every process it started."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
+import redis
 
 from ops.runenv import read_env_file
 
@@ -21,60 +30,169 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("IDSYNC_")}
 
 
-def test_idsync_run_revokes_a_disabled_user_and_status_shows_it(tmp_path, wait_for, admin_clients):
-    TenantAdmin, OrgAdmin = admin_clients  # noqa: N806
-    log_path = tmp_path / "run.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "ops", "run"], cwd=tmp_path, env=_clean_env(),
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        run_env = tmp_path / "var" / "run.env"
-        wait_for(lambda: run_env.exists() or proc.poll() is not None, timeout=90, what="var/run.env")
-        assert proc.poll() is None, log_path.read_text()[-3000:]
-        env = {**read_env_file(tmp_path / "var" / "sandbox.env"), **read_env_file(run_env)}
-        assert env["IDSYNC_REDIS_URL"].startswith("redis://127.0.0.1:")
-        assert env["IDSYNC_RUN_WEBHOOK_URL"].endswith("/graph/notifications")
-        assert env["IDSYNC_RUN_FLOWER_URL"].startswith("http://127.0.0.1:")
-        wait_for(lambda: "idsync is running" in log_path.read_text(), timeout=30, what="the start-up banner")
+class RunningIdsync:
+    """One `idsync run` process tree in its own directory, and ways to look at it as an operator would."""
 
-        tenant, org = TenantAdmin(env), OrgAdmin(env)
-        # the beat process creates the Graph subscriptions once the webhook answers the validation handshake
-        wait_for(lambda: b"subscription_created" in log_path.read_bytes()
-                 or b'"subscriptions"' in _status(tmp_path), timeout=60, what="subscriptions")
-        members = tenant.http.get("/users", params={"$filter": "accountEnabled eq true and userType eq 'Member'",
-                                                     "$select": "id,userPrincipalName", "$top": 999}).json()
-        target = next(u for u in members["value"]
-                      if (sf := org.user(u["userPrincipalName"])) and sf["IsActive"])
-        sf_user = org.user(target["userPrincipalName"])
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.log_path = cwd / "run.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "ops", "run"], cwd=cwd, env=_clean_env(),
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.exit_code: int | None = None
+        self.started: list[psutil.Process] = []
 
-        tenant.disable(target["id"])
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
-        wait_for(lambda: org.user(target["userPrincipalName"])["IsActive"] is False, timeout=30,
-                 what="Salesforce user deactivated")
-        assert org.frozen(sf_user["Id"])
-        status = json.loads(_status(tmp_path, "--json"))
-        assert any(r["entra_id"] == target["id"] and r["outcome"] == "revoked" for r in status["recent_revocations"])
-        assert set(status["lanes"]) == {"revocation", "sync"}
-        assert status["subscriptions"], "subscription expiry is reported"
-        logs = log_path.read_text()
-        assert target["id"] in logs and "revoke" in logs
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
+    def env(self) -> dict[str, str]:
+        return {**read_env_file(self.cwd / "var" / "sandbox.env"), **read_env_file(self.cwd / "var" / "run.env")}
+
+    def status(self) -> dict[str, Any]:
+        """`idsync status --json`, run in the same directory (it finds Redis through var/run.env)."""
+        done = subprocess.run([sys.executable, "-m", "ops", "status", "--json"], cwd=self.cwd, env=_clean_env(),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout)
+
+    def child(self, *words: str) -> psutil.Process:
+        """The supervisor's direct child whose command line contains `words` in order."""
+        for proc in psutil.Process(self.proc.pid).children():
+            cmdline = " ".join(proc.cmdline())
+            if " ".join(words) in cmdline:
+                return proc
+        pytest.fail(f"no child process running {' '.join(words)!r}")
+
+    def stop(self) -> int:
+        if self.exit_code is not None:
+            return self.exit_code
+        self.started = psutil.Process(self.proc.pid).children(recursive=True) if self.proc.poll() is None else []
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)  # Ctrl-C in the terminal reaches the foreground group
         try:
-            code = proc.wait(timeout=60)
+            self.exit_code = self.proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
-    assert code == 0, log_path.read_text()[-3000:]
-    assert not (tmp_path / "var" / "run.env").exists()
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.exit_code = self.proc.wait(timeout=10)
+        return self.exit_code
 
 
-def _status(cwd, *args: str) -> bytes:
-    deadline = time.monotonic() + 30
-    while True:
-        result = subprocess.run([sys.executable, "-m", "ops", "status", *args], cwd=cwd, env=_clean_env(),
-                                capture_output=True, timeout=60)
-        if result.returncode == 0 or time.monotonic() > deadline:
-            return result.stdout + result.stderr
-        time.sleep(0.5)
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningIdsync]:
+    from tests.integration.conftest import wait_for
+
+    running = RunningIdsync(tmp_path_factory.mktemp("idsync-run"))
+    try:
+        wait_for(lambda: "idsync is running" in running.output() or running.proc.poll() is not None, timeout=120,
+                 interval=0.2, what="the start-up banner")
+        assert running.proc.poll() is None, running.output()[-3000:]
+        yield running
+    finally:
+        running.stop()
+        for proc in running.started:  # never leave a process behind, whatever the test did
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+def _outcomes(status: dict[str, Any], entra_id: str) -> list[str]:
+    """Outcomes of the user's revocations, oldest first (the webhook and the poller may both report a leaver)."""
+    return [r["outcome"] for r in reversed(status["recent_revocations"]) if r["entra_id"] == entra_id]
+
+
+def _leaver_is_revoked(service: RunningIdsync, wait_for: Callable[..., Any], admins: Any, skip: int) -> None:
+    """Disable an Entra member whose Salesforce user is active; it must be frozen, deactivated and in status."""
+    tenant_admin, org_admin = admins
+    env = service.env()
+    tenant, org = tenant_admin(env), org_admin(env)
+    members = tenant.http.get("/users", params={"$filter": "accountEnabled eq true and userType eq 'Member'",
+                                                 "$select": "id,userPrincipalName", "$top": 999}).json()["value"]
+    active = [u for u in members if (sf := org.user(u["userPrincipalName"])) and sf["IsActive"]]
+    assert len(active) > skip, "the sandbox has active Salesforce users to revoke"
+    target = active[skip]
+    sf_user = org.user(target["userPrincipalName"])
+    assert _outcomes(service.status(), target["id"]) == []
+
+    tenant.disable(target["id"])
+
+    outcomes = wait_for(lambda: _outcomes(service.status(), target["id"]), timeout=90, interval=0.5,
+                        what=f"{target['id']} in recent_revocations")
+    # Revoked once; a second report of the same leaver (webhook and poller both see it) finds nothing left to do.
+    assert outcomes[0] == "revoked"
+    assert set(outcomes[1:]) <= {"already_revoked"}
+    assert org.user(target["userPrincipalName"])["IsActive"] is False
+    assert org.frozen(sf_user["Id"])
+
+
+def test_idsync_run_revokes_a_disabled_user_and_status_shows_it(service, wait_for, admin_clients):
+    env = service.env()
+    assert re.fullmatch(r"redis://:[A-Za-z0-9_-]{24,}@127\.0\.0\.1:\d+/0", env["IDSYNC_REDIS_URL"])
+    assert env["IDSYNC_RUN_WEBHOOK_URL"].endswith("/graph/notifications")
+    assert env["IDSYNC_RUN_FLOWER_URL"].startswith("http://127.0.0.1:")
+    # the beat process creates the Graph subscriptions once the webhook answers the validation handshake
+    subscribed = wait_for(lambda: {s["resource"] for s in service.status()["subscriptions"]} == {"/users", "/groups"},
+                          timeout=90, interval=0.5, what="both subscriptions in `idsync status --json`")
+    assert subscribed is True
+
+    _leaver_is_revoked(service, wait_for, admin_clients, skip=0)
+
+    status = service.status()
+    assert set(status["lanes"]) == {"revocation", "sync"}
+
+
+def test_the_redis_password_never_appears_in_the_output_and_secret_files_are_private(service, wait_for):
+    env = service.env()
+    password = env["IDSYNC_REDIS_URL"].split("@")[0].removeprefix("redis://:")
+    port = env["IDSYNC_REDIS_URL"].rsplit(":", 1)[1].split("/")[0]
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=int(port)).ping()  # no password: refused
+    assert f"redis://:***@127.0.0.1:{port}/0" in service.output()
+    flower_password = wait_for(lambda: (service.cwd / "var" / "flower.password").exists(), timeout=60,
+                               what="var/flower.password")
+    assert flower_password is True
+    for name in ("run.env", "sandbox.env", "flower.password"):
+        assert stat.S_IMODE((service.cwd / "var" / name).stat().st_mode) == 0o600, name
+    assert password not in service.output()
+
+
+def test_a_killed_redis_server_and_worker_are_restarted_and_a_leaver_is_still_revoked(
+    service, wait_for, admin_clients
+):
+    url = service.env()["IDSYNC_REDIS_URL"]
+    client = redis.Redis.from_url(url, decode_responses=True)
+    client.set("test:written-before-the-crash", "kept")
+    redis_pid = int(client.info("server")["process_id"])
+    worker = service.child("worker", "--lane", "revocation")
+    before = service.output()
+
+    os.kill(redis_pid, signal.SIGKILL)
+    os.killpg(worker.pid, signal.SIGKILL)  # the worker and its pool processes, as an OOM kill of its container
+
+    def announced(name: str) -> int:
+        after = service.output()[len(before):]
+        exited = re.search(rf"^{name} exited with code -9 \(SIGKILL\); restarting in \d+\.\ds$", after, re.M)
+        restarted = re.search(rf"^{name} restarted \(pid (\d+)\)$", after, re.M)
+        return int(restarted.group(1)) if exited and restarted else 0
+
+    new_redis_pid = wait_for(lambda: announced("redis"), timeout=60, interval=0.2, what="redis restarted")
+    new_worker_pid = wait_for(lambda: announced("worker-revocation"), timeout=60, interval=0.2,
+                              what="worker-revocation restarted")
+    assert new_redis_pid != redis_pid and new_worker_pid != worker.pid
+    assert service.child("worker", "--lane", "revocation").pid == new_worker_pid
+    # Same port, same password, same AOF: the URL every child holds still works and the data survived.
+    revived = redis.Redis.from_url(url, decode_responses=True)
+    assert int(revived.info("server")["process_id"]) == new_redis_pid
+    assert revived.get("test:written-before-the-crash") == "kept"
+
+    _leaver_is_revoked(service, wait_for, admin_clients, skip=1)
+
+
+def test_ctrl_c_stops_every_process_it_started_and_removes_run_env(service):
+    assert service.stop() == 0, service.output()[-3000:]
+    assert service.started, "there were child processes to stop"
+    deadline = time.monotonic() + 10
+    while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in service.started):
+        assert time.monotonic() < deadline, [p.cmdline() for p in service.started if p.is_running()]
+        time.sleep(0.1)
+    assert not (service.cwd / "var" / "run.env").exists()

@@ -21,8 +21,6 @@ pytestmark = pytest.mark.integration
 
 #: Below IDSYNC_PARK_THRESHOLD_S (5 in the harness), so throttled tasks retry with a countdown, not parked.
 GRAPH_RETRY_AFTER_S = 4
-#: Requests already on the wire when a 429 came back may still arrive just after it; nothing may start later.
-IN_FLIGHT_SLACK_S = 1.0
 #: Clock resolution between Redis TIME (the shared deadline) and the sandbox's request log (same host).
 CLOCK_EPSILON_S = 0.05
 
@@ -55,26 +53,21 @@ def _graph_requests(stack: Any, since: float) -> list[dict[str, Any]]:
     return sorted((i for i in items if i["at"] >= since and i["path"].startswith("/v1.0/")), key=lambda i: i["at"])
 
 
-def _throttle_bursts(requests: list[dict[str, Any]]) -> list[list[float]]:
-    """429 arrival times grouped into bursts: a burst is the requests that were already in flight together."""
-    bursts: list[list[float]] = []
-    for at in (r["at"] for r in requests if r["status"] == 429):
-        if bursts and at - bursts[-1][0] <= IN_FLIGHT_SLACK_S:
-            bursts[-1].append(at)
-        else:
-            bursts.append([at])
-    return bursts
+def _retry_after_windows(requests: list[dict[str, Any]], retry_after: float) -> list[list[dict[str, Any]]]:
+    """Graph requests grouped by the Retry-After window they reached the sandbox in, each window opened by a 429.
 
-
-def _requests_inside_retry_after(requests: list[dict[str, Any]], retry_after: float) -> list[tuple[float, float]]:
-    """(429 time, request time) for every request that started while a Retry-After window was active."""
-    violations = []
-    for throttled in (r for r in requests if r["status"] == 429):
-        for other in requests:
-            delta = other["at"] - throttled["at"]
-            if IN_FLIGHT_SLACK_S < delta < retry_after - CLOCK_EPSILON_S:
-                violations.append((throttled["at"], other["at"]))
-    return violations
+    No timing margin is needed for a loaded machine: the sandbox logs a request when it answers it, the worker sets
+    the shared deadline only after receiving that answer, so a request sent after the deadline is always logged at
+    least `retry_after` after the 429 that opened the window. What may land inside a window are the requests other
+    worker processes had already sent when the 429 came back: at most one per other process.
+    """
+    windows: list[list[dict[str, Any]]] = []
+    for request in requests:
+        if windows and request["at"] < windows[-1][0]["at"] + retry_after - CLOCK_EPSILON_S:
+            windows[-1].append(request)
+        elif request["status"] == 429:
+            windows.append([request])
+    return windows
 
 
 def test_graph_429_makes_every_worker_wait_retry_after(stack, wait_for):
@@ -104,8 +97,9 @@ def test_graph_429_makes_every_worker_wait_retry_after(stack, wait_for):
         return [r for r in _finished(stack, *workers)
                 if r.get("error_class") == "GraphThrottled" and "rate limit reached" in str(r.get("error"))]
 
-    wait_for(lambda: len(_throttle_bursts(_graph_requests(stack, since))) >= 2 and refused_locally(),
-             timeout=30, interval=0.2, what="a second Retry-After window and a locally refused attempt")
+    wait_for(lambda: len(_retry_after_windows(_graph_requests(stack, since), GRAPH_RETRY_AFTER_S)) >= 2
+             and refused_locally(), timeout=30, interval=0.2,
+             what="a second Retry-After window and a locally refused attempt")
     stack.admin("PATCH", "/_sandbox/faults", {"graph": {"throttle_rate": 0.0}})
 
     wait_for(lambda: len([r for r in _finished(stack, *workers) if r.get("outcome") == "handed_to_sync"])
@@ -113,12 +107,12 @@ def test_graph_429_makes_every_worker_wait_retry_after(stack, wait_for):
 
     requests = _graph_requests(stack, since)
     throttled = [r for r in requests if r["status"] == 429]
-    bursts = _throttle_bursts(requests)
+    windows = _retry_after_windows(requests, GRAPH_RETRY_AFTER_S)
     throttled_attempts = [r for r in _finished(stack, *workers) if r.get("error_class") == "GraphThrottled"]
-    # Not one Graph request started inside an active Retry-After window, from either worker process...
-    assert _requests_inside_retry_after(requests, GRAPH_RETRY_AFTER_S) == []
-    # ...so each window saw at most the requests already in flight (one per worker process) when it opened,
-    assert all(len(burst) <= len(workers) for burst in bursts), bursts
+    # Not one Graph request started inside an active Retry-After window, from either worker process: each window
+    # holds the 429 that opened it and at most the one request the other process already had in flight,
+    assert len(windows) >= 2
+    assert all(len(window) <= len(workers) for window in windows), windows
     # and the other throttled attempts were held back by the shared deadline without calling Graph.
     assert len(throttled) < len(throttled_attempts)
     assert len(refused_locally()) == len(throttled_attempts) - len(throttled)

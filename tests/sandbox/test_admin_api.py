@@ -57,6 +57,8 @@ def _graph_token(http: httpx.Client, sandbox: SandboxServer) -> str:
         ("PUT", "/_sandbox/salesforce/users/x/deactivation-blocker"),
         ("DELETE", "/_sandbox/salesforce/users/x/deactivation-blocker"),
         ("POST", "/_sandbox/graph/subscriptions/x/reauthorize-required"),
+        ("POST", "/_sandbox/graph/subscriptions/x/remove"),
+        ("POST", "/_sandbox/reset"),
     ],
 )
 def test_every_control_endpoint_rejects_a_request_without_the_admin_token(
@@ -314,6 +316,55 @@ def test_a_blocker_for_an_unknown_salesforce_user_is_a_404(admin: httpx.Client) 
 def test_forcing_reauthorization_of_an_unknown_subscription_is_a_404(admin: httpx.Client) -> None:
     response = admin.post("/_sandbox/graph/subscriptions/00000000-0000-0000-0000-000000000000/reauthorize-required")
     assert response.status_code == 404
+
+
+def test_removing_an_unknown_subscription_is_a_404(admin: httpx.Client) -> None:
+    response = admin.post("/_sandbox/graph/subscriptions/00000000-0000-0000-0000-000000000000/remove")
+    assert response.status_code == 404
+
+
+# ---------------------------------------------------------------------------------------------------- reset
+
+
+def test_reset_puts_clock_config_faults_and_subscriptions_back_to_how_the_sandbox_started(
+    sandbox: SandboxServer, admin: httpx.Client
+) -> None:
+    from sandbox.graph.subscription_store import ResourceSpec, Subscription
+
+    started_with = sandbox.state.config.snapshot()
+    assert admin.post("/_sandbox/clock", json={"advance_s": 3 * 86400}).status_code == 200
+    assert admin.patch("/_sandbox/config", json={"graph": {"delta_page_size": 7}}).status_code == 200
+    assert admin.patch("/_sandbox/faults", json={"graph": {"throttle_rate": 1.0}}).status_code == 200
+    now = sandbox.state.clock.time()
+    with sandbox.state.lock:
+        sandbox.state.notifier.store.add(Subscription(
+            resource="/users", spec=ResourceSpec("users"), change_types=("updated",), notification_url="http://127.0.0.1:9/x",
+            expiration=now + 3600, application_id="app", creator_id="", tenant_id="t", created_at=now))
+    assert sandbox.state.clock.offset >= 3 * 86400
+
+    response = admin.post("/_sandbox/reset")
+
+    assert response.status_code == 200
+    assert response.json()["subscriptions_removed"] == 1
+    assert response.json()["clock"]["offset_s"] == 0
+    assert sandbox.state.clock.offset == 0
+    assert sandbox.state.config.snapshot() == started_with
+    assert sandbox.state.faults.get("graph.throttle_rate") == 0.0
+    with sandbox.state.lock:
+        assert sandbox.state.notifier.store.items == {}
+
+
+def test_reset_returns_to_the_settings_given_at_start_not_to_the_bare_defaults(tmp_path) -> None:
+    server = SandboxServer(tmp_path / "sb", users=2, groups=1, seed=3)
+    server.state.config.patch({"graph": {"delta_page_size": 11}})  # as `--set graph.delta_page_size=11` does
+    server.start()
+    try:
+        server.state.config.patch({"graph": {"delta_page_size": 99}})
+        server.state.config.reset()
+        assert server.state.config.get("graph.delta_page_size") == 11
+        assert DEFAULT_CONFIG["graph"]["delta_page_size"] != 11
+    finally:
+        server.stop()
 
 
 def test_the_status_page_shows_the_seeded_users_of_both_sides(sandbox: SandboxServer, http: httpx.Client) -> None:

@@ -375,7 +375,7 @@ def test_user_create_and_soft_delete_arrive_as_updated_and_hard_delete_as_delete
     user_id = new_user(sandbox)
     sandbox.state.directory.soft_delete_user(user_id)
     sandbox.state.directory.hard_delete(user_id)
-    receiver.wait_for(lambda r: len(ids_of(r.notifications(), user_id)) >= 3)
+    receiver.wait_for(lambda r: len(ids_of(r.notifications(), user_id)) >= 3, "three notifications for the user")
     assert [n["changeType"] for n in ids_of(receiver.notifications(), user_id)] == ["updated", "updated", "deleted"]
 
 
@@ -386,7 +386,7 @@ def test_created_only_users_subscription_is_accepted_but_never_fires(
     subscribed(api, sandbox, other_receiver.url(), changeType="created,updated")
     user_id = new_user(sandbox)
     assert ids_of(other_receiver.wait_notifications(1), user_id)[0]["changeType"] == "updated"
-    assert receiver.notification_posts() == []
+    receiver.assert_never(lambda r: bool(r.notification_posts()), "a notification for the created-only subscription")
 
 
 def test_single_user_subscription_reports_only_that_user(api: httpx.Client, sandbox: Any, receiver: Any):
@@ -437,7 +437,8 @@ def test_one_change_can_produce_several_updated_notifications(api: httpx.Client,
     sandbox.state.config.patch({"graph": {"notifications_per_change": 3}})
     subscribed(api, sandbox, receiver.url())
     user_id = new_user(sandbox)
-    receiver.wait_for(lambda r: len(ids_of(r.notifications(), user_id)) >= 3)
+    receiver.wait_for(lambda r: len(ids_of(r.notifications(), user_id)) >= 3, "three notifications for one change")
+    receiver.assert_never(lambda r: len(ids_of(r.notifications(), user_id)) > 3, "a fourth notification", 0.5)
     notes = ids_of(receiver.notifications(), user_id)
     assert len(notes) == 3 and len({n["id"] for n in notes}) == 3
     assert {n["changeType"] for n in notes} == {"updated"}
@@ -447,7 +448,7 @@ def test_failed_deliveries_are_retried_with_backoff_until_they_succeed(api: http
     receiver.statuses = [503, 500]
     sub = subscribed(api, sandbox, receiver.url())
     user_id = new_user(sandbox)
-    receiver.wait_for(lambda r: len(r.notification_posts()) >= 3)
+    receiver.wait_for(lambda r: len(r.notification_posts()) >= 3, "two failed attempts and a successful one")
     ids = [p.json["value"][0]["id"] for p in receiver.notification_posts()]
     assert len(ids) == 3 and len(set(ids)) == 1, "the same notification is resent"
     assert wait_until(lambda: len(activity(sandbox, "webhook_delivery", sub["id"])) >= 3)
@@ -462,27 +463,28 @@ def test_delivery_still_failing_when_the_4_hour_retry_window_ends_is_discarded(
     receiver.default_status = 500
     sub = subscribed(api, sandbox, receiver.url(), expirationDateTime=expiry_in(sandbox, 3 * 24 * 3600))
     lost_user = new_user(sandbox)
-    receiver.wait_for(lambda r: len(r.notification_posts()) >= 1)
+    receiver.wait_for(lambda r: bool(ids_of(r.notifications(), lost_user)), "the first, failing attempt")
     sandbox.state.clock.advance(4 * 3600 + 60)
     assert wait_until(lambda: activity(sandbox, "webhook_discarded", sub["id"]))
     assert activity(sandbox, "webhook_discarded", sub["id"])[0]["reason"] == "retry_window_elapsed"
     receiver.default_status = 202
-    later_user = new_user(sandbox)
-    receiver.wait_for(lambda r: bool(ids_of(r.notifications(), later_user)))
     tries_before = len(ids_of(receiver.notifications(), lost_user))
-    barrier_user = new_user(sandbox)
-    receiver.wait_for(lambda r: bool(ids_of(r.notifications(), barrier_user)))
-    assert len(ids_of(receiver.notifications(), lost_user)) == tries_before, "no retry after the discard"
+    later_user = new_user(sandbox)
+    receiver.wait_for(lambda r: bool(ids_of(r.notifications(), later_user)), "a later user's notification")
+    # the retry base is 0.2 s: a retry still scheduled would arrive well within a second
+    receiver.assert_never(lambda r: len(ids_of(r.notifications(), lost_user)) > tries_before,
+                          "a retry of the discarded notification", period=1.5)
 
 
 def test_client_error_response_is_not_retried(api: httpx.Client, sandbox: Any, receiver: Any):
     receiver.statuses = [400]
     subscribed(api, sandbox, receiver.url())
     rejected = new_user(sandbox)
-    receiver.wait_for(lambda r: len(r.notification_posts()) >= 1)
-    barrier = new_user(sandbox)
-    receiver.wait_for(lambda r: bool(ids_of(r.notifications(), barrier)))
-    assert len(ids_of(receiver.notifications(), rejected)) == 1
+    receiver.wait_for(lambda r: bool(ids_of(r.notifications(), rejected)), "the rejected notification")
+    later = new_user(sandbox)
+    receiver.wait_for(lambda r: bool(ids_of(r.notifications(), later)), "a later notification")
+    # a retry would come after 0.2 s (the retry base), 0.4 s, ...: wait well past the first ones
+    receiver.assert_never(lambda r: len(ids_of(r.notifications(), rejected)) > 1, "a retry after a 400", period=1.5)
 
 
 def test_drop_rate_one_loses_notifications_silently(api: httpx.Client, sandbox: Any, receiver: Any):
@@ -491,16 +493,17 @@ def test_drop_rate_one_loses_notifications_silently(api: httpx.Client, sandbox: 
     lost = new_user(sandbox)
     assert wait_until(lambda: activity(sandbox, "webhook_dropped", sub["id"]))
     sandbox.state.faults.patch({"graph": {"notification_drop_rate": 0.0}})
-    barrier = new_user(sandbox)
-    receiver.wait_for(lambda r: bool(ids_of(r.notifications(), barrier)))
-    assert ids_of(receiver.notifications(), lost) == []
+    later = new_user(sandbox)
+    receiver.wait_for(lambda r: bool(ids_of(r.notifications(), later)), "a notification after the fault cleared")
+    receiver.assert_never(lambda r: bool(ids_of(r.notifications(), lost)), "the dropped notification", period=1.0)
 
 
 def test_duplicate_rate_one_delivers_each_notification_twice(api: httpx.Client, sandbox: Any, receiver: Any):
     sandbox.state.faults.patch({"graph": {"notification_duplicate_rate": 1.0}})
     subscribed(api, sandbox, receiver.url())
     user_id = new_user(sandbox)
-    receiver.wait_for(lambda r: len(ids_of(r.notifications(), user_id)) >= 2)
+    receiver.wait_for(lambda r: len(ids_of(r.notifications(), user_id)) >= 2, "the notification and its twin")
+    receiver.assert_never(lambda r: len(ids_of(r.notifications(), user_id)) > 2, "a third copy", period=0.5)
     notes = ids_of(receiver.notifications(), user_id)
     assert len(notes) == 2 and notes[0] == notes[1]
 
@@ -515,7 +518,7 @@ def test_a_slow_endpoint_does_not_delay_a_healthy_one(
         subscribed(api, sandbox, receiver.url())
         subscribed(api, sandbox, other_receiver.url())
         first = new_user(sandbox)
-        receiver.wait_for(lambda r: len(r.notification_posts()) >= 1)
+        receiver.wait_for(lambda r: len(r.notification_posts()) >= 1, "the first POST to the slow endpoint")
         second = new_user(sandbox)
         got = other_receiver.wait_notifications(2)
         assert {n["resourceData"]["id"] for n in got} == {first, second}
@@ -545,17 +548,18 @@ def test_endpoint_with_10_percent_slow_responses_is_throttled_and_delayed_10_min
     subscribed(api, sandbox, receiver.url())
     for _ in range(3):
         user_id = new_user(sandbox)
-        receiver.wait_for(lambda r, u=user_id: bool(ids_of(r.notifications(), u)))
+        receiver.wait_for(lambda r, u=user_id: bool(ids_of(r.notifications(), u)), "a slowly answered notification")
     assert wait_until(lambda: sandbox.state.notifier.endpoint_stats()[receiver.url()]["state"] == "throttled")
     stats = sandbox.state.notifier.endpoint_stats()[receiver.url()]
     assert stats["total"] == 3 and stats["slow"] == 3
     receiver.delay_s = 0.0
     delayed = new_user(sandbox)
     assert wait_until(lambda: sandbox.state.notifier.endpoint_stats()[receiver.url()]["pending"] == 1)
-    assert ids_of(receiver.notifications(), delayed) == []
+    receiver.assert_never(lambda r: bool(ids_of(r.notifications(), delayed)), "delivery before the 10 minutes",
+                          period=1.0)
     sandbox.state.clock.advance(601)
-    receiver.wait_for(lambda r: bool(ids_of(r.notifications(), delayed)))
-    assert ids_of(receiver.notifications(), delayed)
+    receiver.wait_for(lambda r: bool(ids_of(r.notifications(), delayed)), "the delayed notification")
+    assert len(ids_of(receiver.notifications(), delayed)) == 1
 
 
 def test_endpoint_with_15_percent_slow_responses_has_its_notifications_dropped(
@@ -566,13 +570,13 @@ def test_endpoint_with_15_percent_slow_responses_has_its_notifications_dropped(
     sub = subscribed(api, sandbox, receiver.url())
     for _ in range(3):
         user_id = new_user(sandbox)
-        receiver.wait_for(lambda r, u=user_id: bool(ids_of(r.notifications(), u)))
+        receiver.wait_for(lambda r, u=user_id: bool(ids_of(r.notifications(), u)), "a slowly answered notification")
     assert wait_until(lambda: sandbox.state.notifier.endpoint_stats()[receiver.url()]["state"] == "dropping")
     dropped = new_user(sandbox)
     assert wait_until(
         lambda: [d for d in activity(sandbox, "webhook_dropped", sub["id"]) if d["reason"] == "slow_endpoint"]
     )
-    assert ids_of(receiver.notifications(), dropped) == []
+    receiver.assert_never(lambda r: bool(ids_of(r.notifications(), dropped)), "the dropped notification", period=1.0)
 
 
 # --------------------------------------------------------------------------------------- expiry and lifecycle
@@ -609,8 +613,23 @@ def test_reauthorization_required_can_be_forced_through_the_notifier(api: httpx.
     assert sandbox.state.notifier.trigger_reauthorization(sub["id"]) is True
     (event,) = receiver.wait_notifications(1, path="/lifecycle")
     assert event["lifecycleEvent"] == "reauthorizationRequired"
-    assert receiver.notification_posts(path="/notify") == []
+    receiver.assert_never(lambda r: bool(r.notification_posts(path="/notify")), "a change notification", 0.5)
     assert sandbox.state.notifier.trigger_reauthorization(str(uuid.uuid4())) is False
+
+
+def test_the_removal_hook_deletes_the_subscription_and_sends_subscription_removed(
+    api: httpx.Client, sandbox: Any, receiver: Any
+):
+    sub = subscribed(api, sandbox, receiver.url("/notify"), lifecycleNotificationUrl=receiver.url("/lifecycle"))
+    assert sandbox.state.notifier.trigger_removal(sub["id"]) is True
+    (event,) = receiver.wait_notifications(1, path="/lifecycle")
+    assert event["lifecycleEvent"] == "subscriptionRemoved"
+    assert event["subscriptionId"] == sub["id"]
+    assert event["clientState"] == "secret-client-state"
+    assert api.get(f"/subscriptions/{sub['id']}").status_code == 404
+    new_user(sandbox)
+    receiver.assert_never(lambda r: bool(r.notification_posts(path="/notify")), "a notification after removal", 1.0)
+    assert sandbox.state.notifier.trigger_removal(sub["id"]) is False
 
 
 def test_patch_renews_the_expiration_without_a_new_handshake(api: httpx.Client, sandbox: Any, receiver: Any):
@@ -639,7 +658,7 @@ def test_patch_moving_the_notification_url_validates_the_new_url_and_delivers_th
     assert moved.status_code == 200 and moved.json()["notificationUrl"] == other_receiver.url()
     user_id = new_user(sandbox)
     assert ids_of(other_receiver.wait_notifications(1), user_id)
-    assert receiver.notification_posts() == []
+    receiver.assert_never(lambda r: bool(r.notification_posts()), "a notification at the old URL", period=0.5)
 
 
 @pytest.mark.parametrize("suffix", ["Z", ".0000000Z", ".123+02:00", ""])
@@ -662,5 +681,6 @@ def test_expired_subscription_stops_notifying_and_disappears(
     assert api.get(f"/subscriptions/{short['id']}").status_code == 404
     assert short["id"] not in [s["id"] for s in api.get("/subscriptions").json()["value"]]
     user_id = new_user(sandbox)
-    other_receiver.wait_for(lambda r: bool(ids_of(r.notifications(), user_id)))
-    assert receiver.notification_posts() == []
+    other_receiver.wait_for(lambda r: bool(ids_of(r.notifications(), user_id)), "the live subscription's notification")
+    receiver.assert_never(lambda r: bool(r.notification_posts()), "a notification for the expired subscription",
+                          period=0.5)

@@ -162,8 +162,8 @@ class WebhookReceiver:
         """Every `value[]` item delivered so far, flattened across POSTs."""
         return [item for post in self.notification_posts(path) for item in post.json["value"]]
 
-    def wait_for(self, predicate: Callable[[WebhookReceiver], bool], timeout: float = 10.0) -> bool:
-        """Block until `predicate(self)` holds (re-checked on every arrival and every 50 ms) or the timeout passes."""
+    def holds_within(self, predicate: Callable[[WebhookReceiver], bool], timeout: float) -> bool:
+        """Whether `predicate(self)` held at some moment within `timeout` (checked on each arrival and every 50 ms)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while not predicate(self):
@@ -173,9 +173,29 @@ class WebhookReceiver:
                 self._cond.wait(min(remaining, 0.05))
             return True
 
+    def wait_for(self, predicate: Callable[[WebhookReceiver], bool], what: str, timeout: float = 10.0) -> None:
+        """Block until `predicate(self)` holds; fail the test naming `what` if it does not within `timeout`.
+
+        Why it raises rather than returning False: a caller that forgets to check the result would let "it never
+        arrived" pass as success.
+        """
+        if not self.holds_within(predicate, timeout):
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}; received {self._summary()}")
+
+    def assert_never(self, predicate: Callable[[WebhookReceiver], bool], what: str, period: float = 1.0) -> None:
+        """Fail if `predicate(self)` holds at any moment during the next `period` seconds.
+
+        "Nothing arrived" can only be observed over a bounded time: callers choose `period` well above the delay the
+        unwanted delivery would have (e.g. several notification retry intervals).
+        """
+        if self.holds_within(predicate, period):
+            raise AssertionError(f"{what} happened within {period} s; received {self._summary()}")
+
     def wait_notifications(self, count: int, path: str | None = None, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Wait until at least `count` notifications arrived; return them all (fails the test on timeout)."""
-        ok = self.wait_for(lambda r: len(r.notifications(path)) >= count, timeout)
-        got = self.notifications(path)
-        assert ok, f"expected {count} notifications, got {len(got)}: {got}"
-        return got
+        self.wait_for(lambda r: len(r.notifications(path)) >= count, f"{count} notifications", timeout)
+        return self.notifications(path)
+
+    def _summary(self) -> str:
+        posts = self.notification_posts()
+        return f"{len(posts)} notification POSTs with {sum(len(p.json['value']) for p in posts)} items"

@@ -1,7 +1,9 @@
 """The fleet-wide limiter: one bucket for all processes, a reserve only revocations may spend, a shared throttle.
 
-Time is never waited for: refill is simulated by moving the bucket's stored timestamp back, so nothing here depends
-on how fast the machine is. Atomicity and sharing run against a real redis-server.
+Time is never waited for, and never passes unnoticed: the limiter reads Redis's own clock (TIME), which the fakeredis
+tests freeze, and refill is simulated by moving the bucket's stored timestamp back. So exact token counts hold on a
+loaded machine. Atomicity and sharing run against a real redis-server, whose clock does run: those tests use rates
+so low that no token can refill while they run.
 """
 
 from __future__ import annotations
@@ -33,9 +35,30 @@ def _settings(**overrides: object) -> Settings:
     return load_settings(_env_file=None, **base)
 
 
+#: Where fakeredis reads the clock its TIME command (and so the limiter's Lua scripts) answers with.
+FROZEN_AT = 1_900_000_000.0
+
+
+class _FrozenTime:
+    """Stands in for the `time` module inside fakeredis's server commands: TIME answers a fixed instant."""
+
+    now = FROZEN_AT
+
+    @classmethod
+    def time(cls) -> float:
+        return cls.now
+
+
 @pytest.fixture
-def fake() -> fakeredis.FakeRedis:
-    return fakeredis.FakeRedis(decode_responses=True)
+def fake(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeRedis:
+    """A fakeredis whose TIME is frozen: however slowly the test runs, no token refills behind its back."""
+    from fakeredis.commands_mixins import server_mixin
+
+    monkeypatch.setattr(server_mixin, "time", _FrozenTime)
+    client = fakeredis.FakeRedis(decode_responses=True)
+    # If fakeredis ever reads its clock elsewhere, say so instead of letting the counts drift into flakiness.
+    assert client.eval("return redis.call('TIME')[1]", 0) == str(int(FROZEN_AT)), "fakeredis TIME is not frozen"
+    return client
 
 
 def _rewind(r: redis.Redis, service: str, key: str, seconds: float) -> None:
@@ -223,13 +246,15 @@ def test_an_unreachable_redis_surfaces_as_a_retryable_redis_error() -> None:
 
 # --- real redis-server: one bucket across processes, atomically --------------------------------------------------
 def test_two_limiters_on_separate_connections_share_one_bucket_and_deadline(redis_server: EmbeddedRedis) -> None:
-    a = Limiter(redis.Redis.from_url(redis_server.url, decode_responses=True), _settings())
-    b = Limiter(redis.Redis.from_url(redis_server.url, decode_responses=True), _settings())
+    # Capacity 10 (reserve 3) refilling at 0.01 token/s: no token comes back while the test runs, however slowly.
+    settings = _settings(graph_requests_per_s=0.01)
+    a = Limiter(redis.Redis.from_url(redis_server.url, decode_responses=True), settings, burst_s=1000)
+    b = Limiter(redis.Redis.from_url(redis_server.url, decode_responses=True), settings, burst_s=1000)
     assert _drain(a, "graph", "sync", "t") == 7
     assert b.acquire("graph", "sync", "t") > 0
     assert _drain(b, "graph", "revocation", "t") == 3
-    a.block_until("graph", "t", 20)
-    assert b.acquire("graph", "revocation", "t") > 19
+    a.block_until("graph", "t", 60)
+    assert 30 < b.acquire("graph", "revocation", "t") <= 60  # the deadline a set, not a fresh bucket's answer
     a.record_sf_usage(10, 100)
     assert b.sf_usage() == (10, 100)
 
