@@ -10,10 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, NamedTuple
-
-_EMPTY: AbcMapping[str, Any] = MappingProxyType({})
 
 
 class PermissionSetInfo(NamedTuple):
@@ -62,14 +59,18 @@ class FieldMeta:
 
 @dataclass(frozen=True)
 class Catalog:
-    profiles: AbcMapping[str, str] = _EMPTY  # Name -> Id
-    roles: AbcMapping[str, str] = _EMPTY  # Name and DeveloperName -> Id
-    permission_sets: AbcMapping[str, PermissionSetInfo] = _EMPTY  # Name -> (Id, LicenseId)
-    permission_set_groups: AbcMapping[str, str] = _EMPTY  # DeveloperName -> Id
-    public_groups: AbcMapping[str, str] = _EMPTY  # DeveloperName -> Id (Group Type=Regular)
-    queues: AbcMapping[str, str] = _EMPTY  # DeveloperName -> Id (Group Type=Queue)
-    permission_set_licenses: AbcMapping[str, str] = _EMPTY  # Id -> DeveloperName
-    user_fields: AbcMapping[str, FieldMeta] = _EMPTY  # User field -> metadata; empty: no field checks
+    """Names -> ids (roles by Name and by DeveloperName; permission sets by Name with their LicenseId; public
+    groups, queues and permission set groups by DeveloperName); permission set licences id -> DeveloperName;
+    User field metadata (empty: no length, picklist or field-existence checks)."""
+
+    profiles: AbcMapping[str, str] = field(default_factory=dict)
+    roles: AbcMapping[str, str] = field(default_factory=dict)
+    permission_sets: AbcMapping[str, PermissionSetInfo] = field(default_factory=dict)
+    permission_set_groups: AbcMapping[str, str] = field(default_factory=dict)
+    public_groups: AbcMapping[str, str] = field(default_factory=dict)  # Group Type=Regular
+    queues: AbcMapping[str, str] = field(default_factory=dict)  # Group Type=Queue
+    permission_set_licenses: AbcMapping[str, str] = field(default_factory=dict)  # Id -> DeveloperName
+    user_fields: AbcMapping[str, FieldMeta] = field(default_factory=dict)
 
     # reverse indexes, built once
     profile_names: dict[str, str] = field(init=False, repr=False)

@@ -99,9 +99,10 @@ class Change:
     record_id: str | None = None
     grants: tuple[str, ...] = ()
     revokes: tuple[str, ...] = ()
+    field_rules: AbcMapping[str, str] | None = None  # create_user: the rule behind each field of the record
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "kind": self.kind.value,
             "target": self.target,
             "before": self.before,
@@ -112,6 +113,9 @@ class Change:
             "grants": list(self.grants),
             "revokes": list(self.revokes),
         }
+        if self.field_rules is not None:
+            out["field_rules"] = dict(self.field_rules)
+        return out
 
 
 @dataclass(frozen=True)
@@ -231,15 +235,19 @@ def _create(entra_user: EntraUser, mapping: Mapping, catalog: Catalog, desired: 
     reviews = list(desired.reviews)
     user_fields = catalog.user_fields
     record: dict[str, Any] = {}
+    rules: dict[str, str] = {}
     for name, wanted in desired.fields.items():
         meta = user_fields.get(name) if user_fields else None
         if wanted.value is not None and (meta is None or meta.createable):
             record[name] = wanted.value
+            rules[name] = wanted.rule
     grants: tuple[str, ...] = ()
     if desired.profile is not None:
         record["ProfileId"] = desired.profile.sf_id
+        rules["ProfileId"] = f"profile {desired.profile.name}: {desired.profile.rule}"
     if desired.role is not None:
         record["UserRoleId"] = desired.role.sf_id
+        rules["UserRoleId"] = f"role {desired.role.name}: {desired.role.rule}"
         grants = ("role",)
 
     for name in (*REQUIRED_ON_CREATE, *sorted(catalog.required_fields() - set(REQUIRED_ON_CREATE))):
@@ -266,7 +274,8 @@ def _create(entra_user: EntraUser, mapping: Mapping, catalog: Catalog, desired: 
                     f"{desired.reason}; not created: required values are missing", reviews=tuple(reviews),
                     waiting_for_manager=desired.waiting_for_manager, granted_after=state.granted)
 
-    changes = [Change(ChangeKind.CREATE_USER, entra_user.upn, None, record, desired.reason, grants=grants)]
+    changes = [Change(ChangeKind.CREATE_USER, entra_user.upn, None, record, desired.reason, grants=grants,
+                      field_rules=rules)]
     granted = set(state.granted) | set(grants)
     for kind in ENTITLEMENT_KINDS:
         for grant in desired.entitlements.get(kind, {}).values():

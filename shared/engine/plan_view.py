@@ -33,6 +33,12 @@ def render_plan(plan: Plan, console: Console) -> None:
         table.add_column("before → after", overflow="fold")
         table.add_column("why", overflow="fold", style="dim")
         for change in plan.changes:
+            if change.field_rules is not None and isinstance(change.after, dict):
+                table.add_row(change.kind.value, change.target, "", Text(change.rule))
+                for name, value in change.after.items():
+                    table.add_row("", f"  {name}", Text(f"— → {_show(value)}"),
+                                  Text(change.field_rules.get(name, "")))
+                continue
             table.add_row(change.kind.value, change.target,
                           Text(f"{_show(change.before)} → {_show(change.after)}"), Text(change.rule))
         console.print(table)

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from shared.mapping.checks import produced_fields
 from shared.mapping.model import Mapping
-
-_EMPTY: AbcMapping[str, str] = MappingProxyType({})
 
 
 def entitlement_key(kind: str, name: str) -> str:
@@ -29,11 +26,15 @@ def entitlement_key(kind: str, name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SalesforceUserState:
-    user: AbcMapping[str, Any] | None = None  # the User record's fields, None when no user is linked
-    permission_sets: AbcMapping[str, str] = _EMPTY  # PermissionSetId -> PermissionSetAssignment Id
-    permission_set_groups: AbcMapping[str, str] = _EMPTY  # PermissionSetGroupId -> PermissionSetAssignment Id
-    licences: AbcMapping[str, str] = _EMPTY  # PermissionSetLicenseId -> PermissionSetLicenseAssign Id
-    groups: AbcMapping[str, str] = _EMPTY  # GroupId (public group or queue) -> GroupMember Id
+    """Assignment maps: PermissionSetId -> PermissionSetAssignment Id, PermissionSetGroupId -> PermissionSetAssignment
+    Id, PermissionSetLicenseId -> PermissionSetLicenseAssign Id, GroupId (public group or queue) -> GroupMember Id.
+    Ids as the REST API returns them (18 characters)."""
+
+    user: AbcMapping[str, Any] | None = None  # the User record's fields; None when there is no user
+    permission_sets: AbcMapping[str, str] = field(default_factory=dict)
+    permission_set_groups: AbcMapping[str, str] = field(default_factory=dict)
+    licences: AbcMapping[str, str] = field(default_factory=dict)
+    groups: AbcMapping[str, str] = field(default_factory=dict)
     granted: frozenset[str] = field(default_factory=frozenset)
     manager_sf_id: str | None = None  # the Entra manager's Salesforce user id via the link store; None: not yet
 

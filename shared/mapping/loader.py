@@ -127,8 +127,8 @@ def _syntax_problem(err: yaml.MarkedYAMLError, filename: str) -> MappingProblem:
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     problem = err.problem or "invalid YAML"
     context = f" {err.context}" if err.context else ""
-    if "indent" in problem or "mapping values are not allowed" in problem or "expected <block end>" in problem \
-            or "could not find expected ':'" in problem:
+    if any(hint in problem for hint in ("indent", "mapping values are not allowed", "expected <block end>",
+                                        "could not find expected ':'", "did not find expected key")):
         fix = "check this line's indentation against the lines above (spaces only, same depth for siblings)"
     elif "tab" in problem:
         fix = "indent with spaces, not tabs"
@@ -172,7 +172,7 @@ def _validation_problem(error: ErrorDetails, source: SourceMap) -> MappingProble
     if kind in _TYPE_WORDS:
         message = f"expected {_TYPE_WORDS[kind]}, got {_describe(error.get('input'))}"
         fix = f"write {_TYPE_WORDS[kind]} here"
-    elif kind == "literal_error":
+    elif kind in ("literal_error", "enum"):
         message = f"'{error.get('input')}' is not allowed here"
         fix = f"use {ctx.get('expected', 'one of the listed values')}"
     elif kind == "unknown_transform":
@@ -226,11 +226,10 @@ def _walk(tp: Any, loc: Path) -> set[str] | None:
     if origin is typing.Annotated:
         return _walk(get_args(tp)[0], loc)
     if origin is typing.Union or origin is types.UnionType:
-        for arm in get_args(tp):
-            for attempt in (loc, *((loc[1:],) if loc else ())):
-                found = _walk(arm, attempt)
-                if found:
-                    return found
+        for arm in get_args(tp):  # union tags are already gone from `loc` (see _clean_loc)
+            found = _walk(arm, loc)
+            if found:
+                return found
         return None
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         fields = {f.alias or name: f for name, f in tp.model_fields.items()}
