@@ -65,7 +65,8 @@ def test_lookup_maps_a_known_value_ignoring_case_by_default() -> None:
 
 
 def test_lookup_gives_the_default_for_an_unknown_value() -> None:
-    spec = {"source": "usageLocation", "transforms": [{"lookup": {"table": {"US": "United States"}, "default": "Other"}}]}
+    table = {"table": {"US": "United States"}, "default": "Other"}
+    spec = {"source": "usageLocation", "transforms": [{"lookup": table}]}
     assert value_of(spec, usageLocation="DE") == "Other"
 
 
