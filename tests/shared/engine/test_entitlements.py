@@ -159,9 +159,8 @@ def test_a_mover_loses_what_idsync_granted_and_keeps_what_an_admin_assigned() ->
 
 
 def test_an_entitlement_nobody_wants_but_idsync_did_not_grant_is_never_removed() -> None:
-    p = plan(entra_user(["All Employees"]), demo_mapping(),
-             state(permission_sets={PS["Marketing_User"]: "0PaMKT"}, permission_set_groups={PSGS["Sales_Bundle"]: "0Pa"}),
-             CATALOG)
+    held = state(permission_sets={PS["Marketing_User"]: "0PaMKT"}, permission_set_groups={PSGS["Sales_Bundle"]: "0Pa"})
+    p = plan(entra_user(["All Employees"]), demo_mapping(), held, CATALOG)
     assert p.is_noop
     assert p.unmanaged == ("ps:Marketing_User", "psg:Sales_Bundle")
 
