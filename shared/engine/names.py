@@ -16,8 +16,9 @@ from shared.mapping.model import Mapping
 from shared.mapping.source import Path
 
 
-def _problem(mapping: Mapping, path: Path, message: str, name: str = "", known: Iterable[str] = ()) -> MappingProblem:
-    line, column = mapping.position(path)
+def _problem(mapping: Mapping, path: Path, message: str, name: str = "", known: Iterable[str] = (), *,
+             key: bool = False) -> MappingProblem:
+    line, column = mapping.position(path, key=key)
     close = difflib.get_close_matches(name, list(known), n=1) if name else []
     return MappingProblem(mapping.filename, line, column, message, f"did you mean '{close[0]}'?" if close else None)
 
@@ -57,9 +58,10 @@ def check_names(
                 ("link_field",) if name == mapping.link_field else ("username",))
             meta = fields.get(name)
             if meta is None:
-                problems.append(_problem(mapping, path, f"User field '{name}' does not exist in the org", name, fields))
+                problems.append(_problem(mapping, path, f"User field '{name}' does not exist in the org", name, fields,
+                                         key=True))
             elif not (meta.createable or meta.updateable):
-                problems.append(_problem(mapping, path, f"User field '{name}' is read-only"))
+                problems.append(_problem(mapping, path, f"User field '{name}' is read-only", key=True))
         if mapping.manager is not None and mapping.manager.field not in fields:
             problems.append(_problem(mapping, ("manager", "field"),
                                      f"User field '{mapping.manager.field}' does not exist in the org",

@@ -367,9 +367,9 @@ class Mapping(_Model):
     def filename(self) -> str:
         return self._source.filename if self._source is not None else "mapping"
 
-    def position(self, path: tuple[str | int, ...]) -> tuple[int, int]:
-        """(line, column) of `path` in the file, (1, 1) for a mapping built in code."""
-        return self._source.locate(path) if self._source is not None else (1, 1)
+    def position(self, path: tuple[str | int, ...], *, key: bool = False) -> tuple[int, int]:
+        """(line, column) of the value (or with `key`, the key) at `path`; (1, 1) for a mapping built in code."""
+        return self._source.locate(path, prefer_key=key) if self._source is not None else (1, 1)
 
     def where(self, path: tuple[str | int, ...]) -> str:
         """`("attributes", "Title")` -> `"mapping.yaml:14"`: the line a runtime review item points the admin to."""
