@@ -80,6 +80,7 @@ class Catalog:
     permission_set_group_names: dict[str, str] = field(init=False, repr=False)
     group_keys: dict[str, str] = field(init=False, repr=False)
     licence_ids: dict[str, str] = field(init=False, repr=False)
+    required: frozenset[str] = field(init=False, repr=False)  # User fields Salesforce requires on create
 
     def __post_init__(self) -> None:
         ps = {name: PermissionSetInfo(*info) for name, info in self.permission_sets.items()}
@@ -93,9 +94,10 @@ class Catalog:
         keys.update({qid: f"queue:{name}" for name, qid in self.queues.items()})
         object.__setattr__(self, "group_keys", keys)
         object.__setattr__(self, "licence_ids", {name: lid for lid, name in self.permission_set_licenses.items()})
+        object.__setattr__(self, "required", frozenset(n for n, m in self.user_fields.items() if m.required_on_create))
 
     def required_fields(self) -> frozenset[str]:
-        return frozenset(name for name, meta in self.user_fields.items() if meta.required_on_create)
+        return self.required
 
 
 def _reverse(names: AbcMapping[str, str]) -> dict[str, str]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from shared.engine.catalog import Catalog, FieldMeta
 from shared.engine.entra import EntraUser
-from shared.engine.naming import alias_for, nickname_for, username_candidates
+from shared.engine.naming import alias_for, nickname_for
 from shared.engine.reviews import ReviewCode, ReviewItem
 from shared.engine.salesforce_state import entitlement_key
 from shared.mapping.compiled import CompiledGroupRule
@@ -58,10 +58,11 @@ class Grant:
     name: str
     sf_id: str
     rule: str
+    key: str = field(init=False)  # the entitlement key in `granted`: "role", "ps:Sales_Cloud_User", ...
 
-    @property
-    def key(self) -> str:
-        return self.kind if self.kind == "role" else entitlement_key(self.kind, self.name)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", self.kind if self.kind in ("role", "profile") else
+                           entitlement_key(self.kind, self.name))
 
 
 @dataclass(frozen=True)
@@ -104,16 +105,15 @@ def desired_user(
             continue
         build.put(attribute.field, value, attribute.rule, attribute.where, truncate=attribute.truncate)
 
-    candidates = tuple(username_candidates(entra_user, mapping))
+    candidates = tuple(compiled.username_candidates(attrs))
     if candidates:
-        build.put("Username", candidates[0], compiled.username_rule, mapping.where(("username",)), truncate=False)
+        build.put("Username", candidates[0], compiled.username_rule, compiled.username_where, truncate=False)
     if mapping.link_field:
-        build.put(mapping.link_field, entra_user.id, compiled.link_rule, mapping.where(("link_field",)),
-                  truncate=False)
+        build.put(mapping.link_field, entra_user.id, compiled.link_rule, compiled.link_where, truncate=False)
 
     waiting: str | None = None
     if mapping.manager is not None:
-        where = mapping.where(("manager",))
+        where = compiled.manager_where
         if entra_user.manager_id is None:
             if mapping.manager.on_empty is OnEmpty.CLEAR:
                 build.put(mapping.manager.field, None, f"{compiled.manager_rule}: no manager in Entra", where)
@@ -134,7 +134,7 @@ def desired_user(
     for name, value in zip(_LOCALE_FIELDS, (choice.time_zone, choice.locale, choice.email_encoding, choice.language),
                            strict=True):
         if name not in build.fields:
-            build.put(name, value, locale_rule, mapping.where(("locale",)), truncate=False,
+            build.put(name, value, locale_rule, compiled.locale_where, truncate=False,
                       create_only=not compiled.locale_always)
 
     matching_rules = [r for r in compiled.group_rules if r.key in entra_user.group_keys]
@@ -261,7 +261,7 @@ def desired_values(entra_user: EntraUser, mapping: Mapping, fields: tuple[str, .
     out: dict[str, Any] = {}
     for name in fields:
         if name == "Username":
-            candidates = username_candidates(entra_user, mapping)
+            candidates = compiled.username_candidates(entra_user.attrs)
             out[name] = candidates[0] if candidates else None
         elif name == mapping.link_field:
             out[name] = entra_user.id

@@ -24,20 +24,7 @@ _NOT_NICK = re.compile(r"[^a-z0-9._-]+")
 def username_candidates(entra_user: EntraUser, mapping: Mapping) -> list[str]:
     """Usernames to try in order: the first is the one wanted; the others (with `on_duplicate: suffix`) are what the
     executor tries when Salesforce answers DUPLICATE_USERNAME. Empty when the source attribute is empty."""
-    compiled = mapping.compiled
-    raw = read_path(entra_user.attrs, compiled.username_source)
-    if not raw:
-        return []
-    base = compiled.username_pipeline(raw) if compiled.username_pipeline else raw
-    spec = mapping.username
-    base += spec.suffix
-    if spec.on_duplicate == "review":
-        return [base]
-    local, _at, domain = base.rpartition("@")
-    return [base] + [
-        spec.duplicate_format.format(local=local, domain=domain, n=n, username=base)
-        for n in range(2, 2 + spec.max_attempts)
-    ]
+    return mapping.compiled.username_candidates(entra_user.attrs)
 
 
 def _ascii(text: str | None) -> str:

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 #: Fields Salesforce requires to create a User, whatever the org's describe says.
 REQUIRED_ON_CREATE = ("Username", "LastName", "Email", "Alias", "TimeZoneSidKey", "LocaleSidKey",
                       "EmailEncodingKey", "LanguageLocaleKey", "ProfileId")
+_REQUIRED = frozenset(REQUIRED_ON_CREATE)
 _CASE_INSENSITIVE = frozenset({"Username", "Email"})
 
 
@@ -250,13 +251,14 @@ def _create(entra_user: EntraUser, mapping: Mapping, catalog: Catalog, desired: 
         rules["UserRoleId"] = f"role {desired.role.name}: {desired.role.rule}"
         grants = ("role",)
 
-    for name in (*REQUIRED_ON_CREATE, *sorted(catalog.required_fields() - set(REQUIRED_ON_CREATE))):
+    for name in (*REQUIRED_ON_CREATE, *sorted(catalog.required - _REQUIRED)):
         if record.get(name) not in (None, ""):
             continue
         if name == "ProfileId":
             if not desired.profile_wanted:  # an unknown profile is already a review item
                 reviews.append(_review(entra_user, ReviewCode.NO_PROFILE, "ProfileId", "no group rule gives this "
-                                       "user a profile, so they cannot be created", mapping.where(("group_rules",))))
+                                       "user a profile, so they cannot be created",
+                                       mapping.compiled.group_rules_where))
             continue
         wanted_field = desired.fields.get(name)
         if wanted_field is None and any(r.target == name for r in reviews):
@@ -305,7 +307,7 @@ def _update(entra_user: EntraUser, mapping: Mapping, catalog: Catalog, desired: 
     changes: list[Change] = list(link_change)
     granted = set(state.granted)
     user_fields = catalog.user_fields
-    required = set(REQUIRED_ON_CREATE) | catalog.required_fields()
+    required = _REQUIRED | catalog.required
 
     # --- the User: fields, profile, role
     candidates = {c.casefold() for c in desired.username_candidates}

@@ -116,19 +116,27 @@ class CompiledMapping:
         username = mapping.username
         self.username_source = parse_path(username.source)
         self.username_pipeline = compile_pipeline(username.transforms)
+        self.username_where = where(("username",))
         self.username_rule = f"username <- {username.source}{f' + {username.suffix!r}' if username.suffix else ''} " \
-                             f"({where(('username',))})"
+                             f"({self.username_where})"
+        self.username_suffix = username.suffix
+        self.username_format = username.duplicate_format if username.on_duplicate == "suffix" else None
+        self.username_attempts = username.max_attempts
 
         # --- locale
         self.locale_sources = tuple(parse_path(s) for s in mapping.locale.sources)
         self.locale_table = _locale_table(mapping.locale.countries, mapping.locale.default)
         self.locale_default = _default_choice(mapping.locale.default)
         self.locale_always = mapping.locale.apply == "always"
-        self.locale_rule = f"locale from {' or '.join(mapping.locale.sources)} ({where(('locale',))})"
+        self.locale_where = where(("locale",))
+        self.locale_rule = f"locale from {' or '.join(mapping.locale.sources)} ({self.locale_where})"
 
         # --- manager, link
-        self.manager_rule = f"manager -> {mapping.manager.field} ({where(('manager',))})" if mapping.manager else ""
-        self.link_rule = f"link_field {mapping.link_field} ({where(('link_field',))})" if mapping.link_field else ""
+        self.manager_where = where(("manager",))
+        self.manager_rule = f"manager -> {mapping.manager.field} ({self.manager_where})" if mapping.manager else ""
+        self.link_where = where(("link_field",))
+        self.link_rule = f"link_field {mapping.link_field} ({self.link_where})" if mapping.link_field else ""
+        self.group_rules_where = where(("group_rules",))
 
         # --- group rules
         self.group_rules = tuple(
@@ -165,6 +173,18 @@ class CompiledMapping:
             if not f.test(read_path(attrs, f.path)):
                 return False, f"not in scope: fails filter {f.text}"
         return True, f"in scope: {self.scope_text}"
+
+    # --- username ---------------------------------------------------------------------------------------------
+    def username_candidates(self, attrs: AbcMapping[str, Any]) -> list[str]:
+        raw = read_path(attrs, self.username_source)
+        if not raw:
+            return []
+        base = (self.username_pipeline(raw) if self.username_pipeline else raw) + self.username_suffix
+        if self.username_format is None:
+            return [base]
+        local, _at, domain = base.rpartition("@")
+        return [base] + [self.username_format.format(local=local, domain=domain, n=n, username=base)
+                         for n in range(2, 2 + self.username_attempts)]
 
     # --- locale -----------------------------------------------------------------------------------------------
     def locale_for(self, attrs: AbcMapping[str, Any]) -> LocaleChoice:

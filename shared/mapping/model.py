@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -343,7 +344,6 @@ class Mapping(_Model):
     matching: MatchingSpec = Field(default_factory=MatchingSpec)
 
     _source: SourceMap | None = PrivateAttr(default=None)
-    _compiled: CompiledMapping | None = PrivateAttr(default=None)
 
     @field_validator("attributes")
     @classmethod
@@ -361,7 +361,7 @@ class Mapping(_Model):
     def attach_source(self, source: SourceMap) -> None:
         """Called by the loader: from now on `where` names file lines. Resets the compiled form (rule texts)."""
         self._source = source
-        self._compiled = None
+        self.__dict__.pop("compiled", None)
 
     @property
     def filename(self) -> str:
@@ -378,11 +378,11 @@ class Mapping(_Model):
         line, _column = self._source.locate(path, prefer_key=True)
         return f"{self._source.filename}:{line}"
 
-    @property
+    @cached_property
     def compiled(self) -> CompiledMapping:
-        """The fast form the engine runs, built on first use and kept with this (immutable) mapping."""
-        if self._compiled is None:
-            from shared.mapping.compiled import CompiledMapping
+        """The fast form the engine runs, built on first use and kept with this (immutable) mapping. A
+        cached_property lives in the instance dict: reading it costs no more than a field (a private attribute
+        would go through pydantic's slower __getattr__ on every plan)."""
+        from shared.mapping.compiled import CompiledMapping
 
-            self._compiled = CompiledMapping(self)
-        return self._compiled
+        return CompiledMapping(self)
