@@ -74,7 +74,8 @@ class EntraUser:
 
 
 #: Graph properties the engine itself reads besides those the mapping names.
-_ALWAYS = ("id", "userPrincipalName", "accountEnabled", "userType", "displayName", "givenName", "surname", "mail")
+_ALWAYS = ("id", "userPrincipalName", "accountEnabled", "userType", "displayName", "givenName", "surname", "mail",
+           "mailNickname")
 
 
 def graph_properties(mapping: Mapping) -> list[str]:

@@ -42,10 +42,11 @@ class MatchOutcome:
     sf_user_id: str | None = None
     rule: str | None = None  # "link" for the stored link, else the rule, e.g. "Email AND EmployeeNumber"
     review: ReviewItem | None = None
+    where: str | None = None  # the rule's mapping line
 
     @classmethod
-    def link(cls, sf_user_id: str, rule: str) -> MatchOutcome:
-        return cls("link", sf_user_id, rule)
+    def link(cls, sf_user_id: str, rule: str, where: str | None = None) -> MatchOutcome:
+        return cls("link", sf_user_id, rule, where=where)
 
     @classmethod
     def create(cls) -> MatchOutcome:
@@ -112,7 +113,7 @@ def match_user(
     index = candidates if isinstance(candidates, CandidateIndex) else CandidateIndex(candidates,
                                                                                     compiled.match_fields)
     if compiled.match_by_link and stored_link_sf_id and stored_link_sf_id in index.by_id:
-        return MatchOutcome.link(stored_link_sf_id, STORED_LINK)
+        return MatchOutcome.link(stored_link_sf_id, STORED_LINK, compiled.match_link_where)
 
     values = desired_values(entra_user, mapping, compiled.match_fields)
     hits: list[tuple[str, str, list[str]]] = []  # (rule text, where, record ids)
@@ -151,7 +152,7 @@ def match_user(
     if taken or (owner and owner != entra_user.id):
         return _review(entra_user, ReviewCode.LINKED_ELSEWHERE, f"Salesforce user {sf_id} (matched by "
                        f"'{hits[0][0]}') is already linked to another Entra user", hits[0][1], every)
-    return MatchOutcome.link(sf_id, hits[0][0])
+    return MatchOutcome.link(sf_id, hits[0][0], hits[0][1])
 
 
 def _review(entra_user: EntraUser, code: ReviewCode, message: str, where: str, candidates: list[str]) -> MatchOutcome:

@@ -189,8 +189,9 @@ def plan(
 
     if match is not None and match.kind == "review":
         reviews = (match.review,) if match.review is not None else ()
-        return Plan(entra_user.id, entra_user.upn, None, PlanAction.REVIEW, "matching needs a person",
-                    reviews=reviews, granted_after=state.granted)
+        reason = match.review.message if match.review is not None else "matching needs a person"
+        return Plan(entra_user.id, entra_user.upn, None, PlanAction.REVIEW, reason, reviews=reviews,
+                    granted_after=state.granted)
     if match is not None and match.kind == "create" and state.user is not None:
         raise ValueError("match says create, but the state holds a Salesforce user")
     if match is not None and match.kind == "link" and state.sf_user_id != match.sf_user_id:
@@ -206,8 +207,9 @@ def plan(
     sf_user_id = state.sf_user_id
     link_change: list[Change] = []
     if match is not None and match.kind == "link" and match.rule != STORED_LINK:
+        at = f" ({match.where})" if match.where else ""
         link_change.append(Change(ChangeKind.LINK, entra_user.upn, None, sf_user_id,
-                                  f"matching rule '{match.rule}'", sf_id=sf_user_id))
+                                  f"matching rule '{match.rule}'{at}", sf_id=sf_user_id))
 
     if not desired.in_scope:
         own_evidence = match is None or match.by_stored_link or (

@@ -128,6 +128,10 @@ def test_a_user_found_by_a_matching_rule_is_linked_first_then_updated() -> None:
     ]
     assert p.changes[0].sf_id == record["Id"] and p.changes[0].rule == "matching rule 'Email AND EmployeeNumber'"
 
+    from_matcher = MatchOutcome.link(record["Id"], "Email AND EmployeeNumber", "mapping.yaml:99")
+    p = plan(entra_user(), demo_mapping(), SalesforceUserState(user=record), CATALOG, from_matcher)
+    assert p.changes[0].rule == "matching rule 'Email AND EmployeeNumber' (mapping.yaml:99)"
+
 
 def test_a_matching_review_is_the_whole_plan() -> None:
     review = MatchOutcome("review")
