@@ -378,6 +378,12 @@ class Mapping(_Model):
         line, _column = self._source.locate(path, prefer_key=True)
         return f"{self._source.filename}:{line}"
 
+    def __getstate__(self) -> dict[Any, Any]:
+        """Pickles without the compiled form (it holds functions); the copy compiles again on first use."""
+        state = super().__getstate__()
+        state["__dict__"] = {k: v for k, v in state["__dict__"].items() if k != "compiled"}
+        return state
+
     @cached_property
     def compiled(self) -> CompiledMapping:
         """The fast form the engine runs, built on first use and kept with this (immutable) mapping. A

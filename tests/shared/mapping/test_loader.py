@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import textwrap
 from pathlib import Path
 
@@ -207,3 +208,11 @@ def test_the_json_schema_describes_the_file_including_shorthands() -> None:
 def test_parse_mapping_text_returns_a_mapping_that_knows_its_lines() -> None:
     mapping = parse_mapping_text("attributes:\n  Title: jobTitle\n", "inline.yaml")
     assert mapping.where(("attributes", "Title")) == "inline.yaml:2"
+
+
+def test_a_loaded_mapping_pickles_with_its_lines_and_compiles_again() -> None:
+    mapping = load_mapping(DEMO)
+    first_rule = mapping.compiled.attributes[0].rule
+    copy = pickle.loads(pickle.dumps(mapping))
+    assert copy == mapping
+    assert copy.compiled.attributes[0].rule == first_rule
