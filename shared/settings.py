@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     sf_api_version: str = "62.0"
     sf_timeout_s: float = Field(default=30.0, gt=0)
 
+    # --- Mapping (Entra -> Salesforce rules, see docs/mapping.md). None: examples/mapping.yaml in sandbox mode.
+    mapping_file: Path | None = None
+
     # --- TLS: an explicit CA bundle that REQUESTS_CA_BUNDLE & co. cannot override.
     ca_bundle: Path | None = None
 

@@ -1,0 +1,50 @@
+"""`idsync mapping ...`: check a mapping file, print its JSON Schema.
+
+`check` prints every problem as `FILE:LINE:COL: message (fix: ...)` (the form editors and CI annotate), one per line,
+and exits 1 when there is any. The check against the org's and the tenant's names needs credentials and arrives
+with the I/O part (`shared.engine.check_names`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ops.cli.app import app
+
+mapping_app = typer.Typer(help="Check the mapping file and print its schema.", no_args_is_help=True)
+app.add_typer(mapping_app, name="mapping")
+
+
+@mapping_app.command("check")
+def mapping_check(file: Annotated[Path, typer.Argument(help="the mapping file (YAML)")]) -> None:
+    """Validate a mapping file: every problem with its line, column and fix."""
+    from shared.mapping import check_mapping_text
+
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        typer.echo(f"idsync: cannot read {file}: {reason}", err=True)
+        raise typer.Exit(2) from None
+    problems = check_mapping_text(text, str(file))
+    for problem in problems:
+        typer.echo(str(problem))
+    if problems:
+        typer.echo(f"{file}: {len(problems)} problem{'s' if len(problems) != 1 else ''}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{file}: ok")
+
+
+@mapping_app.command("schema")
+def mapping_schema() -> None:
+    """Print the JSON Schema of the mapping file (for editor completion, e.g. yaml-language-server)."""
+    from shared.mapping import Mapping
+
+    schema = Mapping.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "idsync mapping"
+    typer.echo(json.dumps(schema, indent=2))
