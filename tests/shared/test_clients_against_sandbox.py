@@ -8,7 +8,6 @@ call (one API call against the daily allowance).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
