@@ -37,6 +37,8 @@ from shared.logging import get_logger
 
 USER_FIELDS = "Id, Username, IsActive, FederationIdentifier, Email, ProfileId"
 COLLECTION_LIMIT = 200
+#: Queries (and collection operations) one composite request may carry.
+COMPOSITE_QUERY_LIMIT = 5
 CONNECT_TIMEOUT_S = 5.0
 _USAGE = re.compile(r"(?:^|[^-])api-usage=(\d+)/(\d+)")
 
@@ -268,6 +270,72 @@ class SalesforceClient:
             results.extend(chunk or [])
         return results
 
+    def create_records(self, records: list[dict[str, Any]], all_or_none: bool = False) -> list[dict[str, Any]]:
+        """POST composite/sobjects in chunks of 200 (one API call per chunk); per-record results in input order.
+
+        Each record needs `attributes.type`. With all_or_none False one bad record fails alone, and the caller
+        turns its errors into review items or retries.
+        """
+        for record in records:
+            if not (isinstance(record.get("attributes"), dict) and record["attributes"].get("type")):
+                raise ValueError("every record needs attributes.type")
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(records), COLLECTION_LIMIT):
+            body = json.dumps({"allOrNone": all_or_none, "records": records[start : start + COLLECTION_LIMIT]})
+            chunk = self._call(lambda sf, body=body: sf.restful("composite/sobjects", method="POST", data=body))
+            results.extend(chunk or [])
+        return results
+
+    def delete_records(self, ids: list[str], all_or_none: bool = False) -> list[dict[str, Any]]:
+        """DELETE composite/sobjects?ids=... in chunks of 200; per-record results in input order."""
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(ids), COLLECTION_LIMIT):
+            chunk_ids = ",".join(ids[start : start + COLLECTION_LIMIT])
+            params = {"ids": chunk_ids, "allOrNone": "true" if all_or_none else "false"}
+            chunk = self._call(
+                lambda sf, params=params: sf.restful("composite/sobjects", method="DELETE", params=params)
+            )
+            results.extend(chunk or [])
+        return results
+
+    def query_many(self, soqls: list[str]) -> list[list[dict[str, Any]]]:
+        """Run several queries through the composite resource, five per call; every page of every query.
+
+        Why composite: Salesforce counts a whole composite request as ONE call against the daily allowance, and it
+        takes up to 25 subrequests of which at most 5 may be queries (https://developer.salesforce.com/docs/
+        atlas.en-us.api_rest.meta/api_rest/resources_composite_composite.htm). Reading a batch of 200 users'
+        User rows, permission set assignments, licences and group memberships is therefore one call, not four.
+        """
+        version = self._settings.sf_api_version
+        results: list[list[dict[str, Any]]] = [[] for _ in soqls]
+        # (index, url) of queries still to run: a first page, or a nextRecordsUrl
+        todo: list[tuple[int, str]] = [
+            (i, f"/services/data/v{version}/query?q={quote(q, safe='')}") for i, q in enumerate(soqls)
+        ]
+        while todo:
+            chunk, todo = todo[:COMPOSITE_QUERY_LIMIT], todo[COMPOSITE_QUERY_LIMIT:]
+            subrequests = [
+                {"method": "GET", "url": url, "referenceId": f"q{n}"} for n, (_, url) in enumerate(chunk)
+            ]
+            replies = self.composite(subrequests, all_or_none=False)
+            by_ref = {str(r.get("referenceId")): r for r in replies}
+            for n, (index, _) in enumerate(chunk):
+                reply = by_ref.get(f"q{n}") or {}
+                status = int(reply.get("httpStatusCode") or 0)
+                body = reply.get("body")
+                if status >= 400 or not isinstance(body, dict):
+                    raise _composite_error(status, body)
+                results[index].extend(body.get("records", []))
+                if not body.get("done", True) and body.get("nextRecordsUrl"):
+                    todo.append((index, str(body["nextRecordsUrl"])))
+        return results
+
+    def describe(self, sobject: str) -> dict[str, Any]:
+        """The sObject's describe (fields with type, length, picklist values, createable/updateable)."""
+        path = f"sobjects/{quote(sobject, safe='')}/describe"
+        result = self._call(lambda sf: sf.restful(path, method="GET"))
+        return dict(result or {})
+
     # --- usage ------------------------------------------------------------------------------------------------
     def api_usage(self) -> tuple[int, int] | None:
         """The latest (used, allowed) daily API figure seen by this client, else by any process via the limiter."""
@@ -285,6 +353,15 @@ def _transport_error(exc: requests.RequestException) -> TransportError:
     if isinstance(exc, requests.exceptions.SSLError):
         return TransportError("TLS verification failed", service=SERVICE_SALESFORCE, code="tls")
     return TransportError(f"connection failed: {type(exc).__name__}", service=SERVICE_SALESFORCE, code="connection")
+
+
+def _composite_error(status: int, body: Any) -> IdsyncError:
+    """A failed composite subrequest, classified like a direct call would have been."""
+    first = body[0] if isinstance(body, list) and body else body
+    code = str(first.get("errorCode")) if isinstance(first, dict) and first.get("errorCode") else None
+    message = str(first.get("message")) if isinstance(first, dict) and first.get("message") else f"HTTP {status}"
+    cls = classify_salesforce(status or 500, code, message)
+    return cls(message[:500], service=SERVICE_SALESFORCE, status=status or None, code=code)
 
 
 def _map_salesforce_error(exc: SalesforceError) -> IdsyncError:
