@@ -18,8 +18,8 @@ from producers.subscriptions import recorded_subscription_ids
 
 #: How long the recorded ids are trusted without asking Redis again.
 CACHE_TTL_S = 5.0
-#: An unknown id triggers a reload at most this often, so a flood of made-up ids costs at most one read per second.
-MISS_RELOAD_S = 1.0
+#: An unknown id triggers a reload at most this often, so a flood of made-up ids costs at most five reads per second.
+MISS_RELOAD_S = 0.2
 
 
 class KnownSubscriptions:
@@ -50,3 +50,9 @@ class KnownSubscriptions:
                 self._ids = frozenset(recorded_subscription_ids(self.redis, self.tenant))
                 self._loaded_at = now
             return subscription_id in self._ids
+
+    def invalidate(self) -> None:
+        """Forget the cached ids: this process just (re)created a subscription, whose notifications may follow
+        within milliseconds (seen with subscriptionRemoved: the replacement's first notification came 0.2 s later)."""
+        with self._lock:
+            self._ids = None

@@ -396,6 +396,7 @@ class WebhookHandlers:
         assert self.subscriptions is not None
         try:
             self.subscriptions.handle_lifecycle(subscription_id, event)
+            self.known_subscriptions.invalidate()
         except Exception as err:  # the renewal loop retries; a background failure must not kill the server
             log.error("webhook_lifecycle_failed", subscription_id=bounded(subscription_id),
                       lifecycle_event=bounded(event, 64), error=type(err).__name__, detail=str(err)[:300])

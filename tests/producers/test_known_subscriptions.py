@@ -63,3 +63,13 @@ def test_a_subscription_created_a_moment_ago_is_accepted_after_at_most_the_miss_
     clock.now += 1.1
     assert "recreated" in known
     assert "old" not in known
+
+
+def test_a_subscription_this_process_just_created_is_accepted_at_once_after_invalidate():
+    redis, clock = CountingRedis(fakeredis.FakeRedis(decode_responses=True)), Clock()
+    _record(redis.redis, "/users", "old")
+    known = KnownSubscriptions(redis, "t", ttl_s=5, miss_reload_s=1, clock=clock)
+    assert "old" in known
+    _record(redis.redis, "/users", "replacement")  # the webhook answered subscriptionRemoved by creating it
+    known.invalidate()
+    assert "replacement" in known  # no clock movement needed
