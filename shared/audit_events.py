@@ -53,14 +53,6 @@ class Action(StrEnum):
     MAPPING_RELOADED = "mapping_reloaded"
 
 
-#: Actions that give a user access in Salesforce (the report's "granted" column).
-GRANT_ACTIONS = frozenset({Action.PROVISION, Action.ACTIVATE, Action.REACTIVATE, Action.ENTITLEMENT_ADD,
-                           Action.REVERSE_FLOW_CREATE})
-#: Actions that take access away (the report's "revoked" column). `revoke` is the per-leaver summary record.
-REVOKE_ACTIONS = frozenset({Action.REVOKE, Action.ENTITLEMENT_REMOVE})
-#: Outcomes of a grant or revoke action meaning "nothing changed in Salesforce" (not access evidence).
-NO_EFFECT_OUTCOMES = frozenset({"no_salesforce_user", "skipped", "skipped_tombstone", "failed", "error"})
-
 ACTOR_IDSYNC = "idsync"
 
 

@@ -7,7 +7,7 @@ One module per group of commands; importing them here registers them on `app`.
 
 from __future__ import annotations
 
-from ops.cli import dlq, inspect, service  # noqa: F401 - registers the commands
+from ops.cli import audit, dlq, inspect, service  # noqa: F401 - registers the commands
 from ops.cli.app import app
 from ops.cli.dlq import parse_duration
 
