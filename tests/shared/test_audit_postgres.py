@@ -10,8 +10,7 @@ import psycopg
 from shared.audit_chain import parse_lines, verify
 from shared.audit_sinks.postgres import MIGRATIONS, PostgresSink, migrate, read_lines
 from shared.audit_writer import AuditWriter
-
-from .test_audit_writer import KEY, drain, emit
+from tests.shared.audit_helpers import KEY, drain, emit
 
 
 def _trail(redis_client: Any, url: str, n: int = 12) -> None:

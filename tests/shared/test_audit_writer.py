@@ -4,62 +4,16 @@ sink, keeps what a sink lacks until it has it, and never lets a second writer fo
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shared.audit import STREAM_KEY, audit, recent
+from shared.audit import STREAM_KEY, recent
 from shared.audit_chain import parse_lines, verify
 from shared.audit_sinks.jsonl import JsonlSink, read_lines
 from shared.audit_writer import CHAIN_KEY, AuditWriter, LostLock, backlog, head, sink_key
-
-KEY = b"writer-test-key"
-
-
-class MemorySink:
-    """Records what it receives; `down` makes every delivery fail, like a sink that is unreachable."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.entries: list[dict[str, Any]] = []
-        self.down = False
-        self.attempts = 0
-
-    def deliver(self, entries: list[dict[str, Any]]) -> None:
-        self.attempts += 1
-        if self.down:
-            raise ConnectionError(f"{self.name} is down")
-        self.entries.extend(entries)
-
-    def close(self) -> None:
-        pass
-
-
-def wait_until(predicate: Any, timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def emit(redis_client: Any, n: int, start: int = 0) -> None:
-    for i in range(start, start + n):
-        audit(redis_client, "revoke", f"entra-{i}", f"005{i:05d}", "revoked", f"corr-{i}", upn=f"u{i}@example.com",
-              observed_at=time.time() - 0.05)
-
-
-def drain(writer: AuditWriter) -> None:
-    while writer.step():
-        pass
-    for name in writer.sinks:
-        while writer.deliver_once(name):
-            pass
+from tests.shared.audit_helpers import KEY, MemorySink, drain, emit, wait_until
 
 
 def test_events_are_chained_signed_delivered_and_verifiable(redis_client: Any, tmp_path: Path) -> None:
