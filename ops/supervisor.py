@@ -70,6 +70,7 @@ class Supervisor:
         if not self.settings.webhook_public_url:
             env["IDSYNC_WEBHOOK_PUBLIC_URL"] = f"http://{host}:{webhook_port}"
         self.urls["webhook"] = f"http://{host}:{webhook_port}/graph/notifications"
+        env.update(self._metrics_ports())
         self.urls["flower"] = f"http://127.0.0.1:{flower_port}/"
         run_env = dict(env)
         run_env["IDSYNC_VAR_DIR"] = str(self.var_dir)
@@ -88,10 +89,29 @@ class Supervisor:
             Child("beat", self._idsync("beat")),
             Child("poller", self._idsync("poll")),
             Child("flower", self._idsync("flower")),
+            Child("audit-writer", self._idsync("audit-writer")),
         ]
         for child in self.children:
             self._spawn(child)
         self._print_urls()
+
+    def _metrics_ports(self) -> dict[str, str]:
+        """Each component's /metrics port (a taken one is replaced and said), as settings for the children."""
+        env: dict[str, str] = {}
+        host = self.settings.metrics_host
+        for component in ("worker_revocation", "worker_sync", "beat", "poller", "audit_writer"):
+            wanted = int(getattr(self.settings, f"metrics_port_{component}"))
+            if not wanted:
+                continue
+            port, replaced = choose_port(wanted, host)
+            if replaced:
+                self.echo(f"port {wanted} is taken: {component.replace('_', '-')} metrics on {port} instead")
+            env[f"IDSYNC_METRICS_PORT_{component.upper()}"] = str(port)
+        shown = [f"{name.removeprefix('IDSYNC_METRICS_PORT_').lower().replace('_', '-')} :{port}"
+                 for name, port in env.items()]
+        if shown:
+            self.urls["metrics"] = f"http://{host}:<port>/metrics ({', '.join(shown)})"
+        return env
 
     def _idsync(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "ops", *args]
@@ -171,7 +191,8 @@ class Supervisor:
 
     # ------------------------------------------------------------------ shutdown
     def stop(self) -> None:
-        order = ["poller", "webhook", "beat", "flower", "worker-sync", "worker-revocation"]
+        # The audit writer last: it chains and delivers what the workers audited while they stopped.
+        order = ["poller", "webhook", "beat", "flower", "worker-sync", "worker-revocation", "audit-writer"]
         by_name = {c.name: c for c in self.children}
         for name in order:
             child = by_name.get(name)

@@ -96,7 +96,8 @@ def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState) -> str:
     sf = ctx.salesforce(task.lane)
     user = find_salesforce_user(sf, links, entra_id, state.upn)
     if user is None:
-        audit(redis, "revoke", entra_id, None, "no_salesforce_user", cid, entra_status=state.status)
+        audit(redis, "revoke", entra_id, None, "no_salesforce_user", cid, entra_status=state.status, upn=state.upn,
+              rule=_rule(state), source_event=event.id)
         return "no_salesforce_user"
     links.set_link(entra_id, user.id, state.upn)
 
@@ -106,17 +107,25 @@ def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState) -> str:
         login = sf.get_user_login(user.id)
         if login is not None and not login.get("IsFrozen"):
             sf.freeze_user(user.id, login)
-            audit(redis, "freeze", entra_id, user.id, "done", cid)
-        outcome = _deactivate(sf, links, redis, entra_id, user.id, cid)
+            audit(redis, "freeze", entra_id, user.id, "done", cid, upn=state.upn, before={"IsFrozen": False},
+                  after={"IsFrozen": True}, rule=_rule(state), source_event=event.id)
+        outcome = _deactivate(sf, links, redis, entra_id, user.id, cid, upn=state.upn)
 
     # observed_at: when a producer first saw the change; revocation latency = this record's ts - observed_at.
     audit(redis, "revoke", entra_id, user.id, outcome, cid, entra_status=state.status,
-          observed_at=event.observed_at.timestamp())
+          observed_at=event.observed_at.timestamp(), upn=state.upn, rule=_rule(state), source_event=event.id,
+          before={"IsActive": user.is_active}, after={"IsActive": outcome == "frozen_blocked"})
     publish(task.app, event.follow_up(EventKind.OWNERSHIP_TRANSFER))
     return outcome
 
 
-def _deactivate(sf: Any, links: IdentityLinks, redis: Any, entra_id: str, sf_user_id: str, cid: str) -> str:
+def _rule(state: EntraState) -> str:
+    """The policy that made idsync revoke, for the audit trail: the Entra account state that requires it."""
+    return f"leaver:entra_{state.status}"
+
+
+def _deactivate(sf: Any, links: IdentityLinks, redis: Any, entra_id: str, sf_user_id: str, cid: str,
+                upn: str | None = None) -> str:
     try:
         sf.deactivate_user(sf_user_id)
     except PermanentError as exc:
@@ -124,9 +133,10 @@ def _deactivate(sf: Any, links: IdentityLinks, redis: Any, entra_id: str, sf_use
             raise
         detail = f"user is frozen but Salesforce refuses deactivation: {exc.code}: {exc.message}"
         links.add_review(entra_id, sf_user_id, "deactivation_blocked", detail)
-        audit(redis, "deactivate", entra_id, sf_user_id, "blocked", cid, code=exc.code, reason=exc.message)
+        audit(redis, "deactivate", entra_id, sf_user_id, "blocked", cid, code=exc.code, reason=exc.message, upn=upn)
         return "frozen_blocked"
-    audit(redis, "deactivate", entra_id, sf_user_id, "done", cid)
+    audit(redis, "deactivate", entra_id, sf_user_id, "done", cid, upn=upn, before={"IsActive": True},
+          after={"IsActive": False})
     return "revoked"
 
 

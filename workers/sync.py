@@ -69,16 +69,19 @@ def reconcile_user(task: IdentityTask, message: dict[str, Any]) -> str:
     if user.is_active is not True:
         # Activate before unfreezing: if activation is refused (e.g. no licence), the user stays unable to log in.
         sf.activate_user(user.id)
-        audit(redis, "activate", entra_id, user.id, "done", cid)
+        audit(redis, "activate", entra_id, user.id, "done", cid, upn=state.upn, before={"IsActive": user.is_active},
+              after={"IsActive": True}, rule="joiner:entra_enabled", source_event=event.id)
         changed = True
     login = sf.get_user_login(user.id)
     if login is not None and login.get("IsFrozen"):
         sf.unfreeze_user(user.id)
-        audit(redis, "unfreeze", entra_id, user.id, "done", cid)
+        audit(redis, "unfreeze", entra_id, user.id, "done", cid, upn=state.upn, before={"IsFrozen": True},
+              after={"IsFrozen": False}, rule="joiner:entra_enabled", source_event=event.id)
         changed = True
     links.clear_tombstone(entra_id)
     outcome = "reactivated" if changed else "in_sync"
-    audit(redis, "sync_user", entra_id, user.id, outcome, cid)
+    audit(redis, "sync_user", entra_id, user.id, outcome, cid, upn=state.upn, source_event=event.id,
+          observed_at=event.observed_at.timestamp())
     return outcome
 
 

@@ -10,7 +10,7 @@ import typer
 from ops import components
 from ops.cli.app import app, console, stop_on_signals
 from ops.cli.app import settings as _settings
-from shared.settings import SettingsError, load_settings
+from shared.settings import Settings, SettingsError, load_settings
 
 BEAT_HEARTBEAT_KEY = "idsync:heartbeat:beat"
 
@@ -43,10 +43,21 @@ def worker(
         raise typer.BadParameter(f"lane must be one of {', '.join(LANES)}")
     settings = _settings()
     components.redis_url(settings)
+    _worker_metrics(settings, lane)
     celery = components.celery_app(settings)
     celery.worker_main(
         ["worker", "-Q", lane, "-n", f"{lane}@%h", "-c", str(concurrency), "--loglevel", settings.log_level, "-E"]
     )
+
+
+def _worker_metrics(settings: Settings, lane: str) -> None:
+    """Multiprocess metrics for the prefork pool, served by this (main) process; before anything imports them."""
+    from shared.metrics_server import prepare_multiprocess, serve_multiprocess
+
+    port = settings.metrics_port_worker_revocation if lane == "revocation" else settings.metrics_port_worker_sync
+    if port:
+        path = prepare_multiprocess(settings.metrics_dir or settings.var_dir / "prometheus", f"worker-{lane}")
+        serve_multiprocess(port, settings.metrics_host, path)
 
 
 @app.command()
@@ -79,6 +90,10 @@ def poll(once: Annotated[bool, typer.Option(help="run one users+groups round and
     settings = _settings()
     configure_logging(settings)
     poller = components.delta_poller(settings)
+    if not once:
+        from shared.metrics_server import serve
+
+        serve(settings.metrics_port_poller, settings.metrics_host)
     if once:
         for resource in ("users", "groups"):
             console.print(poller.run_round(resource))
@@ -99,6 +114,10 @@ def beat() -> None:
     log = get_logger("idsync.beat")
     stop = stop_on_signals()
     celery, redis = components.celery_app(settings), components.redis_client(settings)
+    from ops.status import collect
+    from shared.metrics_server import serve_state
+
+    serve_state(settings.metrics_port_beat, settings.metrics_host, lambda: collect(settings, redis))
     def heartbeat() -> None:
         while not stop.wait(0 if not redis.exists(BEAT_HEARTBEAT_KEY) else 10):
             try:
