@@ -56,6 +56,16 @@ class Action(StrEnum):
 ACTOR_IDSYNC = "idsync"
 
 
+def operator_actor() -> str:
+    """The actor of a CLI action: the operator's login on this machine (what an auditor can trace to a person)."""
+    import getpass
+
+    try:
+        return f"operator:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "operator:unknown"
+
+
 def canonical_json(value: Any) -> str:
     """The one byte-exact JSON form that hashes are computed over: sorted keys, no spaces, UTF-8 as is.
 
