@@ -58,6 +58,7 @@ def test_idsync_run_revokes_a_disabled_user_and_status_shows_it(tmp_path, wait_f
         assert status["subscriptions"], "subscription expiry is reported"
         logs = log_path.read_text()
         assert target["id"] in logs and "revoke" in logs
+        _check_audit_trail_and_metrics(tmp_path, env, target, wait_for)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
@@ -78,3 +79,31 @@ def _status(cwd, *args: str) -> bytes:
         if result.returncode == 0 or time.monotonic() > deadline:
             return result.stdout + result.stderr
         time.sleep(0.5)
+
+
+def _check_audit_trail_and_metrics(cwd, env: dict[str, str], target: dict, wait_for) -> None:
+    """README "Try the audit trail": after a leaver, the chain verifies, the HTML report shows the revocation with its
+    latency, and the revocation worker's /metrics counts it."""
+    import re
+
+    import httpx
+
+    def audited() -> bool:
+        trail = cwd / "var" / "audit"
+        text = "".join(p.read_text() for p in trail.glob("audit-*.jsonl")) if trail.exists() else ""
+        return f'"entra_id":"{target["id"]}"' in text and '"outcome":"revoked"' in text
+
+    wait_for(audited, timeout=30, what="the revocation in the JSONL audit trail")
+    verified = subprocess.run([sys.executable, "-m", "ops", "audit", "verify"], cwd=cwd, env=_clean_env(),
+                              capture_output=True, text=True, timeout=60)
+    assert verified.returncode == 0 and "the chain is intact" in verified.stdout, verified.stdout + verified.stderr
+    report = cwd / "report.html"
+    made = subprocess.run([sys.executable, "-m", "ops", "audit", "report", "--output", str(report)], cwd=cwd,
+                          env=_clean_env(), capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    page = report.read_text()
+    section = page[page.index(f"<h2>{target['userPrincipalName']}</h2>"):]
+    assert re.search(r"<td class=revoked>revoked</td>.*?<td class=num>[\d,.]+ m?s</td>", section, re.DOTALL)
+    metrics = httpx.get(f"http://127.0.0.1:{env['IDSYNC_METRICS_PORT_WORKER_REVOCATION']}/metrics", timeout=5,
+                        trust_env=False).text
+    assert re.search(r'idsync_revocation_latency_seconds_count\{outcome="revoked"\} [1-9]', metrics)
