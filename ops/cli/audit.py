@@ -55,14 +55,26 @@ def _entries(settings: Settings, sink: str, directory: Path | None) -> list[Any]
     raise _fail(f"--sink must be one of {', '.join(SINKS_READABLE)}")
 
 
-def _keys(settings: Settings) -> list[bytes]:
+KeyFilesOpt = Annotated[list[Path] | None, typer.Option(
+    "--key-file", help="also accept checkpoints signed with the key in this file (a key rotated out); repeatable")]
+
+
+def _keys(settings: Settings, extra: list[Path] | None = None) -> list[bytes]:
     from shared.audit_chain import AuditKeyMissing, load_key
 
     secret = settings.audit_hmac_key.get_secret_value() if settings.audit_hmac_key else None
+    keys = []
+    for path in extra or []:
+        try:
+            keys.append(path.read_text().strip().encode("utf-8"))
+        except OSError as err:
+            raise _fail(f"--key-file {path}: {err.strerror}") from None
     try:
-        return [load_key(secret, settings.var_dir)]
+        keys.insert(0, load_key(secret, settings.var_dir))
     except AuditKeyMissing as err:
-        raise _fail(f"cannot check checkpoint signatures: {err}") from None
+        if not keys:
+            raise _fail(f"cannot check checkpoint signatures: {err}") from None
+    return keys
 
 
 def parse_when(text: str | None) -> float | None:
@@ -87,12 +99,12 @@ def parse_when(text: str | None) -> float | None:
 
 # ---------------------------------------------------------------------------------------------------- verify
 @audit_app.command("verify")
-def verify_cmd(sink: SinkOpt = "jsonl", directory: DirOpt = None) -> None:
+def verify_cmd(sink: SinkOpt = "jsonl", directory: DirOpt = None, key_files: KeyFilesOpt = None) -> None:
     """Check every hash, link and signed checkpoint; name each edited, deleted, inserted or reordered entry."""
     from shared.audit_chain import verify
 
     settings = _settings()
-    keys = _keys(settings)
+    keys = _keys(settings, key_files)
     verdict = verify(_entries(settings, sink, directory), keys)
     for problem in verdict.problems:
         typer.echo(str(problem))
@@ -140,6 +152,7 @@ def report_cmd(
     user: Annotated[str | None, typer.Option("--user", help="only this user (UPN)")] = None,
     sink: SinkOpt = "jsonl",
     directory: DirOpt = None,
+    key_files: KeyFilesOpt = None,
 ) -> None:
     """Per user: access granted and revoked, when, latency from the Entra change, and the chain entries as evidence."""
     from ops.audit_report import build, write_csv, write_html
@@ -150,7 +163,7 @@ def report_cmd(
         raise typer.BadParameter("--output must end in .html or .csv")
     settings = _settings()
     items = _entries(settings, sink, directory)
-    verdict = verify(items, _keys(settings))
+    verdict = verify(items, _keys(settings, key_files))
     entries = [e for e in items if not isinstance(e, Problem)]
     start, end = parse_when(since), parse_when(until)
     users = build(entries, start, end, user)

@@ -130,3 +130,13 @@ def test_a_dlq_replay_is_audited_with_the_operator_as_actor(redis_server, redis_
     event = json.loads(redis_client.xrange("idsync:audit", record["id"], record["id"])[0][1]["event"])
     assert event["actor"].startswith("operator:") and event["entra_id"] == "e-ann"
     assert (event["outcome"], event["correlation_id"], event["source_event"]) == ("replayed", "c1", "ev1")
+
+
+def test_after_a_key_rotation_old_checkpoints_verify_with_the_old_key_file(redis_server, trail, tmp_path):
+    rotated = _run(redis_server, tmp_path, "audit", "verify", IDSYNC_AUDIT_HMAC_KEY="the-new-key")
+    assert rotated.returncode == 1 and "checkpoint signature does not verify" in rotated.stdout
+    old = tmp_path / "old.key"
+    old.write_text(KEY + "\n")
+    accepted = _run(redis_server, tmp_path, "audit", "verify", "--key-file", str(old),
+                    IDSYNC_AUDIT_HMAC_KEY="the-new-key")
+    assert accepted.returncode == 0 and "intact" in accepted.stdout
