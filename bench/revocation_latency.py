@@ -542,19 +542,28 @@ class Bench:
         state = backlog(self.redis, self.args.audit_sinks.split(","))
         return state["inbox_pending"] == 0 and all(s["backlog"] == 0 for s in state["sinks"].values())
 
+    def audit_writer_cpu_s(self) -> float:
+        """CPU seconds the writer process has used so far (user + system): what auditing costs the machine."""
+        import psutil
+
+        assert self.procs is not None
+        times = psutil.Process(self.procs.procs["audit-writer"].pid).cpu_times()
+        return float(times.user + times.system)
+
     def audit_head(self) -> int:
         from shared.audit_writer import head
 
         return int(head(self.redis)["seq"])
 
-    def print_audit_writer(self, head_before: int) -> None:
+    def print_audit_writer(self, head_before: int, cpu_before: float, seconds: float) -> None:
         from shared.audit_writer import backlog
 
         state = backlog(self.redis, self.args.audit_sinks.split(","))
         lags = ", ".join(f"{name} {info['backlog']} behind ({info['lag_s']:.1f} s)" for name, info in
                          state["sinks"].items())
         print(f"  audit writer: {state['head_seq'] - head_before} entries chained and delivered during this round; "
-              f"{state['inbox_pending']} waiting to be chained; sinks: {lags}")
+              f"{state['inbox_pending']} waiting to be chained; sinks: {lags}; writer CPU "
+              f"{self.audit_writer_cpu_s() - cpu_before:.2f} s in {seconds:.0f} s")
 
     # --- client call costs
 
@@ -683,11 +692,18 @@ def main(argv: list[str] | None = None) -> int:
         for round_no, audit_on in enumerate(modes):
             label = f"audit writer ON ({args.audit_sinks})" if audit_on else "audit writer OFF"
             print(f"\n######## {label}")
+            if round_no:
+                # Scenario A means an idle sync lane: drop what is left of the previous round's backlog.
+                assert bench.redis is not None
+                left = bench.sync_depth()
+                bench.redis.delete("sync")
+                print(f"sync lane emptied for scenario A ({left} messages of the previous backlog dropped)")
             if audit_on:
                 bench.start_audit_writer()
             first = WARMUP_USERS + round_no * 2 * args.users
             set_a, set_b = targets[first:first + args.users], targets[first + args.users:first + 2 * args.users]
             chained_before = bench.audit_head()
+            cpu_before, round_began = (bench.audit_writer_cpu_s() if audit_on else 0.0), time.monotonic()
             result_a = bench.disable_all(tenant, set_a, f"A: {args.users} disables, sync lane idle [{label}]")
             print_scenario(result_a, args.revocation_workers)
             if round_no == 0:
@@ -707,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
                                          f"[{label}]", depth_probe=True)
             print_scenario(result_b, args.revocation_workers)
             if audit_on:
-                bench.print_audit_writer(chained_before)
+                bench.print_audit_writer(chained_before, cpu_before, time.monotonic() - round_began)
             p99s[audit_on] = (summary(result_a.total_ms)["p99"], summary(result_b.total_ms)["p99"])
         print_audit_ratio(p99s)
         print(f"\nload average at end: {os.getloadavg()[0]:.2f}")

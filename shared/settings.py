@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     flower_user: str = "admin"
     flower_password: SecretStr | None = None
 
-    # --- Audit trail and metrics (issue 9). Workers append to a Redis stream; `idsync audit-writer` hash-chains
+    # --- Audit trail and metrics. Workers append to a Redis stream; `idsync audit-writer` hash-chains
     # the entries and delivers them to every sink listed here. Metrics: one /metrics port per process type (0 = off).
     # Where the trail goes, several at once: "jsonl,postgres" (or a JSON list). jsonl, postgres, salesforce, syslog,
     # splunk_hec.

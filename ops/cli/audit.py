@@ -205,7 +205,12 @@ def audit_writer() -> None:
     if generated:
         console.print(f"audit: checkpoint key generated in {key_file} (set IDSYNC_AUDIT_HMAC_KEY in production)",
                       markup=False)
-    sinks = {name: build_sink(name, settings) for name in settings.audit_sinks}
+    sinks = {}
+    for name in settings.audit_sinks:
+        try:
+            sinks[name] = build_sink(name, settings)
+        except Exception as err:  # noqa: BLE001 - a misconfigured sink is one line for the operator
+            raise _fail(f"audit sink {name}: {err}") from None
     serve(settings.metrics_port_audit_writer, settings.metrics_host)
     get_logger("idsync.audit.writer").info("audit_writer_started", sinks=list(sinks),
                                            trail_dir=str(settings.audit_trail_dir) if "jsonl" in sinks else None)
