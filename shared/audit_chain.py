@@ -246,9 +246,9 @@ def verify(items: Iterable[dict[str, Any] | Problem], keys: Iterable[bytes]) -> 
         cp = entry.get("checkpoint") or {}
         covers, head = cp.get("covers_seq"), cp.get("head_hash")
         try:
-            good = any(hmac.compare_digest(checkpoint_mac(k, covers, head, cp.get("signed_at")), str(cp.get("mac")))
-                       for k in key_list)
-        except TypeError:
+            signed = (int(covers), str(head), float(cp["signed_at"]))  # type: ignore[arg-type]
+            good = any(hmac.compare_digest(checkpoint_mac(k, *signed), str(cp.get("mac"))) for k in key_list)
+        except (TypeError, ValueError, KeyError):
             good = False
         if not good:
             verdict.problems.append(Problem(seq, "bad_signature",

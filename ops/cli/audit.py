@@ -46,10 +46,10 @@ def _entries(settings: Settings, sink: str, directory: Path | None) -> list[Any]
     if sink == "postgres":
         if not settings.audit_postgres_url:
             raise _fail("IDSYNC_AUDIT_POSTGRES_URL is not set")
-        from shared.audit_sinks.postgres import read_lines
+        from shared.audit_sinks.postgres import read_lines as read_rows
 
         try:
-            return parse_lines(read_lines(settings.audit_postgres_url.get_secret_value()))
+            return parse_lines(read_rows(settings.audit_postgres_url.get_secret_value()))
         except Exception as err:  # noqa: BLE001 - one line for the operator, whatever the driver raised
             raise _fail(f"PostgreSQL: {type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
     raise _fail(f"--sink must be one of {', '.join(SINKS_READABLE)}")
