@@ -143,8 +143,13 @@ th,td{border-bottom:1px solid #d0d7de;padding:.35rem .5rem;text-align:left;verti
 th{background:#f6f8fa;font-weight:600}
 .granted{color:#1a7f37;font-weight:600}.revoked{color:#cf222e;font-weight:600}
 code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;color:#57606a}.num{text-align:right;white-space:nowrap}
-.summary td{border:none;padding:.1rem .75rem .1rem 0}
+.summary{width:auto}.summary td{border:none;padding:.1rem 1.5rem .1rem 0}.when{white-space:nowrap}
 """
+
+
+def _when(ts: float | None) -> str:
+    """Readable in a table cell: 2026-11-30 08:15:02.123 (the column header says UTC)."""
+    return "–" if ts is None else utc(ts)[:23].replace("T", " ")
 
 
 def _ms(value: float | None) -> str:
@@ -185,9 +190,9 @@ def write_html(users: list[UserHistory], path: Path, *, title: str, verdict: str
         for c in user.changes:
             evidence = "<br>".join(f"<code>#{seq}: {e(digest[:16])}…</code>" for seq, digest in c.evidence)
             parts.append(
-                f"<tr><td class={c.direction}>{c.direction}</td><td>{e(utc(c.time))}</td>"
+                f"<tr><td class={c.direction}>{c.direction}</td><td class=when>{e(_when(c.time))}</td>"
                 f"<td>{e(c.outcome)}<br><code>{e(' › '.join(c.actions))}</code></td>"
-                f"<td>{e(utc(c.observed_at)) or '–'}</td><td class=num>{_ms(c.latency_ms)}</td>"
+                f"<td class=when>{e(_when(c.observed_at))}</td><td class=num>{_ms(c.latency_ms)}</td>"
                 f"<td>{e(c.rule or '–')}</td><td>{e(c.actor)}</td><td>{evidence}</td></tr>")
         parts.append("</table>")
     parts.append("<p class=meta>Each evidence line is an entry of idsync's hash-chained audit trail: its sequence "
