@@ -10,6 +10,8 @@ nothing: timings on a shared machine are not test material.
     .venv/bin/python bench/revocation_latency.py [--users 50] [--backlog 10000] [--revocation-workers 1]
                                                  [--sync-workers 1] [--interval-ms 100] [--keep]
                                                  [--sandbox-tcp-nodelay] [--set IDSYNC_NAME=VALUE ...]
+                                                 [--audit both|off|on] [--audit-sinks jsonl,postgres]
+                                                 [--audit-postgres-url URL]
 
 Results and their reading are in docs/BENCHMARKS.md ("Revocation latency").
 
@@ -17,6 +19,11 @@ Scenario A disables `--users` Entra users through Graph, one every `--interval-m
 Scenario B first publishes `--backlog` `sync.user_changed` messages (for other users) through the product's own
 `shared.dispatch.publish`, lets the sync worker start draining them, then repeats the disables; the sync lane depth
 is printed before and after to show the backlog was there for the whole measurement.
+
+Audit (`--audit both`, the default): scenarios A and B run first without the audit writer (workers only append to
+the Redis inbox, as before the audit issue), then again on fresh users with `python -m ops audit-writer` running
+(chaining, signing checkpoints and delivering to `--audit-sinks`), after it has caught up. The last lines print both
+p99s and the ratio on/off: the cost of auditing for a leaver.
 
 The headline figure per user is the audit `revoke` record's `ts - detail.observed_at` (webhook received the
 notification -> deactivation done). As cross-checks it also reports Graph PATCH -> `IsActive = false` (read from the
@@ -501,8 +508,8 @@ class Bench:
 
     # --- backlog
 
-    def enqueue_backlog(self, object_ids: list[str]) -> tuple[int, float]:
-        """Publish `--backlog` sync messages through the product's own publish(); returns (count, seconds)."""
+    def enqueue_backlog(self, object_ids: list[str], n: int) -> tuple[int, float]:
+        """Publish `n` sync messages through the product's own publish(); returns (count, seconds)."""
         from shared.dispatch import publish
         from shared.events import EventKind, EventSource, IdentityEvent
         from workers.app import create_app
@@ -510,13 +517,56 @@ class Bench:
         settings = self.settings()
         celery = create_app(settings)
         tenant = str(settings.graph_tenant_id)
-        n = self.args.backlog
         began = time.perf_counter()
         for i in range(n):
             event = IdentityEvent(kind=EventKind.USER_CHANGED, source=EventSource.OPERATOR, tenant=tenant,
                                   object_id=object_ids[i % len(object_ids)])
             publish(celery, event, task_name="sync.user_changed")
         return n, time.perf_counter() - began
+
+    # --- the audit writer (what "auditing on" adds: chaining, signing and delivering next to the workers)
+
+    def start_audit_writer(self) -> None:
+        assert self.procs is not None
+        self.env.update({"IDSYNC_AUDIT_SINKS": self.args.audit_sinks, "IDSYNC_AUDIT_HMAC_KEY": "bench-key"})
+        if self.args.audit_postgres_url:
+            self.env["IDSYNC_AUDIT_POSTGRES_URL"] = self.args.audit_postgres_url
+        procs = self.procs
+        procs.start("audit-writer", ["audit-writer"], ready=lambda: "audit_writer_leading" in procs.log("audit-writer"))
+        began = time.monotonic()
+        # Catch up with everything audited so far first: the measurement is of steady-state auditing.
+        wait_until(self._audit_caught_up, 300, "the audit writer to catch up", interval=0.2)
+        print(f"audit writer caught up with {self.audit_head()} entries in {time.monotonic() - began:.1f} s "
+              f"(sinks: {self.args.audit_sinks})")
+
+    def _audit_caught_up(self) -> bool:
+        from shared.audit_writer import backlog
+
+        state = backlog(self.redis, self.args.audit_sinks.split(","))
+        return state["inbox_pending"] == 0 and all(s["backlog"] == 0 for s in state["sinks"].values())
+
+    def audit_writer_cpu_s(self) -> float:
+        """CPU seconds the writer process has used so far (user + system): what auditing costs the machine."""
+        import psutil
+
+        assert self.procs is not None
+        times = psutil.Process(self.procs.procs["audit-writer"].pid).cpu_times()
+        return float(times.user + times.system)
+
+    def audit_head(self) -> int:
+        from shared.audit_writer import head
+
+        return int(head(self.redis)["seq"])
+
+    def print_audit_writer(self, head_before: int, cpu_before: float, seconds: float) -> None:
+        from shared.audit_writer import backlog
+
+        state = backlog(self.redis, self.args.audit_sinks.split(","))
+        lags = ", ".join(f"{name} {info['backlog']} behind ({info['lag_s']:.1f} s)" for name, info in
+                         state["sinks"].items())
+        print(f"  audit writer: {state['head_seq'] - head_before} entries chained and delivered during this round; "
+              f"{state['inbox_pending']} waiting to be chained; sinks: {lags}; writer CPU "
+              f"{self.audit_writer_cpu_s() - cpu_before:.2f} s in {seconds:.0f} s")
 
     # --- client call costs
 
@@ -589,6 +639,16 @@ def print_costs(label: str, costs: dict[str, list[float]]) -> None:
         print(fmt_row(name, values))
 
 
+def print_audit_ratio(p99s: dict[bool, tuple[float, float]]) -> None:
+    """Item 4 of the audit issue: revocation p99 with the audit writer running vs without, same run."""
+    if len(p99s) < 2:
+        return
+    print("\n== revocation p99 (received -> deactivated), audit writer off vs on, same run")
+    for index, scenario in enumerate(("A: sync lane idle", "B: sync backlog")):
+        off, on = p99s[False][index], p99s[True][index]
+        print(f"  {scenario:<22} off {off:7.0f} ms   on {on:7.0f} ms   ratio on/off {on / off:5.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=50, help="users disabled per scenario")
@@ -601,6 +661,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="IDSYNC_NAME=VALUE",
                         help="product setting for the webhook and workers, e.g. IDSYNC_SF_REQUESTS_PER_S=200 "
                              "(repeatable; for what-if runs, the figures of record use the defaults)")
+    parser.add_argument("--audit", choices=("off", "on", "both"), default="both",
+                        help="run the scenarios without the audit writer, with it, or both in one run (the default; "
+                             "prints both p99s and their ratio)")
+    parser.add_argument("--audit-sinks", default="jsonl",
+                        help="IDSYNC_AUDIT_SINKS for the writer, e.g. jsonl,postgres (with --audit-postgres-url)")
+    parser.add_argument("--audit-postgres-url", default=None, help="IDSYNC_AUDIT_POSTGRES_URL for the postgres sink")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs) and print its path")
     args = parser.parse_args(argv)
 
@@ -618,31 +684,51 @@ def main(argv: list[str] | None = None) -> int:
         bench.start()
         tenant = GraphAdmin(bench.env)
         targets, others = revocable_members(bench.server)
-        need = WARMUP_USERS + 2 * args.users
-        if len(targets) < need:
-            raise SystemExit(f"only {len(targets)} revocable users, need {need}")
-        warmup, set_a, set_b = (targets[:WARMUP_USERS], targets[WARMUP_USERS:WARMUP_USERS + args.users],
-                                targets[WARMUP_USERS + args.users:need])
+        modes = {"off": [False], "on": [True], "both": [False, True]}[args.audit]
+        need = WARMUP_USERS + 2 * args.users * len(modes)
+        if len(targets) < need + 1:
+            raise SystemExit(f"only {len(targets)} revocable users, need {need + 1}")
         backlog_ids = [t.entra_id for t in targets[need:]] + others
 
-        bench.disable_all(tenant, warmup, "warm-up")
-        result_a = bench.disable_all(tenant, set_a, f"A: {args.users} disables, sync lane idle")
-        print_scenario(result_a, args.revocation_workers)
-        costs_idle = bench.call_costs(targets[need])
-        print_costs("idle", costs_idle)
+        bench.disable_all(tenant, targets[:WARMUP_USERS], "warm-up")
+        p99s: dict[bool, tuple[float, float]] = {}
+        for round_no, audit_on in enumerate(modes):
+            label = f"audit writer ON ({args.audit_sinks})" if audit_on else "audit writer OFF"
+            print(f"\n######## {label}")
+            if round_no:
+                # Scenario A means an idle sync lane: drop what is left of the previous round's backlog.
+                assert bench.redis is not None
+                left = bench.sync_depth()
+                bench.redis.delete("sync")
+                print(f"sync lane emptied for scenario A ({left} messages of the previous backlog dropped)")
+            if audit_on:
+                bench.start_audit_writer()
+            first = WARMUP_USERS + round_no * 2 * args.users
+            set_a, set_b = targets[first:first + args.users], targets[first + args.users:first + 2 * args.users]
+            chained_before = bench.audit_head()
+            cpu_before, round_began = (bench.audit_writer_cpu_s() if audit_on else 0.0), time.monotonic()
+            result_a = bench.disable_all(tenant, set_a, f"A: {args.users} disables, sync lane idle [{label}]")
+            print_scenario(result_a, args.revocation_workers)
+            if round_no == 0:
+                print_costs("idle", bench.call_costs(targets[need]))
 
-        n, seconds = bench.enqueue_backlog(backlog_ids)
-        depth = bench.sync_depth()
-        print(f"\nbacklog: published {n} sync.user_changed in {seconds:.2f} s ({n / seconds:,.0f} msg/s) through "
-              f"shared.dispatch.publish; sync lane depth now {depth}")
-        time.sleep(3.0)  # let the sync worker get going, so the lane is being drained during the measurement
-        depth_later = bench.sync_depth()
-        print(f"sync lane depth 3 s later: {depth_later} (draining {(depth - depth_later) / 3.0:.1f} msg/s)")
-        costs_busy = bench.call_costs(targets[need])
-        print_costs("while the sync worker drains the backlog", costs_busy)
-        result_b = bench.disable_all(tenant, set_b, f"B: {args.users} disables, {args.backlog} sync backlog",
-                                     depth_probe=True)
-        print_scenario(result_b, args.revocation_workers)
+            top_up = max(0, args.backlog - bench.sync_depth())
+            n, seconds = bench.enqueue_backlog(backlog_ids, top_up)
+            depth = bench.sync_depth()
+            print(f"\nbacklog: published {n} sync.user_changed in {seconds:.2f} s ({n / max(seconds, 1e-9):,.0f} "
+                  f"msg/s) through shared.dispatch.publish; sync lane depth now {depth}")
+            time.sleep(3.0)  # let the sync worker get going, so the lane is being drained during the measurement
+            depth_later = bench.sync_depth()
+            print(f"sync lane depth 3 s later: {depth_later} (draining {(depth - depth_later) / 3.0:.1f} msg/s)")
+            if round_no == 0:
+                print_costs("while the sync worker drains the backlog", bench.call_costs(targets[need]))
+            result_b = bench.disable_all(tenant, set_b, f"B: {args.users} disables, {args.backlog} sync backlog "
+                                         f"[{label}]", depth_probe=True)
+            print_scenario(result_b, args.revocation_workers)
+            if audit_on:
+                bench.print_audit_writer(chained_before, cpu_before, time.monotonic() - round_began)
+            p99s[audit_on] = (summary(result_a.total_ms)["p99"], summary(result_b.total_ms)["p99"])
+        print_audit_ratio(p99s)
         print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
     except KeyboardInterrupt:
         print("interrupted; stopping everything", file=sys.stderr)

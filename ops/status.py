@@ -61,6 +61,7 @@ def collect(settings: Settings, redis: Any) -> dict[str, Any]:
     from producers.checkpoints import DeltaCheckpoints
     from producers.subscriptions import SubscriptionManager
     from shared import audit, parking
+    from shared.audit_writer import backlog as audit_backlog
     from shared.dlq import DeadLetterQueue
     from shared.identity_links import IdentityLinks
     from shared.limiter import Limiter
@@ -104,4 +105,5 @@ def collect(settings: Settings, redis: Any) -> dict[str, Any]:
         "reviews": links.review_count(),
         "pending_ownership_transfers": len(links.pending_transfers()),
         "recent_revocations": revocations,  # newest first
+        "audit": audit_backlog(redis, settings.audit_sinks),
     }

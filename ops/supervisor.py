@@ -26,7 +26,9 @@ from ops.runenv import read_env_file, redacted_url, write_env_file
 from shared.settings import Settings
 
 #: Stop order: producers first, then workers, then what everything else depends on.
-STOP_ORDER = ("poller", "webhook", "beat", "flower", "worker-sync", "worker-revocation", "sandbox", "redis")
+# The audit writer after the workers: it chains and delivers what they audited while stopping.
+STOP_ORDER = ("poller", "webhook", "beat", "flower", "worker-sync", "worker-revocation", "audit-writer", "sandbox",
+              "redis")
 SANDBOX_RESTART_NOTE = "; the sandbox reseeds on start: its users, groups, Salesforce data and subscriptions are new"
 
 
@@ -103,6 +105,7 @@ class Supervisor:
         if not self.settings.webhook_public_url:
             env["IDSYNC_WEBHOOK_PUBLIC_URL"] = f"http://{host}:{webhook_port}"
         self.urls["webhook"] = f"http://{host}:{webhook_port}/graph/notifications"
+        env.update(self._metrics_ports())
         self.urls["flower"] = f"http://127.0.0.1:{flower_port}/"
         run_env = dict(env)
         run_env["IDSYNC_VAR_DIR"] = str(self.var_dir)
@@ -121,6 +124,7 @@ class Supervisor:
             ("beat", ("beat",)),
             ("poller", ("poll",)),
             ("flower", ("flower",)),
+            ("audit-writer", ("audit-writer",)),
         ):
             self._adopt(Supervised(name, self._idsync_launcher(*args)))
         self._print_urls()
@@ -134,6 +138,24 @@ class Supervisor:
     def _idsync_launcher(self, *args: str) -> Callable[[], subprocess.Popen[bytes]]:
         argv = [sys.executable, "-m", "ops", *args]
         return lambda: subprocess.Popen(argv, env=self.env, start_new_session=True)
+
+    def _metrics_ports(self) -> dict[str, str]:
+        """Each component's /metrics port (a taken one is replaced and said), as settings for the children."""
+        env: dict[str, str] = {}
+        host = self.settings.metrics_host
+        for component in ("worker_revocation", "worker_sync", "beat", "poller", "audit_writer"):
+            wanted = int(getattr(self.settings, f"metrics_port_{component}"))
+            if not wanted:
+                continue
+            port, replaced = choose_port(wanted, host)
+            if replaced:
+                self.echo(f"port {wanted} is taken: {component.replace('_', '-')} metrics on {port} instead")
+            env[f"IDSYNC_METRICS_PORT_{component.upper()}"] = str(port)
+        shown = [f"{name.removeprefix('IDSYNC_METRICS_PORT_').lower().replace('_', '-')} :{port}"
+                 for name, port in env.items()]
+        if shown:
+            self.urls["metrics"] = f"http://{host}:<port>/metrics ({', '.join(shown)})"
+        return env
 
     def _start_sandbox(self) -> dict[str, str]:
         """Start the sandbox child and return the settings it wrote to var/sandbox.env."""
@@ -223,8 +245,11 @@ class Supervisor:
         by_name = {c.name: c for c in self.components}
         ordered = [by_name[n] for n in STOP_ORDER if n in by_name]
         ordered += [c for c in self.components if c.name not in STOP_ORDER]
-        # Everything but the sandbox and Redis at once (they shut down in parallel), then those two, in order.
-        tiers = [[c for c in ordered if c.name not in ("sandbox", "redis")],
+        # Producers and workers at once (they shut down in parallel), then the audit writer (it chains and delivers
+        # what the workers audited while stopping), then the sandbox and Redis, in that order.
+        last = ("audit-writer", "sandbox", "redis")
+        tiers = [[c for c in ordered if c.name not in last],
+                 [c for c in ordered if c.name == "audit-writer"],
                  [c for c in ordered if c.name == "sandbox"],
                  [c for c in ordered if c.name == "redis"]]
         for tier in tiers:

@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any
 
 import anyio
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import start_http_server
 from starlette.applications import Starlette
 from starlette.background import BackgroundTasks
 from starlette.requests import Request
@@ -46,6 +46,7 @@ from producers.subscriptions import SubscriptionManager
 from shared.dispatch import COLLAPSED, PendingWork, TaskSender, lane_of, publish
 from shared.events import EventKind, EventSource, IdentityEvent
 from shared.logging import get_logger
+from shared.metrics import WebhookMetrics  # defined with every other metric; re-exported here
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -122,28 +123,6 @@ class RequestSummary:
             out["events"] = self.events
             out["events_not_listed"] = max(0, sum(self.enqueued.values()) - len(self.events))
         return out
-
-
-class WebhookMetrics:
-    """Prometheus counters on a registry of their own, so several apps (tests, replicas in one process) coexist."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.received = Counter("idsync_webhook_notifications_received", "Notification items received", registry=r)
-        self.enqueued = Counter("idsync_webhook_events_enqueued", "Events published to the broker", ["lane"],
-                                registry=r)
-        self.rejected = Counter("idsync_webhook_rejected", "Requests or items rejected", ["reason"], registry=r)
-        self.client_state_mismatch = Counter("idsync_webhook_client_state_mismatch",
-                                             "Items whose clientState did not match", registry=r)
-        self.collapsed = Counter("idsync_webhook_events_collapsed",
-                                 "Events absorbed by a revocation task already waiting for the same user", registry=r)
-        self.handshakes = Counter("idsync_webhook_handshakes", "Validation handshakes answered", ["endpoint"],
-                                  registry=r)
-        self.unavailable = Counter("idsync_webhook_unavailable", "503 answers (broker unavailable or too slow)",
-                                   registry=r)
-        self.lifecycle = Counter("idsync_webhook_lifecycle_events", "Lifecycle notifications accepted", ["event"],
-                                 registry=r)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,14 @@
-"""The audit trail: every action idsync takes (or decides not to take) on an identity, in order.
+"""The audit trail's front door: every action idsync takes (or decides not to take) on an identity, in order.
 
-Why a Redis stream and a log line: the stream lets `idsync status`/tests read recent actions back without a log
-pipeline; the log line puts the same record next to the task's own lines (same contextvars). The stream is capped
-(`MAXLEN ~`) so it cannot fill Redis. A durable PostgreSQL sink comes in a later issue.
+Why a Redis stream here and nothing more: this runs on the hot path of a revocation, so it does one XADD (no
+trimming, no hashing, no network call to a sink) and returns. The stream `idsync:audit` is the inbox of the single
+writer (`shared.audit_writer`, run by `idsync audit-writer`), which chains the entries (`shared.audit_chain`) and
+delivers them to the configured sinks; only the writer trims the inbox, and only entries it has chained. A sink
+outage therefore delays delivery but never drops an event and never blocks a worker.
+
+Each inbox entry carries the full event (`event`, canonical JSON of `shared.audit_events.AuditEvent`) plus a few
+flat fields (ts, action, ids, outcome, detail) that `idsync status` and older readers use. The same record is also
+logged next to the task's own lines (same contextvars).
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ from typing import Any
 
 import redis
 
+from shared.audit_events import ACTOR_IDSYNC, AuditEvent
 from shared.logging import get_logger
 
 STREAM_KEY = "idsync:audit"
+#: Kept for compatibility: the inbox keeps about this many chained entries for `recent()` (IDSYNC_AUDIT_RECENT_KEEP).
 MAX_LEN = 100_000
 
 log = get_logger("idsync.audit")
@@ -28,29 +36,96 @@ def audit(
     sf_user_id: str | None,
     outcome: str,
     correlation_id: str | None,
+    *,
+    upn: str | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    rule: str | None = None,
+    source_event: str | None = None,
+    actor: str = ACTOR_IDSYNC,
+    observed_at: float | None = None,
     **detail: Any,
 ) -> str:
-    """Append one record to `idsync:audit` and log it; returns the stream id."""
+    """Append one event to the audit inbox and log it; returns the stream id.
+
+    `observed_at` (epoch seconds: when a producer first saw the Entra change) gives the event its latency.
+    """
+    event = AuditEvent.build(
+        action,
+        outcome,
+        observed_at=observed_at,
+        actor=actor,
+        entra_id=entra_id or None,
+        sf_user_id=sf_user_id or None,
+        upn=upn,
+        before=before,
+        after=after,
+        rule=rule,
+        source_event=source_event,
+        correlation_id=correlation_id or None,
+        detail=json.loads(json.dumps(detail, default=str)),
+    )
+    return append(redis_client, event)
+
+
+def append(redis_client: redis.Redis, event: AuditEvent) -> str:
+    """XADD one built event to the inbox (never trimmed here) and log it."""
+    legacy_detail = dict(event.detail)
+    if event.observed_at is not None:
+        legacy_detail["observed_at"] = event.observed_at
     fields = {
-        "ts": repr(time.time()),
-        "action": action,
-        "entra_id": entra_id or "",
-        "sf_user_id": sf_user_id or "",
-        "outcome": outcome,
-        "correlation_id": correlation_id or "",
-        "detail": json.dumps(detail, default=str, sort_keys=True),
+        "ts": repr(event.time),
+        "action": event.action,
+        "entra_id": event.entra_id or "",
+        "sf_user_id": event.sf_user_id or "",
+        "outcome": event.outcome,
+        "correlation_id": event.correlation_id or "",
+        "detail": json.dumps(legacy_detail, default=str, sort_keys=True),
+        "event": event.to_json(),
     }
-    stream_id = redis_client.xadd(STREAM_KEY, fields, maxlen=MAX_LEN, approximate=True)
+    stream_id = redis_client.xadd(STREAM_KEY, fields)
     log.info(
         "audit",
-        action=action,
-        entra_id=entra_id,
-        sf_user_id=sf_user_id,
-        outcome=outcome,
-        correlation_id=correlation_id,
-        **detail,
+        action=event.action,
+        entra_id=event.entra_id,
+        sf_user_id=event.sf_user_id,
+        outcome=event.outcome,
+        correlation_id=event.correlation_id,
+        **({"latency_ms": event.latency_ms} if event.latency_ms is not None else {}),
+        **event.detail,
     )
+    _observe(event)
     return str(stream_id)
+
+
+def _observe(event: AuditEvent) -> None:
+    """The revocation latency histogram is fed here: the one place where that figure is computed."""
+    if event.action == "revoke" and event.latency_ms is not None:
+        from shared import metrics
+
+        metrics.observe_revocation(event.outcome, event.latency_ms / 1000.0)
+
+
+def event_from_fields(fields: dict[str, str], fallback_id: str = "") -> dict[str, Any]:
+    """The event of one inbox entry, also for entries written by versions that had no `event` field."""
+    if fields.get("event"):
+        return dict(json.loads(fields["event"]))
+    detail = json.loads(fields.get("detail") or "{}")
+    observed = detail.pop("observed_at", None)
+    ts = float(fields.get("ts") or time.time())
+    event = AuditEvent(
+        id=fallback_id.replace("-", "") or AuditEvent.model_fields["id"].get_default(call_default_factory=True),
+        time=ts,
+        action=fields.get("action") or "unknown",
+        outcome=fields.get("outcome") or "",
+        entra_id=fields.get("entra_id") or None,
+        sf_user_id=fields.get("sf_user_id") or None,
+        correlation_id=fields.get("correlation_id") or None,
+        observed_at=float(observed) if observed is not None else None,
+        latency_ms=round((ts - float(observed)) * 1000, 3) if observed is not None else None,
+        detail=detail,
+    )
+    return event.to_dict()
 
 
 def recent(redis_client: redis.Redis, n: int = 100) -> list[dict[str, Any]]:
@@ -58,6 +133,7 @@ def recent(redis_client: redis.Redis, n: int = 100) -> list[dict[str, Any]]:
     records = []
     for stream_id, fields in redis_client.xrevrange(STREAM_KEY, count=n):
         record: dict[str, Any] = {"id": stream_id, **fields}
+        record.pop("event", None)
         record["ts"] = float(fields.get("ts", 0.0))
         record["detail"] = json.loads(fields.get("detail") or "{}")
         for key in ("entra_id", "sf_user_id", "correlation_id"):

@@ -290,6 +290,9 @@ class GraphClient:
             if wait is None:
                 wait = self._default_backoff()
             self._throttle_streak += 1
+            from shared import metrics
+
+            metrics.GRAPH_THROTTLED.labels(self._lane).inc()
             if self._limiter is not None:
                 try:
                     self._limiter.block_until(SERVICE_GRAPH, self._tenant, wait)

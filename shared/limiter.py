@@ -191,12 +191,17 @@ class Limiter:
         Short waits are cheaper to sleep than to re-queue; long ones must go back to Celery so the worker slot is
         free for revocations.
         """
+        from shared import metrics
+
         slept = 0.0
         while True:
             wait = self.acquire(service, lane, key, cost)
             if wait <= 0.0:
+                if slept:
+                    metrics.LIMITER_WAIT.labels(service, lane).observe(slept)
                 return 0.0
             if wait > MAX_INLINE_WAIT_S or slept + wait > MAX_INLINE_TOTAL_S:
+                metrics.LIMITER_DEFERRED.labels(service, lane).inc()
                 return wait
             sleep(wait)
             slept += wait

@@ -336,6 +336,19 @@ class SalesforceClient:
         result = self._call(lambda sf: sf.restful(path, method="GET"))
         return dict(result or {})
 
+    def collections_upsert(self, sobject: str, external_id_field: str, records: list[dict[str, Any]],
+                           all_or_none: bool = False) -> list[dict[str, Any]]:
+        """PATCH composite/sobjects/{sobject}/{externalIdField} in chunks of 200: create or update by external id,
+        so sending the same records again changes nothing. Per-record results in input order."""
+        path = f"composite/sobjects/{quote(sobject, safe='')}/{quote(external_id_field, safe='')}"
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(records), COLLECTION_LIMIT):
+            chunk_records = [{"attributes": {"type": sobject}, **r} for r in records[start : start + COLLECTION_LIMIT]]
+            body = json.dumps({"allOrNone": all_or_none, "records": chunk_records})
+            chunk = self._call(lambda sf, body=body: sf.restful(path, method="PATCH", data=body))
+            results.extend(chunk or [])
+        return results
+
     # --- usage ------------------------------------------------------------------------------------------------
     def api_usage(self) -> tuple[int, int] | None:
         """The latest (used, allowed) daily API figure seen by this client, else by any process via the limiter."""

@@ -8,15 +8,16 @@ names the setting, not surface an hour later as a confusing runtime error.
 from __future__ import annotations
 
 import difflib
+import json
 import sys
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Annotated, Any, Literal, TextIO
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.settings_sources import ENV, ENV_PREFIX, EnvFileError, Layers, gather, is_setting_name
 
@@ -29,6 +30,9 @@ GRAPH_NAMES = (
     "IDSYNC_GRAPH_AUTHORITY", "IDSYNC_GRAPH_TENANT_ID", "IDSYNC_GRAPH_CLIENT_ID", "IDSYNC_GRAPH_CLIENT_SECRET",
 )
 SF_NAMES = ("IDSYNC_SF_URL", "IDSYNC_SF_CLIENT_ID", "IDSYNC_SF_CLIENT_SECRET")
+
+#: The audit sinks `IDSYNC_AUDIT_SINKS` may name (one module each under shared/audit_sinks/).
+AUDIT_SINK_NAMES = ("jsonl", "postgres", "salesforce", "syslog", "splunk_hec")
 
 
 class Settings(BaseSettings):
@@ -118,6 +122,64 @@ class Settings(BaseSettings):
     flower_port: int = Field(default=5555, ge=0, le=65535)
     flower_user: str = "admin"
     flower_password: SecretStr | None = None
+
+    # --- Audit trail and metrics. Workers append to a Redis stream; `idsync audit-writer` hash-chains
+    # the entries and delivers them to every sink listed here. Metrics: one /metrics port per process type (0 = off).
+    # Where the trail goes, several at once: "jsonl,postgres" (or a JSON list). jsonl, postgres, salesforce, syslog,
+    # splunk_hec.
+    audit_sinks: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["jsonl"])
+    audit_dir: Path | None = None  # JSONL trail directory; default {var_dir}/audit
+    audit_jsonl_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)  # rotate the JSONL file past this size
+    audit_hmac_key: SecretStr | None = None  # signs checkpoints; unset: generated once into {var_dir}/audit.key
+    audit_checkpoint_every: int = Field(default=1000, gt=0)  # a signed checkpoint after this many entries...
+    audit_checkpoint_interval_s: float = Field(default=60.0, gt=0)  # ...or this long after the last, if any new
+    audit_batch_size: int = Field(default=500, gt=0, le=10_000)
+    audit_sink_backoff_max_s: float = Field(default=60.0, gt=0)
+    audit_recent_keep: int = Field(default=100_000, ge=0)  # chained entries kept in the stream for `idsync status`
+    audit_postgres_url: SecretStr | None = None  # postgresql://user:password@host:5432/db (a secret: it may hold one)
+    audit_syslog_url: str | None = None  # tcp://host:514 or tls://host:6514 (RFC 5424, octet-counted framing)
+    audit_syslog_facility: int = Field(default=13, ge=0, le=23)  # 13 = log audit
+    audit_splunk_hec_url: str | None = None  # https://splunk:8088 (the /services/collector/event endpoint is added)
+    audit_splunk_hec_token: SecretStr | None = None
+    audit_splunk_hec_index: str | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_dir: Path | None = None  # PROMETHEUS_MULTIPROC_DIR parent for worker pools; default {var_dir}/prometheus
+    metrics_port_worker_revocation: int = Field(default=9101, ge=0, le=65535)
+    metrics_port_worker_sync: int = Field(default=9102, ge=0, le=65535)
+    metrics_port_beat: int = Field(default=9103, ge=0, le=65535)
+    metrics_port_poller: int = Field(default=9104, ge=0, le=65535)
+    metrics_port_audit_writer: int = Field(default=9105, ge=0, le=65535)
+
+    @field_validator("audit_sinks", mode="before")
+    @classmethod
+    def _sink_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _audit_sinks_configured(self) -> Settings:
+        needs = {"postgres": ("IDSYNC_AUDIT_POSTGRES_URL", self.audit_postgres_url),
+                 "syslog": ("IDSYNC_AUDIT_SYSLOG_URL", self.audit_syslog_url),
+                 "splunk_hec": ("IDSYNC_AUDIT_SPLUNK_HEC_URL", self.audit_splunk_hec_url)}
+        for sink in self.audit_sinks:
+            if sink not in AUDIT_SINK_NAMES:
+                raise ValueError(f"IDSYNC_AUDIT_SINKS: unknown sink {sink!r} (known: {', '.join(AUDIT_SINK_NAMES)})")
+            name, value = needs.get(sink, ("", True))
+            if not value:
+                raise ValueError(f"{name} is missing (the {sink} audit sink is enabled)")
+        if "splunk_hec" in self.audit_sinks and not self.audit_splunk_hec_token:
+            raise ValueError("IDSYNC_AUDIT_SPLUNK_HEC_TOKEN is missing (the splunk_hec audit sink is enabled)")
+        if self.audit_syslog_url and not self.audit_syslog_url.startswith(("tcp://", "tls://")):
+            raise ValueError("IDSYNC_AUDIT_SYSLOG_URL must be tcp://host:port or tls://host:port")
+        return self
+
+    @property
+    def audit_trail_dir(self) -> Path:
+        return self.audit_dir or self.var_dir / "audit"
 
     # --- Logging and local state
     log_level: LogLevel = "INFO"

@@ -36,7 +36,7 @@ import redis.exceptions
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from structlog.contextvars import bind_contextvars, clear_contextvars
 
-from shared import parking
+from shared import metrics, parking
 from shared.dispatch import lane_of
 from shared.dlq import MAX_HISTORY, Attempt, AttemptLog, DeadLetter, format_traceback, trim_traceback
 from shared.errors import RetryableError
@@ -332,6 +332,9 @@ class IdentityTask(celery.Task):
             duration_ms=duration_ms,
             **extra,
         )
+        event = _event_of(self.request.args, self.request.kwargs) or {}
+        metrics.task_finished(self.name, self.lane, event.get("kind"), outcome,
+                              None if duration_ms is None else duration_ms / 1000.0)
 
 
 def _event_of(args: Any, kwargs: Any) -> dict[str, Any] | None:

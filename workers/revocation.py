@@ -139,7 +139,8 @@ def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState) -> str:
     link = links.get_link(entra_id)
     upn = state.upn or (link.upn if link else None)  # a hard-deleted user's UPN lives on in the link only
     if user is None:
-        audit(redis, "revoke", entra_id, None, "no_salesforce_user", cid, entra_status=state.status, upn=upn)
+        audit(redis, "revoke", entra_id, None, "no_salesforce_user", cid, entra_status=state.status, upn=upn,
+              rule=_rule(state), source_event=event.id)
         return "no_salesforce_user"
     links.set_link(entra_id, user.id, state.upn)
 
@@ -149,20 +150,28 @@ def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState) -> str:
         login = sf.get_user_login(found.id)
         if login is not None and not login.get("IsFrozen"):
             sf.freeze_user(found.id, login)
-            audit(redis, "freeze", entra_id, found.id, "done", cid)
+            audit(redis, "freeze", entra_id, found.id, "done", cid, upn=upn, before={"IsFrozen": False},
+                  after={"IsFrozen": True}, rule=_rule(state), source_event=event.id)
         return _deactivate(sf, links, redis, entra_id, found.id, cid, upn)
 
     acted_on, result = relink_on_not_found(sf, links, redis, entra_id, state.upn, cid, user, freeze_and_deactivate)
     if acted_on is None or result is None:
-        audit(redis, "revoke", entra_id, None, "no_salesforce_user", cid, entra_status=state.status, upn=upn)
+        audit(redis, "revoke", entra_id, None, "no_salesforce_user", cid, entra_status=state.status, upn=upn,
+              rule=_rule(state), source_event=event.id)
         return "no_salesforce_user"
     user, outcome = acted_on, result
 
     # observed_at: when a producer first saw the change; revocation latency = this record's ts - observed_at.
     audit(redis, "revoke", entra_id, user.id, outcome, cid, entra_status=state.status,
-          observed_at=event.observed_at.timestamp(), upn=upn)
+          observed_at=event.observed_at.timestamp(), upn=upn, rule=_rule(state), source_event=event.id,
+          before={"IsActive": user.is_active}, after={"IsActive": outcome == "frozen_blocked"})
     publish(task.app, event.follow_up(EventKind.OWNERSHIP_TRANSFER))
     return outcome
+
+
+def _rule(state: EntraState) -> str:
+    """The policy that made idsync revoke, for the audit trail: the Entra account state that requires it."""
+    return f"leaver:entra_{state.status}"
 
 
 def _deactivate(
@@ -176,9 +185,11 @@ def _deactivate(
         detail = f"user is frozen but Salesforce refuses deactivation: {exc.code}: {exc.message}"
         links.add_review(entra_id, sf_user_id, "deactivation_blocked", detail, upn=upn, code=exc.code,
                          correlation_id=cid)
-        audit(redis, "deactivate", entra_id, sf_user_id, "blocked", cid, code=exc.code, reason=exc.message)
+        audit(redis, "deactivate", entra_id, sf_user_id, "blocked", cid, code=exc.code, reason=exc.message,
+              upn=upn)
         return "frozen_blocked"
-    audit(redis, "deactivate", entra_id, sf_user_id, "done", cid)
+    audit(redis, "deactivate", entra_id, sf_user_id, "done", cid, upn=upn, before={"IsActive": True},
+          after={"IsActive": False})
     return "revoked"
 
 

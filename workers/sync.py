@@ -85,12 +85,15 @@ def reconcile_user(task: IdentityTask, message: dict[str, Any]) -> str:
         if found.is_active is not True:
             # Activate before unfreezing: if activation is refused (e.g. no licence), the user stays unable to log in.
             sf.activate_user(found.id)
-            audit(redis, "activate", entra_id, found.id, "done", cid)
+            audit(redis, "activate", entra_id, found.id, "done", cid, upn=state.upn,
+                  before={"IsActive": found.is_active}, after={"IsActive": True}, rule="joiner:entra_enabled",
+                  source_event=event.id)
             changed = True
         login = sf.get_user_login(found.id)
         if login is not None and login.get("IsFrozen"):
             sf.unfreeze_user(found.id)
-            audit(redis, "unfreeze", entra_id, found.id, "done", cid)
+            audit(redis, "unfreeze", entra_id, found.id, "done", cid, upn=state.upn, before={"IsFrozen": True},
+                  after={"IsFrozen": False}, rule="joiner:entra_enabled", source_event=event.id)
             changed = True
         return changed
 
@@ -106,7 +109,8 @@ def reconcile_user(task: IdentityTask, message: dict[str, Any]) -> str:
               reason="revoked_during_reactivation")
         return "handed_to_revocation"
     outcome = "reactivated" if changed else "in_sync"
-    audit(redis, "sync_user", entra_id, acted_on.id, outcome, cid)
+    audit(redis, "sync_user", entra_id, acted_on.id, outcome, cid, upn=state.upn, source_event=event.id,
+          observed_at=event.observed_at.timestamp())
     return outcome
 
 

@@ -101,12 +101,26 @@ def dlq_replay(
     celery, dlq = components.celery_app(settings), _dlq(settings)
     if all_:
         ok, failed = replay_all(celery, dlq, lane=lane)
+        _audit_replay(settings, None, "replayed" if not failed else "partial", replayed=ok, failed=failed, lane=lane)
         console.print(f"replayed {ok}, failed {failed}", markup=False)
         raise typer.Exit(1 if failed else 0)
+    entry = dlq.get(entry_id)
     if not replay(celery, dlq, entry_id):
         console.print(f"{entry_id}: not replayed (unknown, or another replay holds it)", style="red", markup=False)
         raise typer.Exit(1)
+    _audit_replay(settings, entry, "replayed", entry_id=entry_id)
     console.print(f"{entry_id}: replayed", markup=False)
+
+
+def _audit_replay(settings: Settings, entry: Any, outcome: str, **detail: Any) -> None:
+    """A replay is an operator action on identities: it goes into the audit trail with the operator as actor."""
+    from shared.audit import audit
+    from shared.audit_events import operator_actor
+
+    event = (entry.args[0] if entry is not None and entry.args and isinstance(entry.args[0], dict) else {})
+    audit(components.redis_client(settings), "dlq_replay", event.get("object_id"), None, outcome,
+          getattr(entry, "correlation_id", None), actor=operator_actor(), source_event=getattr(entry, "event_id", None),
+          task=getattr(entry, "task", None), **detail)
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")

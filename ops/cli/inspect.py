@@ -83,6 +83,14 @@ def _print_status(data: dict[str, Any]) -> None:
         markup=False,
     )
 
+    trail = data.get("audit") or {}
+    if trail:
+        sinks = ", ".join(f"{name} {info['backlog']} behind" if info["backlog"] else f"{name} up to date"
+                          for name, info in trail["sinks"].items())
+        stalled = " (is `idsync audit-writer` running?)" if trail["inbox_oldest_age_s"] > 60 else ""
+        console.print(f"audit trail: {trail['head_seq']} entries chained, {trail['inbox_pending']} waiting for the "
+                      f"writer{stalled} · {sinks}", markup=False)
+
     revocations = Table(title="Recent revocations (newest first)")
     for col in ("time (UTC)", "ago", "UPN", "Entra id", "Salesforce id", "outcome"):
         revocations.add_column(col, overflow="fold")

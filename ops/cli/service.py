@@ -12,7 +12,7 @@ import typer
 from ops import components
 from ops.cli.app import Lane, app, console, stop_on_signals
 from ops.cli.app import settings as _settings
-from shared.settings import load_checked_settings
+from shared.settings import Settings, load_checked_settings
 
 BEAT_HEARTBEAT_KEY = "idsync:heartbeat:beat"
 #: Seconds between heartbeats; `idsync health beat` allows 30 s, so one missed beat is not yet "unhealthy".
@@ -70,10 +70,21 @@ def worker(
     """Run Celery workers for one lane. Revocation gets its own processes so no sync backlog can delay it."""
     settings = _settings()
     components.redis_url(settings)
+    _worker_metrics(settings, lane)
     celery = components.celery_app(settings)
     celery.worker_main(
         ["worker", "-Q", lane, "-n", f"{lane}@%h", "-c", str(concurrency), "--loglevel", settings.log_level, "-E"]
     )
+
+
+def _worker_metrics(settings: Settings, lane: str) -> None:
+    """Multiprocess metrics for the prefork pool, served by this (main) process; before anything imports them."""
+    from shared.metrics_server import prepare_multiprocess, serve_multiprocess
+
+    port = settings.metrics_port_worker_revocation if lane == "revocation" else settings.metrics_port_worker_sync
+    if port:
+        path = prepare_multiprocess(settings.metrics_dir or settings.var_dir / "prometheus", f"worker-{lane}")
+        serve_multiprocess(port, settings.metrics_host, path)
 
 
 @app.command()
@@ -117,6 +128,10 @@ def poll(once: Annotated[bool, typer.Option(help="run one users+groups round and
     settings = _settings()
     configure_logging(settings)
     poller = components.delta_poller(settings)
+    if not once:
+        from shared.metrics_server import serve
+
+        serve(settings.metrics_port_poller, settings.metrics_host)
     if once:
         from producers.poller_lease import PollerBusy
 
@@ -144,6 +159,10 @@ def beat() -> None:
     stop = stop_on_signals()
     celery, redis = components.celery_app(settings), components.redis_client(settings)
     threading.Thread(target=beat_heartbeat, args=(redis, stop), name="heartbeat", daemon=True).start()
+    from ops.status import collect
+    from shared.metrics_server import serve_state
+
+    serve_state(settings.metrics_port_beat, settings.metrics_host, lambda: collect(settings, redis))
     if settings.tenant_configured:
         manager = components.subscription_manager(settings)
 

@@ -40,6 +40,12 @@ FAST = {
     "IDSYNC_LOG_JSON": "true",
     "IDSYNC_LOG_LEVEL": "INFO",
     "IDSYNC_WEBHOOK_CLIENT_STATE": "integration-client-state",
+    # No /metrics servers unless a test asks for one on a free port: fixed ports would collide between tests.
+    "IDSYNC_METRICS_PORT_WORKER_REVOCATION": "0",
+    "IDSYNC_METRICS_PORT_WORKER_SYNC": "0",
+    "IDSYNC_METRICS_PORT_BEAT": "0",
+    "IDSYNC_METRICS_PORT_POLLER": "0",
+    "IDSYNC_METRICS_PORT_AUDIT_WRITER": "0",
 }
 
 

@@ -101,7 +101,9 @@ def _outcomes(status: dict[str, Any], entra_id: str) -> list[str]:
     return [r["outcome"] for r in reversed(status["recent_revocations"]) if r["entra_id"] == entra_id]
 
 
-def _leaver_is_revoked(service: RunningIdsync, wait_for: Callable[..., Any], admins: Any, skip: int) -> None:
+def _leaver_is_revoked(
+    service: RunningIdsync, wait_for: Callable[..., Any], admins: Any, skip: int
+) -> dict[str, Any]:
     """Disable an Entra member whose Salesforce user is active; it must be frozen, deactivated and in status."""
     tenant_admin, org_admin = admins
     env = service.env()
@@ -123,6 +125,7 @@ def _leaver_is_revoked(service: RunningIdsync, wait_for: Callable[..., Any], adm
     assert set(outcomes[1:]) <= {"already_revoked"}
     assert org.user(target["userPrincipalName"])["IsActive"] is False
     assert org.frozen(sf_user["Id"])
+    return target
 
 
 def test_idsync_run_revokes_a_disabled_user_and_status_shows_it(service, wait_for, admin_clients):
@@ -135,10 +138,11 @@ def test_idsync_run_revokes_a_disabled_user_and_status_shows_it(service, wait_fo
                           timeout=90, interval=0.5, what="both subscriptions in `idsync status --json`")
     assert subscribed is True
 
-    _leaver_is_revoked(service, wait_for, admin_clients, skip=0)
+    target = _leaver_is_revoked(service, wait_for, admin_clients, skip=0)
 
     status = service.status()
     assert set(status["lanes"]) == {"revocation", "sync"}
+    _check_audit_trail_and_metrics(service.cwd, service.env(), target, wait_for)
 
 
 def test_the_redis_password_never_appears_in_the_output_and_secret_files_are_private(service, wait_for):
@@ -196,3 +200,32 @@ def test_ctrl_c_stops_every_process_it_started_and_removes_run_env(service):
         assert time.monotonic() < deadline, [p.cmdline() for p in service.started if p.is_running()]
         time.sleep(0.1)
     assert not (service.cwd / "var" / "run.env").exists()
+
+
+def _check_audit_trail_and_metrics(cwd, env: dict[str, str], target: dict, wait_for) -> None:
+    """README "Try the audit trail": after a leaver, the chain verifies, the HTML report shows the revocation with its
+    latency, and the revocation worker's /metrics counts it."""
+    import re
+
+    import httpx
+
+    def audited() -> bool:
+        trail = cwd / "var" / "audit"
+        text = "".join(p.read_text() for p in trail.glob("audit-*.jsonl")) if trail.exists() else ""
+        return f'"entra_id":"{target["id"]}"' in text and '"outcome":"revoked"' in text
+
+    wait_for(audited, timeout=30, what="the revocation in the JSONL audit trail")
+    verified = subprocess.run([sys.executable, "-m", "ops", "audit", "verify"], cwd=cwd, env=_clean_env(),
+                              capture_output=True, text=True, timeout=60)
+    assert verified.returncode == 0 and "the chain is intact" in verified.stdout, verified.stdout + verified.stderr
+    report = cwd / "report.html"
+    made = subprocess.run([sys.executable, "-m", "ops", "audit", "report", "--output", str(report)], cwd=cwd,
+                          env=_clean_env(), capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    page = report.read_text()
+    section = page[page.index(f"<h2>{target['userPrincipalName']}</h2>"):]
+    assert re.search(r"<td class=revoked>revoked</td>.*?<td class=num>[\d,.]+ m?s</td>", section, re.DOTALL)
+    metrics = httpx.get(f"http://127.0.0.1:{env['IDSYNC_METRICS_PORT_WORKER_REVOCATION']}/metrics", timeout=5,
+                        trust_env=False).text
+    assert re.search(r'idsync_revocation_latency_seconds_count\{outcome="revoked"\} [1-9]', metrics)
+

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The secrets compose refuses to start without (they come from `.env` in a real deployment).
+REQUIRED = {"IDSYNC_FLOWER_PASSWORD": "test-only", "IDSYNC_AUDIT_HMAC_KEY": "test-only",
+            "GRAFANA_ADMIN_PASSWORD": "test-only"}
 
 
 def _compose() -> str:
@@ -26,12 +29,12 @@ def _config(*extra: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 
 def test_compose_file_is_valid():
-    result = _config("-q", env={"IDSYNC_FLOWER_PASSWORD": "test-only"})
+    result = _config("-q", env=REQUIRED)
     assert result.returncode == 0, result.stderr
 
 
 def test_compose_refuses_to_start_flower_without_a_password():
-    env = {k: v for k, v in os.environ.items() if k != "IDSYNC_FLOWER_PASSWORD"}
+    env = {k: v for k, v in {**os.environ, **REQUIRED}.items() if k != "IDSYNC_FLOWER_PASSWORD"}
     result = subprocess.run(
         [_compose(), "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
@@ -41,7 +44,7 @@ def test_compose_refuses_to_start_flower_without_a_password():
 
 
 def test_compose_runs_every_component_from_one_image_with_durable_redis():
-    result = _config("--format", "json", env={"IDSYNC_FLOWER_PASSWORD": "test-only"})
+    result = _config("--format", "json", env=REQUIRED)
     assert result.returncode == 0, result.stderr
     import json
 
@@ -67,3 +70,23 @@ def test_flower_and_redis_are_reachable_from_this_host_only():
     flower_ports = services["flower"]["ports"]
     assert flower_ports and all(p.get("host_ip") == "127.0.0.1" for p in flower_ports)
     assert all(p.get("host_ip") == "127.0.0.1" for p in services["redis"].get("ports", []))  # unpublished is fine
+
+
+def test_compose_runs_the_audit_writer_and_provisioned_prometheus_and_grafana():
+    import json
+
+    result = _config("--format", "json", env=REQUIRED)
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert services["audit-writer"]["command"] == ["audit-writer"]
+    assert services["audit-writer"]["environment"]["IDSYNC_AUDIT_HMAC_KEY"] == "test-only"
+    mounts = {v["target"]: v["source"] for name in ("prometheus", "grafana") for v in services[name]["volumes"]}
+    assert mounts["/etc/prometheus"].endswith("ops/prometheus")
+    assert mounts["/etc/grafana/provisioning"].endswith("ops/grafana/provisioning")
+    assert mounts["/var/lib/grafana/dashboards"].endswith("ops/grafana/dashboards")
+    published = [p for name in ("prometheus", "grafana") for p in services[name]["ports"]]
+    assert all(p["host_ip"] == "127.0.0.1" for p in published)
+    missing = {k: v for k, v in REQUIRED.items() if k != "IDSYNC_AUDIT_HMAC_KEY"}
+    refused = _config("-q", env={**{k: v for k, v in os.environ.items() if k != "IDSYNC_AUDIT_HMAC_KEY"},
+                                 **missing})
+    assert refused.returncode != 0 and "IDSYNC_AUDIT_HMAC_KEY" in refused.stderr
