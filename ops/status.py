@@ -50,7 +50,7 @@ def unacked_by_lane(redis: Any) -> dict[str, dict[str, int]]:
 
 def _upn_of(record: dict[str, Any], links: Any) -> str | None:
     """Revocations audited before the UPN was recorded: the identity link still knows it."""
-    upn = (record.get("detail") or {}).get("upn")
+    upn = record.get("upn") or (record.get("detail") or {}).get("upn")
     if upn or not record.get("entra_id"):
         return upn
     link = links.get_link(record["entra_id"])

@@ -182,7 +182,10 @@ def beat() -> None:
     else:
         log.warning("subscriptions_disabled", reason="no tenant configured")
     dlq = DeadLetterQueue(redis, settings.dlq_max_entries, settings.dlq_max_age_days * 86400.0)
-    scheduler.run_forever(celery, redis, stop, dlq=dlq)
+    from workers.backlog_keeper import BacklogKeeper
+
+    keeper = BacklogKeeper(celery, redis, settings.graph_tenant_id or "default")
+    scheduler.run_forever(celery, redis, stop, dlq=dlq, keeper=keeper)
 
 
 @app.command()
