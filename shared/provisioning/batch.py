@@ -30,6 +30,7 @@ from shared.engine import (
     Change,
     ChangeKind,
     EntraUser,
+    MatchOutcome,
     Plan,
     PlanAction,
     ReviewCode,
@@ -50,6 +51,7 @@ from shared.provisioning.entra_reader import EntraReader, MappedGroups, resolve_
 from shared.provisioning.executor import Executor, Failure, UserResult
 from shared.provisioning.mapping_store import MappingStore
 from shared.provisioning.reactivation import reactivate_revoked
+from shared.provisioning.review_decisions import ReviewDecisions
 from shared.provisioning.state_reader import StateReader, UserContext
 
 log = get_logger("idsync.provisioning")
@@ -102,7 +104,7 @@ class AuditRecorder:
     """Records progress as the executor makes it: links, grants, reviews, and the audit trail (pipelined)."""
 
     def __init__(self, deps: SyncDeps, links: IdentityLinks, grants: Grants, backlog: DirtyUsers,
-                 correlation_ids: dict[str, str], observed: dict[str, float]) -> None:
+                 correlation_ids: dict[str, str], observed: dict[str, float], decisions: ReviewDecisions) -> None:
         self.deps = deps
         self.links = links
         self.grants = grants
@@ -111,6 +113,7 @@ class AuditRecorder:
         self.observed = observed
         self.events: list[AuditEvent] = []
         self.raised: dict[str, set[str]] = {}  # entra id -> review topics raised by this batch
+        self.decisions = decisions
 
     def _event(self, action: str, outcome: str, plan_: Plan, sf_user_id: str | None, change: Change | None,
                **detail: Any) -> None:
@@ -161,6 +164,8 @@ class AuditRecorder:
         if where:
             message += f" (mapping: {where})"
         topic = "licence" if failure.licence else f"salesforce:{change.kind.value}:{target}"
+        if self.decisions.ignored(plan_.entra_id, topic):
+            return
         if failure.licence:
             message += "; retried automatically when a seat is free"
             self.deps.redis.zadd(LICENCE_BLOCKED_KEY, {plan_.entra_id: time.time()})
@@ -170,6 +175,8 @@ class AuditRecorder:
 
     def review(self, item: ReviewItem, sf_user_id: str | None) -> None:
         topic = f"{item.code.value}:{item.target}"
+        if self.decisions.ignored(item.entra_id, topic):
+            return
         self.links.add_review(item.entra_id, sf_user_id, "provisioning" if item.code.value != "match" else "match",
                               item.message, upn=item.upn, code=item.code.value,
                               correlation_id=self.correlation_ids.get(item.entra_id), topic=topic, where=item.where,
@@ -229,6 +236,7 @@ def sync_users(
     mapping = deps.mappings.current()
     redis = deps.redis
     links, grants, backlog = IdentityLinks(redis), Grants(redis), DirtyUsers(redis)
+    decisions = ReviewDecisions(redis)
     snapshots = GroupMembership(redis)
     ids = list(observed)
     groups = prepare_groups(deps, mapping, snapshots, backlog, set(ids))
@@ -265,8 +273,11 @@ def sync_users(
     reader = StateReader(deps.sf, links, grants)
     batch = reader.read(present, mapping, catalog.permission_set_names)
 
-    # 5. the engine
+    # 5. the engine (an admin's `review resolve --create` overrides matching for that user)
+    forced = decisions.forced(list(batch.users))
     for entra_id, ctx in batch.users.items():
+        if entra_id in forced and ctx.match is not None and ctx.match.kind == "review":
+            ctx.match = MatchOutcome.create()
         report.plans[entra_id] = plan(ctx.entra, mapping, ctx.state, catalog, ctx.match)
     if any(r.code in _UNKNOWN_NAMES for p in report.plans.values() for r in p.reviews):
         deps.catalogs.mark_stale()
@@ -276,7 +287,7 @@ def sync_users(
         report.sf_calls = reader.calls
         return report
 
-    recorder = AuditRecorder(deps, links, grants, backlog, cids, observed)
+    recorder = AuditRecorder(deps, links, grants, backlog, cids, observed, decisions)
     try:
         # 6. reactivate what idsync revoked, when the user is wanted again
         for entra_id, p in list(report.plans.items()):
@@ -316,6 +327,8 @@ def sync_users(
                 _close_resolved_reviews(links, entra_id, recorder.raised.get(entra_id, set()), p)
             if not result.licence_blocked:
                 redis.zrem(LICENCE_BLOCKED_KEY, entra_id)
+            if result.created:
+                decisions.created(entra_id)
     finally:
         recorder.flush()
     report.sf_calls = reader.calls + executor.calls
