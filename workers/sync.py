@@ -29,13 +29,12 @@ from celery import shared_task
 from shared.audit import audit
 from shared.dirty_users import Claimed, DirtyUsers
 from shared.dispatch import publish, schedule_drain
-from shared.errors import NotFound, RetryableError
+from shared.errors import RetryableError
 from shared.events import EventKind, EventSource, IdentityEvent
-from shared.group_membership import GroupMembership
 from shared.limiter import SYNC_PAUSE_RECHECK_S
 from shared.logging import get_logger
 from shared.provisioning.batch import sync_users
-from shared.provisioning.entra_reader import resolve_groups
+from shared.provisioning.group_events import members_changed
 from shared.provisioning.mapping_store import NoMapping
 from workers.base import IdentityTask
 from workers.revocation import SOFT_DELETED, find_salesforce_user, read_entra_user, relink_on_not_found
@@ -210,27 +209,11 @@ def group_changed(self: IdentityTask, event: dict[str, Any]) -> str:
     except NoMapping:
         audit(ctx.redis, "group_changed", None, None, "no_mapping", evt.correlation_id, group_id=evt.object_id)
         return "no_mapping"
-    graph = ctx.graph(self.lane)
-    groups = resolve_groups(graph, ctx.redis, mapping)
-    if evt.object_id in groups.names:
-        targets = [evt.object_id]
-    else:
-        try:
-            parents = graph.transitive_group_ids_of(evt.object_id, kind="groups")
-        except NotFound:
-            parents = set()
-        targets = sorted(parents & set(groups.ids))
-    if not targets:
+    change = members_changed(ctx.graph(self.lane), ctx.redis, mapping, evt.object_id)
+    if not change.mapped_groups:
         return "not_mapped"
-    snapshots = GroupMembership(ctx.redis)
-    changed: set[str] = set()
-    for group_id in targets:
-        try:
-            changed |= snapshots.refresh(graph, group_id)
-        except NotFound:
-            # the mapped group itself was deleted: everyone in it may have left scope (the batch decides)
-            changed |= snapshots.members(group_id)
-            snapshots.replace(group_id, set())
+    changed = change.users
+    targets = list(change.mapped_groups)
     backlog = DirtyUsers(ctx.redis)
     backlog.mark(sorted(changed), evt.observed_at.timestamp())
     if changed:
