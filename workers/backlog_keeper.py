@@ -1,5 +1,6 @@
-"""Keeps the sync backlog moving, from beat: leases of dead workers come back, a lost drain is replaced, and users
-waiting for a licence seat are tried again.
+"""Keeps the sync backlog moving, from beat: leases of dead workers come back, a lost drain is replaced, users
+waiting for a licence seat are tried again, and the mapping file is watched (a refused edit shows in
+`idsync status` within seconds, even while no batch runs; workers reload on their next batch).
 
 Why here: a drain task is scheduled by whoever marks a user dirty, with a flag that expires; if that message is lost
 (a broker restart between flag and send) or a worker dies holding a batch, nothing else would ever look at those
@@ -24,7 +25,8 @@ CHECK_EVERY_S = 5.0
 
 
 class BacklogKeeper:
-    def __init__(self, app: Any, redis: Any, tenant: str) -> None:
+    def __init__(self, app: Any, redis: Any, tenant: str, mappings: Any = None) -> None:
+        self.mappings = mappings
         self.app = app
         self.redis = redis
         self.tenant = tenant
@@ -38,6 +40,13 @@ class BacklogKeeper:
         if mono - self._checked < CHECK_EVERY_S:
             return
         self._checked = mono
+        if self.mappings is not None:
+            from shared.provisioning.mapping_store import NoMapping
+
+            try:
+                self.mappings.current()
+            except NoMapping:
+                pass  # recorded in status by the store; nothing to keep moving for joiners and movers
         returned = self.backlog.requeue_expired()
         if returned:
             log.warning("backlog_leases_expired", users=returned)

@@ -182,9 +182,11 @@ def beat() -> None:
     else:
         log.warning("subscriptions_disabled", reason="no tenant configured")
     dlq = DeadLetterQueue(redis, settings.dlq_max_entries, settings.dlq_max_age_days * 86400.0)
+    from shared.provisioning.mapping_store import MappingStore, mapping_path
     from workers.backlog_keeper import BacklogKeeper
 
-    keeper = BacklogKeeper(celery, redis, settings.graph_tenant_id or "default")
+    mappings = MappingStore(mapping_path(settings), redis)
+    keeper = BacklogKeeper(celery, redis, settings.graph_tenant_id or "default", mappings)
     scheduler.run_forever(celery, redis, stop, dlq=dlq, keeper=keeper)
 
 
