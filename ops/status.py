@@ -50,7 +50,7 @@ def unacked_by_lane(redis: Any) -> dict[str, dict[str, int]]:
 
 def _upn_of(record: dict[str, Any], links: Any) -> str | None:
     """Revocations audited before the UPN was recorded: the identity link still knows it."""
-    upn = (record.get("detail") or {}).get("upn")
+    upn = record.get("upn") or (record.get("detail") or {}).get("upn")
     if upn or not record.get("entra_id"):
         return upn
     link = links.get_link(record["entra_id"])
@@ -106,4 +106,22 @@ def collect(settings: Settings, redis: Any) -> dict[str, Any]:
         "pending_ownership_transfers": len(links.pending_transfers()),
         "recent_revocations": revocations,  # newest first
         "audit": audit_backlog(redis, settings.audit_sinks),
+        "provisioning": _provisioning(redis),
+    }
+
+
+def _provisioning(redis: Any) -> dict[str, Any]:
+    """Joiners and movers: the mapping in use (and its last refused edit), the sync backlog, licence shortages."""
+    from shared.dirty_users import DirtyUsers
+    from shared.provisioning.batch import LICENCE_BLOCKED_KEY
+    from shared.provisioning.mapping_store import mapping_status
+
+    backlog = DirtyUsers(redis)
+    age = backlog.oldest_age()
+    return {
+        "mapping": mapping_status(redis),
+        "backlog": backlog.pending(),
+        "backlog_in_flight": backlog.in_flight(),
+        "backlog_oldest_age_s": None if age is None else round(age, 3),
+        "waiting_for_licence": int(redis.zcard(LICENCE_BLOCKED_KEY)),
     }

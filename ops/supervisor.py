@@ -171,6 +171,8 @@ class Supervisor:
             "--state-dir", str(self.var_dir / "sandbox"),
             "--env-file", str(env_file),
             "--port", str(port),
+            # every group the demo mapping names (examples/mapping.yaml: Marketing is the ninth seeded group)
+            "--groups", "13",
         ]
         self.echo("no tenant configured (IDSYNC_GRAPH_* / IDSYNC_SF_*): starting the sandbox")
         sandbox = Supervised("sandbox", lambda: subprocess.Popen(argv, start_new_session=True),

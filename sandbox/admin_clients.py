@@ -73,6 +73,52 @@ class GraphAdmin:
     def delete(self, id_or_upn: str) -> None:
         self.http.delete(f"/users/{id_or_upn}").raise_for_status()
 
+    def verified_domain(self) -> str:
+        """The tenant's custom domain (the one its members' UPNs use), else its onmicrosoft.com domain."""
+        org = self.http.get("/organization").raise_for_status().json()["value"][0]
+        domains = [d["name"] for d in org.get("verifiedDomains", [])]
+        custom = [d for d in domains if not d.endswith(".onmicrosoft.com")]
+        return (custom or domains)[0]
+
+    def create_user(self, given: str, surname: str, upn: str, **attributes: Any) -> dict[str, Any]:
+        body = {
+            "accountEnabled": True, "displayName": f"{given} {surname}", "givenName": given, "surname": surname,
+            "mailNickname": upn.split("@")[0].replace(".", "")[:60], "userPrincipalName": upn, "mail": upn,
+            "passwordProfile": {"forceChangePasswordNextSignIn": True, "password": "Sandbox-Passw0rd!"},
+            **{k: v for k, v in attributes.items() if v is not None},
+        }
+        created: dict[str, Any] = self.http.post("/users", json=body).raise_for_status().json()
+        return created
+
+    def update(self, id_or_upn: str, changes: dict[str, Any]) -> None:
+        self.http.patch(f"/users/{id_or_upn}", json=changes).raise_for_status()
+
+    def set_manager(self, id_or_upn: str, manager: str) -> None:
+        manager_id = self.user(manager)["id"]
+        self.http.put(f"/users/{id_or_upn}/manager/$ref",
+                      json={"@odata.id": f"{self.http.base_url}/directoryObjects/{manager_id}"}).raise_for_status()
+
+    def group(self, name: str) -> dict[str, Any]:
+        found = self.http.get("/groups", params={"$filter": f"displayName eq '{name.replace(chr(39), chr(39) * 2)}'",
+                                                  "$select": "id,displayName"}).raise_for_status().json()["value"]
+        if not found:
+            raise LookupError(f"no group named {name!r}")
+        return dict(found[0])
+
+    def add_to_group(self, id_or_upn: str, group: str) -> None:
+        user_id = self.user(id_or_upn)["id"]
+        self.http.post(f"/groups/{self.group(group)['id']}/members/$ref",
+                       json={"@odata.id": f"{self.http.base_url}/directoryObjects/{user_id}"}).raise_for_status()
+
+    def remove_from_group(self, id_or_upn: str, group: str) -> None:
+        user_id = self.user(id_or_upn)["id"]
+        self.http.delete(f"/groups/{self.group(group)['id']}/members/{user_id}/$ref").raise_for_status()
+
+    def groups_of(self, id_or_upn: str) -> list[str]:
+        body = self.http.get(f"/users/{id_or_upn}/memberOf", params={"$select": "displayName"}
+                             ).raise_for_status().json()
+        return sorted(g.get("displayName", "") for g in body["value"])
+
 
 class OrgAdmin:
     """A Salesforce admin looking at the org through simple-salesforce (direct mode, client-credentials token)."""
@@ -95,3 +141,57 @@ class OrgAdmin:
     def frozen(self, user_id: str) -> bool:
         rows = self.sf.query_all(format_soql("SELECT IsFrozen FROM UserLogin WHERE UserId = {}", user_id))["records"]
         return bool(rows and rows[0]["IsFrozen"])
+
+    def view(self, username: str) -> dict[str, Any] | None:
+        """What an admin checks on a user's page: key fields, profile, role, permission sets, groups and queues."""
+        rows = self.sf.query_all(format_soql(
+            "SELECT Id, IsActive, Username, Title, Department, MobilePhone, EmployeeNumber, FederationIdentifier, "
+            "ManagerId, ProfileId, UserRoleId FROM User WHERE Username = {}", username))["records"]
+        if not rows:
+            return None
+        user = rows[0]
+        names = self._names()
+        psas = self.sf.query_all(format_soql("SELECT PermissionSetId, PermissionSetGroupId FROM "
+                                             "PermissionSetAssignment WHERE AssigneeId = {}", user["Id"]))["records"]
+        groups = self.sf.query_all(format_soql("SELECT GroupId FROM GroupMember WHERE UserOrGroupId = {}",
+                                               user["Id"]))["records"]
+        manager = None
+        if user.get("ManagerId"):
+            found = self.sf.query_all(format_soql("SELECT Username FROM User WHERE Id = {}", user["ManagerId"]))
+            manager = found["records"][0]["Username"] if found["records"] else user["ManagerId"]
+        return {
+            "Username": user["Username"], "IsActive": user["IsActive"], "IsFrozen": self.frozen(user["Id"]),
+            "Profile": names.get(user.get("ProfileId") or ""), "Role": names.get(user.get("UserRoleId") or ""),
+            "Title": user.get("Title"), "Department": user.get("Department"), "MobilePhone": user.get("MobilePhone"),
+            "EmployeeNumber": user.get("EmployeeNumber"), "FederationIdentifier": user.get("FederationIdentifier"),
+            "Manager": manager,
+            "PermissionSets": sorted(names[p["PermissionSetId"]] for p in psas
+                                     if p.get("PermissionSetId") in names and not p.get("PermissionSetGroupId")),
+            "PermissionSetGroups": sorted(names.get(p["PermissionSetGroupId"], "?") for p in psas
+                                          if p.get("PermissionSetGroupId")),
+            "Groups": sorted(names.get(g["GroupId"], "?") for g in groups),
+        }
+
+    def assign_permission_set(self, username: str, permission_set: str) -> None:
+        """What a Salesforce admin does by hand in Setup: assign a permission set to a user."""
+        user = self.user(username)
+        if user is None:
+            raise LookupError(f"no Salesforce user {username!r}")
+        found = self.sf.query_all(format_soql("SELECT Id FROM PermissionSet WHERE Name = {}", permission_set))
+        if not found["records"]:
+            raise LookupError(f"no permission set {permission_set!r} in the org")
+        self.sf.PermissionSetAssignment.create({"AssigneeId": user["Id"],
+                                                "PermissionSetId": found["records"][0]["Id"]})
+
+    def _names(self) -> dict[str, str]:
+        """Id -> API name for profiles, roles, permission sets (not profile-owned), groups, queues, PSGs."""
+        names: dict[str, str] = {}
+        queries = ("SELECT Id, Name FROM Profile", "SELECT Id, Name FROM UserRole",
+                   "SELECT Id, Name, IsOwnedByProfile FROM PermissionSet",
+                   "SELECT Id, DeveloperName FROM PermissionSetGroup", "SELECT Id, DeveloperName FROM Group")
+        for soql in queries:
+            for row in self.sf.query_all(soql)["records"]:
+                if row.get("IsOwnedByProfile"):
+                    continue
+                names[row["Id"]] = row.get("Name") or row.get("DeveloperName")
+        return names

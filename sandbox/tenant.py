@@ -3,7 +3,14 @@
     python -m sandbox.tenant list [--env-file var/sandbox.env]
     python -m sandbox.tenant disable [UPN]     # no UPN: an enabled member who also exists in Salesforce
     python -m sandbox.tenant enable UPN        # and watch Salesforce: idsync reactivates users it deactivated
-    python -m sandbox.tenant show UPN          # both sides: Entra accountEnabled, Salesforce IsActive / IsFrozen
+    python -m sandbox.tenant show UPN          # both sides: Entra state and groups; Salesforce profile, role,
+                                               # permission sets, groups and queues, key fields
+    python -m sandbox.tenant create-user GIVEN SURNAME --groups "All Employees,Sales Team West" [--title ...]
+    python -m sandbox.tenant add-to-group UPN GROUP | remove-from-group UPN GROUP
+    python -m sandbox.tenant set UPN jobTitle="Sales Manager" mobilePhone=     # empty value: cleared in Entra
+    python -m sandbox.tenant set-manager UPN MANAGER_UPN
+    python -m sandbox.tenant sf-assign UPN API_Only    # as a Salesforce admin, by hand: idsync leaves it alone
+Every change goes through Graph; then the command watches Salesforce until idsync's change shows (`--wait`).
 
 It is how a person tries a leaver without writing code; changes go through Graph, so idsync sees them exactly as it
 would see a real admin's.
@@ -15,6 +22,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 import requests
@@ -49,8 +57,87 @@ def _watch(org: OrgAdmin, upn: str, *, active: bool, wait: float) -> str:
     return f"Salesforce user still {state} after {wait:g} s (is idsync running? `make run`)"
 
 
+def _view_text(view: dict[str, Any] | None) -> str:
+    if view is None:
+        return "  Salesforce: no user"
+    lines = [f"  Salesforce: {'active' if view['IsActive'] else 'INACTIVE'}{', FROZEN' if view['IsFrozen'] else ''}"
+             f"  profile={view['Profile']}  role={view['Role'] or '-'}"]
+    for name in ("Title", "Department", "MobilePhone", "EmployeeNumber", "FederationIdentifier", "Manager"):
+        lines.append(f"    {name:21} {view[name] if view[name] not in (None, '') else '-'}")
+    lines.append(f"    {'PermissionSets':21} {', '.join(view['PermissionSets']) or '-'}")
+    lines.append(f"    {'PermissionSetGroups':21} {', '.join(view['PermissionSetGroups']) or '-'}")
+    lines.append(f"    {'Groups and queues':21} {', '.join(view['Groups']) or '-'}")
+    return "\n".join(lines)
+
+
+def _watch_change(org: OrgAdmin, username: str, before: dict[str, Any] | None, wait: float) -> str:
+    """Poll Salesforce until this user's view differs from `before` (idsync applied the change) and settles."""
+    started = time.monotonic()
+    view = org.view(username)
+    while view == before and time.monotonic() - started < wait:
+        time.sleep(0.1)
+        view = org.view(username)
+    if view == before:
+        return f"no change in Salesforce after {wait:g} s (is idsync running? `make run`)\n{_view_text(view)}"
+    changed_after = time.monotonic() - started
+    settled = org.view(username)
+    while settled != view and time.monotonic() - started < wait:  # a plan lands in a few calls
+        view = settled
+        time.sleep(0.3)
+        settled = org.view(username)
+    return f"Salesforce changed {changed_after:.2f} s after the Graph call\n{_view_text(settled)}"
+
+
+def _mover(args: argparse.Namespace, graph: GraphAdmin, org: OrgAdmin) -> int:
+    """create-user, add-to-group, remove-from-group, set, set-manager: change Entra, then watch Salesforce."""
+    if args.command == "create-user":
+        upn = args.upn or f"{args.given}.{args.surname}@{graph.verified_domain()}".lower()
+        attributes = {"jobTitle": args.title, "department": args.department, "mobilePhone": args.mobile,
+                      "employeeId": args.employee_id, "usageLocation": args.usage_location}
+        created = graph.create_user(args.given, args.surname, upn, **attributes)
+        for group in [g.strip() for g in args.groups.split(",") if g.strip()]:
+            graph.add_to_group(created["id"], group)
+        if args.manager:
+            graph.set_manager(created["id"], args.manager)
+        print(f"created {upn} in Entra (id {created['id']}) in {args.groups or 'no groups'}; "
+              f"watching Salesforce for up to {args.wait:g} s")
+        print(_watch_change(org, upn, None, args.wait))
+        return 0
+    upn = graph.user(args.upn)["userPrincipalName"]
+    before = org.view(upn)
+    if args.command == "add-to-group":
+        graph.add_to_group(upn, args.group)
+        done = f"added {upn} to {args.group}"
+    elif args.command == "remove-from-group":
+        graph.remove_from_group(upn, args.group)
+        done = f"removed {upn} from {args.group}"
+    elif args.command == "set-manager":
+        graph.set_manager(upn, args.manager)
+        done = f"set the manager of {upn} to {args.manager}"
+    else:
+        changes: dict[str, Any] = {}
+        for pair in args.changes:
+            name, sep, value = pair.partition("=")
+            if not sep or not name:
+                raise ValueError(f"{pair!r} is not ATTRIBUTE=VALUE (an empty value clears it)")
+            changes[name] = value or None
+        graph.update(upn, changes)
+        done = f"updated {upn}: " + ", ".join(f"{k}={v!r}" for k, v in changes.items())
+    print(f"{done} in Entra (through Graph); watching Salesforce for up to {args.wait:g} s")
+    print(_watch_change(org, upn, before, args.wait))
+    return 0
+
+
 def _act(args: argparse.Namespace, env: dict[str, str]) -> int:
     graph, org = GraphAdmin(env), OrgAdmin(env)
+    if args.command in ("create-user", "add-to-group", "remove-from-group", "set", "set-manager"):
+        return _mover(args, graph, org)
+    if args.command == "sf-assign":
+        username = graph.user(args.upn)["userPrincipalName"]
+        org.assign_permission_set(username, args.permission_set)
+        print(f"assigned {args.permission_set} to {username} in Salesforce, by hand (not through idsync)")
+        print(_view_text(org.view(username)))
+        return 0
     if args.command == "list":
         for user in graph.users():
             sf = org.user(user["userPrincipalName"])
@@ -72,6 +159,9 @@ def _act(args: argparse.Namespace, env: dict[str, str]) -> int:
         print(f"{args.command}d {upn} in Entra (through Graph); watching Salesforce for up to {args.wait:g} s")
         print(_watch(org, upn, active=args.command == "enable", wait=args.wait))
     print(_both_sides(graph, org, upn))
+    if args.command == "show":
+        print(f"  Entra groups: {', '.join(graph.groups_of(upn)) or '-'}")
+        print(_view_text(org.view(graph.user(upn)["userPrincipalName"])))
     return 0
 
 
@@ -92,6 +182,8 @@ def _problem(err: Exception, args: argparse.Namespace, env: dict[str, str]) -> s
         return f"Salesforce API error {err.status} — see the sandbox log"
     if isinstance(err, KeyError):
         return f"{args.env_file} has no {err.args[0]} — it is written by the sandbox; {start} again"
+    if isinstance(err, LookupError):
+        return f"{err.args[0]} in Entra — `python -m sandbox.tenant show UPN` lists a user's groups"
     if isinstance(err, RuntimeError | ValueError):  # msal: token refused or authority metadata unreachable
         return f"{' '.join(str(err).split())[:200]} — is the sandbox at {where} the one that wrote {args.env_file}?"
     return None
@@ -107,6 +199,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd.add_argument("upn", nargs="?" if name == "disable" else None)
         if name != "show":
             cmd.add_argument("--wait", type=float, default=5.0, help="seconds to watch Salesforce (default: 5)")
+    create = sub.add_parser("create-user", help="a joiner: a new Entra member, added to groups")
+    create.add_argument("given")
+    create.add_argument("surname")
+    create.add_argument("--upn", help="default: given.surname@<the tenant's domain>")
+    create.add_argument("--groups", default="All Employees", help="comma-separated display names")
+    create.add_argument("--title")
+    create.add_argument("--department")
+    create.add_argument("--mobile")
+    create.add_argument("--employee-id")
+    create.add_argument("--usage-location", default="US")
+    create.add_argument("--manager", help="the manager's UPN")
+    for name in ("add-to-group", "remove-from-group"):
+        cmd = sub.add_parser(name)
+        cmd.add_argument("upn")
+        cmd.add_argument("group", help="the group's display name")
+    setter = sub.add_parser("set", help="change Entra attributes: jobTitle=... department=... mobilePhone=")
+    setter.add_argument("upn")
+    setter.add_argument("changes", nargs="+", metavar="ATTRIBUTE=VALUE")
+    manager = sub.add_parser("set-manager")
+    manager.add_argument("upn")
+    manager.add_argument("manager", help="the manager's UPN")
+    assign = sub.add_parser("sf-assign", help="assign a permission set in Salesforce by hand, as an admin would")
+    assign.add_argument("upn")
+    assign.add_argument("permission_set", help="the permission set's API name, e.g. API_Only")
+    for cmd in (create, setter, manager, sub.choices["add-to-group"], sub.choices["remove-from-group"]):
+        cmd.add_argument("--wait", type=float, default=10.0, help="seconds to watch Salesforce (default: 10)")
     args = parser.parse_args(argv)
     try:
         env = read_env_file(args.env_file)

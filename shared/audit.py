@@ -98,6 +98,33 @@ def append(redis_client: redis.Redis, event: AuditEvent) -> str:
     return str(stream_id)
 
 
+def append_many(redis_client: redis.Redis, events: list[AuditEvent]) -> int:
+    """XADD many built events in one round trip (a batch of provisioning changes), logging one summary line.
+
+    Why not `append` in a loop: 200 users x a handful of changes each would cost a thousand round trips and a
+    thousand log lines per batch; the trail gets every event all the same, and each is in the trail, not the log.
+    """
+    if not events:
+        return 0
+    pipe = redis_client.pipeline(transaction=False)
+    counts: dict[str, int] = {}
+    for event in events:
+        pipe.xadd(STREAM_KEY, {
+            "ts": repr(event.time),
+            "action": event.action,
+            "entra_id": event.entra_id or "",
+            "sf_user_id": event.sf_user_id or "",
+            "outcome": event.outcome,
+            "correlation_id": event.correlation_id or "",
+            "detail": json.dumps(dict(event.detail), default=str, sort_keys=True),
+            "event": event.to_json(),
+        })
+        counts[f"{event.action}:{event.outcome}"] = counts.get(f"{event.action}:{event.outcome}", 0) + 1
+    pipe.execute()
+    log.info("audit_batch", events=len(events), by_action=counts)
+    return len(events)
+
+
 def _observe(event: AuditEvent) -> None:
     """The revocation latency histogram is fed here: the one place where that figure is computed."""
     if event.action == "revoke" and event.latency_ms is not None:
@@ -133,9 +160,10 @@ def recent(redis_client: redis.Redis, n: int = 100) -> list[dict[str, Any]]:
     records = []
     for stream_id, fields in redis_client.xrevrange(STREAM_KEY, count=n):
         record: dict[str, Any] = {"id": stream_id, **fields}
-        record.pop("event", None)
+        event = json.loads(record.pop("event", None) or "{}")
         record["ts"] = float(fields.get("ts", 0.0))
         record["detail"] = json.loads(fields.get("detail") or "{}")
+        record["upn"] = event.get("upn") or record["detail"].get("upn")
         for key in ("entra_id", "sf_user_id", "correlation_id"):
             record[key] = fields.get(key) or None
         records.append(record)

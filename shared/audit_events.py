@@ -41,6 +41,8 @@ class Action(StrEnum):
     REACTIVATE = "reactivate"
     REVOKE = "revoke"  # the summary record of one revocation, with its latency
     SYNC_USER = "sync_user"
+    LINK = "link"  # an Entra user linked to an existing Salesforce user (matching) or to the one just created
+    RELINK = "relink"  # a stale stored link dropped and the user found again
     RECORD_TRANSFER = "record_transfer"
     TRANSFER_OWNERSHIP = "transfer_ownership"
     GROUP_CHANGED = "group_changed"

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from shared.events import EventKind, IdentityEvent
+from shared.events import EventKind, EventSource, IdentityEvent
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -35,6 +35,10 @@ TASK_FOR_KIND: dict[EventKind, str] = {
     EventKind.USER_ENABLED: "sync.reactivate_user",
     EventKind.GROUP_CHANGED: "sync.group_changed",
     EventKind.OWNERSHIP_TRANSFER: "sync.transfer_ownership",
+    # Decided by the sync lane's plan; the revocation lane re-checks scope against Graph before deactivating.
+    EventKind.USER_OUT_OF_SCOPE: "revocation.deprovision_user",
+    # Hints for users are coalesced in the sync backlog (shared/dirty_users.py); this drains it in batches.
+    EventKind.SYNC_BACKLOG: "sync.drain_users",
 }
 
 #: Sync-lane tasks a worker names for a hand-off, where the kind alone would pick the other lane: an "updated" user
@@ -174,6 +178,35 @@ class PendingWork:
         self.redis.delete(self.key(task_name, object_id))
 
 
+#: Sync-lane hints about one user: coalesced in the backlog (`shared.dirty_users`) instead of one message each, and
+#: applied in batches of up to 200 by `sync.drain_users` (one Salesforce read per batch, writes through collections).
+BACKLOG_TASKS = frozenset({"sync.user_changed", "sync.reactivate_user"})
+#: How long a scheduled drain keeps others from scheduling another; beat re-schedules a lost one after this.
+DRAIN_SCHEDULE_TTL_S = 60.0
+
+
+def _to_backlog(sender: TaskSender, redis: Any, event: IdentityEvent) -> None:
+    """Mark the user dirty (in Redis: delivered) and make sure a drain task is on its way."""
+    from shared.dirty_users import DirtyUsers
+
+    backlog = DirtyUsers(redis)
+    backlog.mark([event.object_id], event.observed_at.timestamp())
+    schedule_drain(sender, backlog, event.tenant)
+
+
+def schedule_drain(sender: TaskSender, backlog: Any, tenant: str) -> bool:
+    """Publish one `sync.drain_users` unless one is already scheduled; True if this call published it."""
+    if not backlog.schedule_drain(DRAIN_SCHEDULE_TTL_S):
+        return False
+    drain = IdentityEvent(kind=EventKind.SYNC_BACKLOG, source=EventSource.WORKER, tenant=tenant, object_id="backlog")
+    try:
+        publish(sender, drain)
+    except BaseException:
+        backlog.drain_started()  # the flag must not hold back the next hint's drain: nothing was sent
+        raise
+    return True
+
+
 def publish(
     sender: TaskSender,
     event: IdentityEvent,
@@ -182,7 +215,9 @@ def publish(
     pending: PendingWork | None = None,
 ) -> str:
     """Enqueue `event` for its task on its lane; returns the task name, or `COLLAPSED` when `pending` says a task for
-    the same user already waits on the revocation lane (nothing is sent then). Raises whatever the broker raises.
+    the same user already waits on the revocation lane (nothing is sent then). A hint for a user on the sync lane
+    (`BACKLOG_TASKS`) goes to the sync backlog when `pending` gives the Redis to use. Raises whatever the broker or
+    Redis raises.
 
     Callers that acknowledge upstream (HTTP 202, a saved deltaLink) must call this first and only acknowledge
     when it returned: that is the whole durability contract of the producers. A collapsed event counts as delivered:
@@ -190,6 +225,9 @@ def publish(
     """
     name = known_task(task_name or TASK_FOR_KIND[event.kind])
     lane = lane_of(name)
+    if pending is not None and name in BACKLOG_TASKS:
+        _to_backlog(sender, pending.redis, event)
+        return name
     message_id = uuid.uuid4().hex
     marks = pending if lane == LANE_REVOCATION else None  # the sync lane reconciles in bulk; nothing to collapse
     claim: str | None = None

@@ -21,6 +21,8 @@ class EventKind(StrEnum):
     USER_ENABLED = "user.enabled"  # re-enabled: reactivation on the sync lane
     GROUP_CHANGED = "group.changed"
     OWNERSHIP_TRANSFER = "user.ownership_transfer"  # follow-up after a revocation
+    USER_OUT_OF_SCOPE = "user.out_of_scope"  # a linked user the mapping no longer covers: a leaver, verified live
+    SYNC_BACKLOG = "sync.backlog"  # users are waiting in the sync backlog: a batch task should drain it
 
 
 class EventSource(StrEnum):

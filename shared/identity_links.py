@@ -26,6 +26,7 @@ import redis
 
 PREFIX = "idsync"
 REVIEWS_KEY = f"{PREFIX}:reviews"
+LINKS_BY_SF_KEY = f"{PREFIX}:links:by_sf"
 TRANSFERS_KEY = f"{PREFIX}:transfers:pending"
 
 # Keep the larger of the stored and the new tombstone: a late, older revocation must not move it backwards.
@@ -83,7 +84,34 @@ class IdentityLinks:
             fields["sf_user_id"] = sf_user_id
         if upn:
             fields["upn"] = upn
-        self.redis.hset(_link_key(entra_id), mapping=fields)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(_link_key(entra_id), mapping=fields)
+        if sf_user_id:
+            # The reverse index: matching must never hand a Salesforce user linked to one Entra user to another.
+            pipe.hset(LINKS_BY_SF_KEY, sf_user_id, entra_id)
+        pipe.execute()
+
+    def links_of(self, entra_ids: list[str]) -> dict[str, Link | None]:
+        """`get_link` for a whole batch in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for entra_id in entra_ids:
+            pipe.hgetall(_link_key(entra_id))
+        out: dict[str, Link | None] = {}
+        for entra_id, data in zip(entra_ids, pipe.execute(), strict=True):
+            out[entra_id] = None if not data else Link(
+                entra_id=entra_id,
+                sf_user_id=data.get("sf_user_id") or None,
+                upn=data.get("upn") or None,
+                updated_at=float(data.get("updated_at", 0.0)),
+            )
+        return out
+
+    def entra_ids_of(self, sf_user_ids: list[str]) -> dict[str, str]:
+        """Salesforce user id -> the Entra user idsync linked it to, for the ids that are linked."""
+        if not sf_user_ids:
+            return {}
+        values = self.redis.hmget(LINKS_BY_SF_KEY, sf_user_ids)
+        return {sf: str(e) for sf, e in zip(sf_user_ids, values, strict=True) if e}
 
     def get_link(self, entra_id: str) -> Link | None:
         data = self.redis.hgetall(_link_key(entra_id))
@@ -132,11 +160,18 @@ class IdentityLinks:
         upn: str | None = None,
         code: str | None = None,
         correlation_id: str | None = None,
+        topic: str | None = None,
+        where: str | None = None,
+        candidates: list[str] | None = None,
     ) -> dict[str, Any]:
-        """One open item per identity; a repeat updates it (duplicate events must not multiply review work) and
-        keeps its id and creation time. Returns the stored item."""
+        """One open item per identity and topic; a repeat updates it (duplicate events must not multiply review
+        work) and keeps its id and creation time. Returns the stored item.
+
+        `topic` None is the identity's revocation item (a blocked deactivation); provisioning items carry a topic
+        (e.g. "match" or "field:Title") so one user may have several, each resolved on its own."""
         now = time.time()
-        raw = self.redis.hget(REVIEWS_KEY, entra_id)
+        key = review_key(entra_id, topic)
+        raw = self.redis.hget(REVIEWS_KEY, key)
         previous: dict[str, Any] = json.loads(raw) if raw else {}
         item = {
             "id": _with_id(entra_id, previous)["id"] if previous else _new_review_id(),
@@ -150,8 +185,23 @@ class IdentityLinks:
             "created_at": previous.get("created_at", now),
             "updated_at": now,
         }
-        self.redis.hset(REVIEWS_KEY, entra_id, json.dumps(item))
+        if topic is not None:
+            item["topic"] = topic
+            item["key"] = key
+        if where:
+            item["where"] = where
+        if candidates:
+            item["candidates"] = candidates
+        self.redis.hset(REVIEWS_KEY, key, json.dumps(item))
         return item
+
+    def topics_of(self, entra_id: str) -> set[str]:
+        """The provisioning review topics open for a user (its revocation item, topic None, not included)."""
+        prefix = review_key(entra_id, "")
+        return {str(k)[len(prefix):] for k, _ in self.redis.hscan_iter(REVIEWS_KEY, match=f"{prefix}*", count=500)}
+
+    def resolve_topic(self, entra_id: str, topic: str) -> bool:
+        return bool(self.redis.hdel(REVIEWS_KEY, review_key(entra_id, topic)))
 
     def list_reviews(self) -> list[dict[str, Any]]:
         items = [_with_id(str(key), json.loads(raw)) for key, raw in self.redis.hgetall(REVIEWS_KEY).items()]
@@ -167,8 +217,12 @@ class IdentityLinks:
     def review_count(self) -> int:
         return int(self.redis.hlen(REVIEWS_KEY))
 
-    def resolve_review(self, entra_id: str) -> bool:
-        return bool(self.redis.hdel(REVIEWS_KEY, entra_id))
+    def resolve_review(self, key: str) -> bool:
+        """Close an item by its storage key (the Entra id for a revocation item) or by its review id."""
+        if self.redis.hdel(REVIEWS_KEY, key):
+            return True
+        item = self.get_review(key)
+        return bool(item and self.redis.hdel(REVIEWS_KEY, item.get("key") or item["entra_id"]))
 
     # --- pending ownership transfers ---------------------------------------------------------------------------
 
@@ -190,6 +244,11 @@ class IdentityLinks:
 
     def complete_transfer(self, entra_id: str) -> bool:
         return bool(self.redis.hdel(TRANSFERS_KEY, entra_id))
+
+
+def review_key(entra_id: str, topic: str | None) -> str:
+    """Where an item is stored: the Entra id alone for the revocation item, `entra_id|topic` otherwise."""
+    return entra_id if topic is None else f"{entra_id}|{topic}"
 
 
 def _new_review_id() -> str:

@@ -32,6 +32,8 @@ class WorkerContext:
         self._salesforce: dict[str, Any] = {}
         self._graph_override: Any = None
         self._salesforce_override: Any = None
+        self._mappings: Any = None
+        self._catalogs: Any = None
 
     @property
     def settings(self) -> Settings:
@@ -93,6 +95,29 @@ class WorkerContext:
             return self._salesforce[lane]
 
 
+    @property
+    def mappings(self) -> Any:
+        """This process's `MappingStore` (hot reload on change or SIGHUP; the last good mapping stays)."""
+        with self._lock:
+            if self._mappings is None:
+                from shared.provisioning.mapping_store import MappingStore, mapping_path
+
+                self._mappings = MappingStore(mapping_path(self.settings), self.redis)
+            return self._mappings
+
+    def provisioning(self, lane: str, sender: Any) -> Any:
+        """`SyncDeps` for a batch on `lane`: this process's clients, mapping store and catalogue cache."""
+        from shared.provisioning.batch import SyncDeps
+        from shared.provisioning.catalog_reader import CatalogCache
+
+        with self._lock:
+            if self._catalogs is None:
+                self._catalogs = CatalogCache()
+            catalogs = self._catalogs
+        return SyncDeps(self.settings, self.redis, self.graph(lane), self.salesforce(lane), self.mappings, catalogs,
+                        sender)
+
+
 _context: WorkerContext | None = None
 _context_lock = threading.Lock()
 
@@ -118,6 +143,7 @@ def override(
     salesforce: Any = None,
     dlq: DeadLetterQueue | None = None,
     links: IdentityLinks | None = None,
+    mappings: Any = None,
 ) -> WorkerContext:
     """Replace parts of this process's context (tests, and `idsync run` with pre-built clients)."""
     ctx = get()
@@ -136,6 +162,8 @@ def override(
             ctx._dlq = dlq
         if links is not None:
             ctx._links = links
+        if mappings is not None:
+            ctx._mappings = mappings
     return ctx
 
 

@@ -40,6 +40,7 @@ ENABLED = "enabled"
 DISABLED = "disabled"
 SOFT_DELETED = "soft_deleted"
 HARD_DELETED = "hard_deleted"
+OUT_OF_SCOPE = "out_of_scope"  # enabled in Entra, but the mapping no longer covers the user
 
 
 @dataclass(frozen=True)
@@ -129,9 +130,13 @@ def relink_on_not_found(
     return found, act(found)
 
 
-def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState) -> str:
-    """The one revocation path (check_user and revoke_user both end here); returns the outcome."""
+def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState, rule: str | None = None) -> str:
+    """The one revocation path (check_user, revoke_user and deprovision_user end here); returns the outcome.
+
+    `rule` names the policy for the audit trail when it is more than the Entra account state (e.g. the scope rule
+    a user left)."""
     ctx = task.ctx
+    policy = rule or _rule(state)
     links, redis, entra_id, cid = ctx.links, ctx.redis, event.object_id, event.correlation_id
     links.set_tombstone(entra_id, event.observed_at.timestamp())
     sf = ctx.salesforce(task.lane)
@@ -140,7 +145,7 @@ def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState) -> str:
     upn = state.upn or (link.upn if link else None)  # a hard-deleted user's UPN lives on in the link only
     if user is None:
         audit(redis, "revoke", entra_id, None, "no_salesforce_user", cid, entra_status=state.status, upn=upn,
-              rule=_rule(state), source_event=event.id)
+              rule=policy, source_event=event.id)
         return "no_salesforce_user"
     links.set_link(entra_id, user.id, state.upn)
 
@@ -151,19 +156,19 @@ def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState) -> str:
         if login is not None and not login.get("IsFrozen"):
             sf.freeze_user(found.id, login)
             audit(redis, "freeze", entra_id, found.id, "done", cid, upn=upn, before={"IsFrozen": False},
-                  after={"IsFrozen": True}, rule=_rule(state), source_event=event.id)
+                  after={"IsFrozen": True}, rule=policy, source_event=event.id)
         return _deactivate(sf, links, redis, entra_id, found.id, cid, upn)
 
     acted_on, result = relink_on_not_found(sf, links, redis, entra_id, state.upn, cid, user, freeze_and_deactivate)
     if acted_on is None or result is None:
         audit(redis, "revoke", entra_id, None, "no_salesforce_user", cid, entra_status=state.status, upn=upn,
-              rule=_rule(state), source_event=event.id)
+              rule=policy, source_event=event.id)
         return "no_salesforce_user"
     user, outcome = acted_on, result
 
     # observed_at: when a producer first saw the change; revocation latency = this record's ts - observed_at.
     audit(redis, "revoke", entra_id, user.id, outcome, cid, entra_status=state.status,
-          observed_at=event.observed_at.timestamp(), upn=upn, rule=_rule(state), source_event=event.id,
+          observed_at=event.observed_at.timestamp(), upn=upn, rule=policy, source_event=event.id,
           before={"IsActive": user.is_active}, after={"IsActive": outcome == "frozen_blocked"})
     publish(task.app, event.follow_up(EventKind.OWNERSHIP_TRANSFER))
     return outcome
@@ -195,7 +200,8 @@ def _deactivate(
 
 def hand_to_sync(task: IdentityTask, event: IdentityEvent) -> str:
     """The user is enabled and present: nothing to revoke; the sync lane reconciles (same correlation id)."""
-    publish(task.app, event.follow_up(EventKind.USER_CHANGED), SYNC_TASK_FOR_KIND[EventKind.USER_CHANGED])
+    publish(task.app, event.follow_up(EventKind.USER_CHANGED), SYNC_TASK_FOR_KIND[EventKind.USER_CHANGED],
+            pending=PendingWork(task.ctx.redis))
     return "handed_to_sync"
 
 
@@ -223,3 +229,50 @@ def check_user(self: IdentityTask, event: dict[str, Any]) -> str:
 def revoke_user(self: IdentityTask, event: dict[str, Any]) -> str:
     """A disable/delete hint. If Graph now says the user is enabled (re-enabled since), do not revoke."""
     return revoke_or_hand_off(self, event)
+
+
+@shared_task(base=IdentityTask, bind=True, name="revocation.deprovision_user")
+def deprovision_user(self: IdentityTask, event: dict[str, Any]) -> str:
+    """The sync lane planned this linked user out of scope (e.g. removed from the scope group). Before anything is
+    deactivated, scope is checked again against Graph itself (the user and their transitive groups, live), so a
+    stale group snapshot can never deprovision someone who is still in scope; such a user goes back to the sync
+    lane, with the mapped groups read again."""
+    from shared.engine import Catalog, EntraUser, desired_user, graph_properties
+    from shared.group_membership import GroupMembership
+    from shared.provisioning.entra_reader import resolve_groups
+    from shared.provisioning.mapping_store import NoMapping
+
+    evt = IdentityEvent.from_message(event)
+    ctx = self.ctx
+    PendingWork(ctx.redis).clear(self.name, evt.object_id)
+    graph = ctx.graph(self.lane)
+    try:
+        mapping = ctx.mappings.current()
+    except NoMapping:
+        return revoke_or_hand_off(self, event)  # no scope to judge without a mapping: only disabled users go
+    user_json = graph.get_user(evt.object_id, select=graph_properties(mapping))
+    if user_json is None or user_json.get("accountEnabled") is False:
+        return revoke(self, evt, read_entra_user(graph, evt.object_id))
+    groups = resolve_groups(graph, ctx.redis, mapping)
+    member_of = graph.transitive_group_ids_of(evt.object_id) & set(groups.ids)
+    entra = EntraUser.from_graph(user_json, [{"id": g, "displayName": groups.names[g]} for g in member_of])
+    desired = desired_user(entra, mapping, Catalog(), None)
+    if desired.in_scope:
+        log.warning("deprovision_refused_still_in_scope", entra_id=evt.object_id)
+        audit(ctx.redis, "revoke", evt.object_id, None, "still_in_scope", evt.correlation_id,
+              upn=entra.upn, rule=desired.reason, source_event=evt.id)
+        refusals_key = f"idsync:deprovision_refused:{evt.object_id}"
+        refusals = int(ctx.redis.incr(refusals_key))
+        ctx.redis.expire(refusals_key, 600)
+        if refusals > 2:
+            # Graph's group lists keep disagreeing with each other (replication lag can do that for a while):
+            # stop the ping-pong between the lanes and let a person look; the user stays as they are.
+            ctx.links.add_review(evt.object_id, None, "provisioning",
+                                 f"{entra.upn}: planned out of scope, but Graph says in scope ({desired.reason}); "
+                                 "left unchanged", upn=entra.upn, code="SCOPE_DISAGREEMENT", topic="scope")
+            return "still_in_scope"
+        snapshots = GroupMembership(ctx.redis)
+        for group_id in groups.ids:
+            snapshots.refresh(graph, group_id)
+        return hand_to_sync(self, evt)
+    return revoke(self, evt, EntraState(OUT_OF_SCOPE, entra.upn), rule=f"leaver: {desired.reason}")

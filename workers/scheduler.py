@@ -94,11 +94,19 @@ def _dead_letter(message: parking.ParkedMessage, error: str) -> DeadLetter:
 
 
 def run_forever(
-    app: Any, redis: Any, stop_event: threading.Event, interval: float = 1.0, dlq: DeadLetterQueue | None = None
+    app: Any,
+    redis: Any,
+    stop_event: threading.Event,
+    interval: float = 1.0,
+    dlq: DeadLetterQueue | None = None,
+    keeper: Any = None,
 ) -> None:
-    """Loop until `stop_event` is set; a full batch is followed at once by the next, otherwise wait `interval`."""
+    """Loop until `stop_event` is set; a full batch is followed at once by the next, otherwise wait `interval`.
+    `keeper` (workers.backlog_keeper.BacklogKeeper) is ticked on every pass."""
     while not stop_event.is_set():
         try:
+            if keeper is not None:
+                keeper.tick()
             moved = run_once(app, redis, dlq=dlq)
         except Exception as exc:  # Redis away: keep the loop alive, try again after the interval
             log.error("scheduler pass failed", error=str(exc))

@@ -40,6 +40,25 @@ def _delta_error(outcome: dict[str, Any] | None) -> str:
     return f"\n{streak}last error {when(error.get('time'))}: {error['class']}: {error['message']}"
 
 
+def _print_provisioning(prov: dict[str, Any]) -> None:
+    """Joiners and movers: which mapping, whether an edit was refused, and the sync backlog."""
+    mapping = prov.get("mapping")
+    if not mapping:
+        line = "mapping: none loaded yet (joiners and movers need IDSYNC_MAPPING_FILE; sandbox: examples/mapping.yaml)"
+    else:
+        line = f"mapping: {mapping.get('path')} (loaded {when(mapping.get('loaded_at'))})"
+        if mapping.get("last_error"):
+            line += f" · LAST EDIT REFUSED {when(mapping.get('error_at'))}, previous mapping kept: " \
+                    f"{mapping['last_error'][:300]}"
+    backlog = f"sync backlog: {prov.get('backlog', 0)} users waiting, {prov.get('backlog_in_flight', 0)} in a batch"
+    if prov.get("backlog_oldest_age_s") is not None:
+        backlog += f", oldest {prov['backlog_oldest_age_s']:.1f} s"
+    if prov.get("waiting_for_licence"):
+        backlog += f" · WAITING FOR A LICENCE SEAT: {prov['waiting_for_licence']} users (retried every 10 min)"
+    console.print(Text(line), soft_wrap=True)
+    console.print(backlog, markup=False)
+
+
 def _print_status(data: dict[str, Any]) -> None:
     lanes = Table(title="Lanes")
     for col in ("lane", "waiting", "oldest waiting (s)", "running", "retrying", "parked", "dead-lettered",
@@ -55,6 +74,7 @@ def _print_status(data: dict[str, Any]) -> None:
     console.print(lanes)
     console.print(f"review items {data['reviews']} (`idsync review list`) · "
                   f"pending ownership transfers {data['pending_ownership_transfers']}", markup=False)
+    _print_provisioning(data.get("provisioning") or {})
 
     sources = Table(title="Producers")
     for col in ("source", "state"):

@@ -73,3 +73,48 @@ def review_show(
     ]
     width = max(len(name) for name, _ in rows)
     typer.echo("\n".join(f"{name.ljust(width)}  {value}" for name, value in rows))
+
+
+@review_app.command("resolve")
+def review_resolve(
+    item_id: Annotated[str, typer.Argument(help="review id (see `idsync review list`)")],
+    link: Annotated[str | None, typer.Option("--link", help="link the user to this Salesforce user id")] = None,
+    create: Annotated[bool, typer.Option("--create", help="create a new Salesforce user instead of matching")] = False,
+    ignore: Annotated[bool, typer.Option("--ignore", help="close it and do not raise it again for this user")] = False,
+) -> None:
+    """Decide a matching or provisioning review: link to a given Salesforce user, create a new one, or ignore it.
+    The user is then planned again (by the running sync workers)."""
+    from shared.audit import audit
+    from shared.audit_events import operator_actor
+    from shared.dirty_users import DirtyUsers
+    from shared.dispatch import schedule_drain
+    from shared.provisioning.review_decisions import ReviewDecisions
+
+    if sum((link is not None, create, ignore)) != 1:
+        raise typer.BadParameter("give exactly one of --link SFID, --create or --ignore")
+    settings = _settings()
+    links = _links()
+    item = links.get_review(item_id)
+    if item is None:
+        console.print(f"no review item {item_id} (see `idsync review list`)", style="red", markup=False)
+        raise typer.Exit(1)
+    entra_id, topic = item["entra_id"], item.get("topic")
+    decisions = ReviewDecisions(links.redis)
+    if link is not None:
+        if not link.startswith("005") or len(link) not in (15, 18):
+            raise typer.BadParameter(f"{link!r} is not a Salesforce user id (005...)")
+        links.set_link(entra_id, link, item.get("upn"))
+        decision = f"linked to {link}"
+    elif create:
+        decisions.force_create(entra_id)
+        decision = "a new Salesforce user will be created"
+    else:
+        decisions.ignore(entra_id, topic)
+        decision = "ignored for this user"
+    links.resolve_review(item.get("key") or entra_id)
+    audit(links.redis, "review_resolved", entra_id, link, decision, item.get("correlation_id"),
+          upn=item.get("upn"), actor=operator_actor(), review_id=item["id"], topic=topic)
+    backlog = DirtyUsers(links.redis)
+    backlog.mark([entra_id])
+    schedule_drain(components.celery_app(settings), backlog, settings.graph_tenant_id or "default")
+    console.print(f"{item['id']}: {decision}; {item.get('upn') or entra_id} is planned again", markup=False)

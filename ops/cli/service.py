@@ -182,7 +182,12 @@ def beat() -> None:
     else:
         log.warning("subscriptions_disabled", reason="no tenant configured")
     dlq = DeadLetterQueue(redis, settings.dlq_max_entries, settings.dlq_max_age_days * 86400.0)
-    scheduler.run_forever(celery, redis, stop, dlq=dlq)
+    from shared.provisioning.mapping_store import MappingStore, mapping_path
+    from workers.backlog_keeper import BacklogKeeper
+
+    mappings = MappingStore(mapping_path(settings), redis)
+    keeper = BacklogKeeper(celery, redis, settings.graph_tenant_id or "default", mappings)
+    scheduler.run_forever(celery, redis, stop, dlq=dlq, keeper=keeper)
 
 
 @app.command()

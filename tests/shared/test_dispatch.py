@@ -135,13 +135,31 @@ def test_once_the_task_started_a_new_hint_gets_a_task_of_its_own():
     assert len(sender.sent) == 2
 
 
-def test_the_sync_lane_is_never_collapsed():
+def test_sync_hints_about_a_user_are_coalesced_in_the_backlog_with_one_drain_task():
+    from shared.dirty_users import DirtyUsers
+
     redis, sender = fakeredis.FakeRedis(decode_responses=True), Recorder()
     pending = PendingWork(redis)
+    first, second = _user_event(EventKind.USER_ENABLED), _user_event(EventKind.USER_CHANGED)
     for _ in range(3):
-        assert publish(sender, _user_event(EventKind.USER_ENABLED), pending=pending) == "sync.reactivate_user"
-    assert len(sender.sent) == 3
+        assert publish(sender, first, pending=pending) == "sync.reactivate_user"
+    assert publish(sender, second, "sync.user_changed", pending=pending) == "sync.user_changed"
+    assert [name for name, _options in sender.sent] == ["sync.drain_users"]  # one drain, no per-hint message
     assert redis.keys("idsync:pending:*") == []
+    claimed = DirtyUsers(redis).claim(10, lease_s=60)
+    assert [c.entra_id for c in claimed] == [first.object_id]  # the same user, once
+    assert claimed[0].observed_at == max(first.observed_at.timestamp(), second.observed_at.timestamp())
+
+
+def test_a_new_drain_is_scheduled_once_the_last_one_has_started():
+    from shared.dirty_users import DirtyUsers
+
+    redis, sender = fakeredis.FakeRedis(decode_responses=True), Recorder()
+    pending = PendingWork(redis)
+    publish(sender, _user_event(EventKind.USER_ENABLED), pending=pending)
+    DirtyUsers(redis).drain_started()
+    publish(sender, _user_event(EventKind.USER_ENABLED), pending=pending)
+    assert [name for name, _options in sender.sent] == ["sync.drain_users", "sync.drain_users"]
 
 
 def test_without_a_pending_store_every_hint_is_enqueued():

@@ -13,7 +13,9 @@ from workers.app import create_app
 TASKS = {
     "revocation.check_user",
     "revocation.revoke_user",
+    "revocation.deprovision_user",
     "sync.user_changed",
+    "sync.drain_users",
     "sync.reactivate_user",
     "sync.transfer_ownership",
     "sync.group_changed",
