@@ -69,6 +69,19 @@ def recorded_subscription_ids(redis: Any, tenant: str) -> set[str]:
     return ids
 
 
+def subscription_status(redis: Any, settings: Settings) -> list[dict[str, Any]]:
+    """Id, resource, expiry and seconds left per recorded subscription, for `idsync status` (no Graph call)."""
+    now = datetime.now(UTC)
+    out = []
+    tenant = settings.graph_tenant_id or "default"
+    for resource, raw in sorted(redis.hgetall(subscriptions_key(tenant)).items()):
+        record = json.loads(_text(raw))
+        expiry = parse_graph_time(record["expiry"])
+        out.append({"id": record["id"], "resource": _text(resource), "expiry": record["expiry"],
+                    "expires_in_s": round((expiry - now).total_seconds())})
+    return out
+
+
 class SubscriptionManager:
     def __init__(self, graph: SubscriptionApi, redis: Any, settings: Settings) -> None:
         self.graph = graph
@@ -211,14 +224,7 @@ class SubscriptionManager:
                 log.info("lifecycle_event_ignored", subscription_id=subscription_id, lifecycle_event=event)
 
     def status(self) -> list[dict[str, Any]]:
-        """Id, resource, expiry and seconds left per recorded subscription, for `idsync status`."""
-        now = datetime.now(UTC)
-        out = []
-        for resource, record in sorted(self._records().items()):
-            expiry = parse_graph_time(record["expiry"])
-            out.append({"id": record["id"], "resource": resource, "expiry": record["expiry"],
-                        "expires_in_s": round((expiry - now).total_seconds())})
-        return out
+        return subscription_status(self.redis, self.settings)
 
     def run_forever(self, stop_event: threading.Event, interval: float = 60) -> None:
         """Ensure, then renew what is due, every `interval` seconds; an error is logged and retried next tick.

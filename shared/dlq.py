@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 import traceback as tb_module
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import redis
 from pydantic import BaseModel, Field
@@ -207,7 +207,12 @@ class DeadLetterQueue:
         """Newest failures first, across lanes unless `lane` is given."""
         scored: list[tuple[float, str]] = []
         for name in self._lanes(lane):
-            for member, score in self.redis.zrevrange(lane_key(name), 0, max(limit - 1, 0), withscores=True):
+            # redis-py types every ZSET range reply alike; with scores it is (member, score) pairs.
+            pairs = cast(
+                "list[tuple[str, float]]",
+                self.redis.zrevrange(lane_key(name), 0, max(limit - 1, 0), withscores=True),
+            )
+            for member, score in pairs:
                 scored.append((float(score), member))
         scored.sort(reverse=True)
         ids = [member for _, member in scored[:limit]]

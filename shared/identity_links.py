@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 PREFIX = "idsync"
 REVIEWS_KEY = f"{PREFIX}:reviews"
@@ -78,7 +79,7 @@ class IdentityLinks:
 
     def set_link(self, entra_id: str, sf_user_id: str | None = None, upn: str | None = None) -> None:
         """Record what we know; a None field keeps the stored value (a hard-deleted user has no UPN any more)."""
-        fields: dict[str, str] = {"updated_at": repr(time.time())}
+        fields: dict[FieldT, EncodableT] = {"updated_at": repr(time.time())}
         if sf_user_id:
             fields["sf_user_id"] = sf_user_id
         if upn:
@@ -89,10 +90,11 @@ class IdentityLinks:
         data = self.redis.hgetall(_link_key(entra_id))
         if not data:
             return None
+        sf_user_id, upn = data.get("sf_user_id"), data.get("upn")
         return Link(
             entra_id=entra_id,
-            sf_user_id=data.get("sf_user_id") or None,
-            upn=data.get("upn") or None,
+            sf_user_id=str(sf_user_id) if sf_user_id else None,
+            upn=str(upn) if upn else None,
             updated_at=float(data.get("updated_at", 0.0)),
         )
 

@@ -13,6 +13,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -186,7 +187,7 @@ class SalesforceClient:
         records: list[dict[str, Any]] = list(page.get("records", []))
         while not page.get("done", True) and page.get("nextRecordsUrl"):
             next_url = page["nextRecordsUrl"]
-            page = self._call(lambda sf, url=next_url: sf.query_more(url, identifier_is_url=True))
+            page = self._call(partial(_query_more, next_url))
             records.extend(page.get("records", []))
         return records
 
@@ -194,7 +195,8 @@ class SalesforceClient:
         """The Salesforce user for an Entra user: by FederationIdentifier (explicit id first, then the Entra object
         id), else by Username. Matching prefers the federation id because usernames get renamed."""
         candidates = list(dict.fromkeys(v for v in (federation_id, entra_id) if v))
-        clauses, values = [], []
+        clauses: list[str] = []
+        values: list[str | list[str]] = []
         if candidates:
             clauses.append("FederationIdentifier IN {}")
             values.append(candidates)
@@ -221,7 +223,7 @@ class SalesforceClient:
     # --- writes -----------------------------------------------------------------------------------------------
     def update_record(self, sobject: str, record_id: str, fields: dict[str, Any]) -> None:
         path = f"sobjects/{quote(sobject, safe='')}/{quote(record_id, safe='')}"
-        self._call(lambda sf: sf.restful(path, method="PATCH", data=json.dumps(fields)))
+        self._restful(path, "PATCH", data=json.dumps(fields))
 
     def _set_frozen(self, user_id: str, frozen: bool, login: dict[str, Any] | None = None) -> None:
         login = login if login is not None else self.get_user_login(user_id)
@@ -250,7 +252,7 @@ class SalesforceClient:
     def composite(self, requests: list[dict[str, Any]], all_or_none: bool = True) -> list[dict[str, Any]]:
         """POST composite (≤25 subrequests); subrequest failures come back in the list, they are not raised."""
         body = json.dumps({"allOrNone": all_or_none, "compositeRequest": requests})
-        result = self._call(lambda sf: sf.restful("composite", method="POST", data=body))
+        result = self._restful("composite", "POST", data=body)
         return list((result or {}).get("compositeResponse", []))
 
     def collections_update(self, records: list[dict[str, Any]], all_or_none: bool = False) -> list[dict[str, Any]]:
@@ -266,7 +268,7 @@ class SalesforceClient:
         results: list[dict[str, Any]] = []
         for start in range(0, len(records), COLLECTION_LIMIT):
             body = json.dumps({"allOrNone": all_or_none, "records": records[start : start + COLLECTION_LIMIT]})
-            chunk = self._call(lambda sf, body=body: sf.restful("composite/sobjects", method="PATCH", data=body))
+            chunk = self._restful("composite/sobjects", "PATCH", data=body)
             results.extend(chunk or [])
         return results
 
@@ -282,7 +284,7 @@ class SalesforceClient:
         results: list[dict[str, Any]] = []
         for start in range(0, len(records), COLLECTION_LIMIT):
             body = json.dumps({"allOrNone": all_or_none, "records": records[start : start + COLLECTION_LIMIT]})
-            chunk = self._call(lambda sf, body=body: sf.restful("composite/sobjects", method="POST", data=body))
+            chunk = self._restful("composite/sobjects", "POST", data=body)
             results.extend(chunk or [])
         return results
 
@@ -292,11 +294,13 @@ class SalesforceClient:
         for start in range(0, len(ids), COLLECTION_LIMIT):
             chunk_ids = ",".join(ids[start : start + COLLECTION_LIMIT])
             params = {"ids": chunk_ids, "allOrNone": "true" if all_or_none else "false"}
-            chunk = self._call(
-                lambda sf, params=params: sf.restful("composite/sobjects", method="DELETE", params=params)
-            )
+            chunk = self._restful("composite/sobjects", "DELETE", params=params)
             results.extend(chunk or [])
         return results
+
+    def _restful(self, path: str, method: str, **kwargs: Any) -> Any:
+        """One call to the REST resource `path` (relative to the API version), through `_call`."""
+        return self._call(lambda sf: sf.restful(path, method=method, **kwargs))
 
     def query_many(self, soqls: list[str]) -> list[list[dict[str, Any]]]:
         """Run several queries through the composite resource, five per call; every page of every query.
@@ -333,7 +337,7 @@ class SalesforceClient:
     def describe(self, sobject: str) -> dict[str, Any]:
         """The sObject's describe (fields with type, length, picklist values, createable/updateable)."""
         path = f"sobjects/{quote(sobject, safe='')}/describe"
-        result = self._call(lambda sf: sf.restful(path, method="GET"))
+        result = self._restful(path, "GET")
         return dict(result or {})
 
     def collections_upsert(self, sobject: str, external_id_field: str, records: list[dict[str, Any]],
@@ -345,7 +349,7 @@ class SalesforceClient:
         for start in range(0, len(records), COLLECTION_LIMIT):
             chunk_records = [{"attributes": {"type": sobject}, **r} for r in records[start : start + COLLECTION_LIMIT]]
             body = json.dumps({"allOrNone": all_or_none, "records": chunk_records})
-            chunk = self._call(lambda sf, body=body: sf.restful(path, method="PATCH", data=body))
+            chunk = self._restful(path, "PATCH", data=body)
             results.extend(chunk or [])
         return results
 
@@ -358,6 +362,10 @@ class SalesforceClient:
 
     def close(self) -> None:
         self._session.close()
+
+
+def _query_more(next_url: str, sf: Salesforce) -> Any:
+    return sf.query_more(next_url, identifier_is_url=True)
 
 
 def _transport_error(exc: requests.RequestException) -> TransportError:

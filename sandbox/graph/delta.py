@@ -334,7 +334,7 @@ def _handler(resource: str) -> Any:
                             "initial_url": initial_url,
                         },
                     )
-                    body = {
+                    body: dict[str, Any] = {
                         "@odata.context": _context(state, resource, select),
                         "@odata.deltaLink": f"{base_path}?$deltatoken={token}",
                         "value": [],
@@ -360,7 +360,7 @@ def _handler(resource: str) -> Any:
                     "initial_url": initial_url,
                 }
             items, cursor = _Round(state, resource, rec, minimal).page()
-            body: dict[str, Any] = {"@odata.context": _context(state, resource, rec["select"] if first_page else None)}
+            body = {"@odata.context": _context(state, resource, rec["select"] if first_page else None)}
             if cursor is not None:
                 token = _store_token(d, {**cursor, "issued": now})
                 body["@odata.nextLink"] = f"{base_path}?$skiptoken={token}"

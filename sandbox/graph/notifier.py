@@ -383,7 +383,8 @@ class Notifier:
         discarded: list[_Item] = []
         with self._mu:
             for url, items in list(self._pending.items()):
-                keep, gone = [], []
+                keep: list[_Item] = []
+                gone: list[_Item] = []
                 for item in items:
                     (gone if now - item.first_at > retry_window else keep).append(item)
                 st = self._stat(url, now)
@@ -502,7 +503,8 @@ class Notifier:
         cap = float(self._cfg("notification_retry_max_delay_s", 600))
         window = float(self._cfg("notification_retry_window_s", 4 * 3600))
         throttle_delay = float(self._cfg("notification_throttle_delay_s", 600))
-        keep, discarded = [], []
+        keep: list[_Item] = []
+        discarded: list[_Item] = []
         for item in batch:
             delay = min(cap, base * (2 ** max(0, item.attempt - 1)))
             if throttled:

@@ -77,7 +77,7 @@ def _cmp(op: str, left: Any, right: Any) -> bool:
 
 
 class _Build(Transformer[Token, _Node]):
-    def path(self, items: list[Token]) -> tuple[str, ...]:  # type: ignore[override]
+    def path(self, items: list[Token]) -> tuple[str, ...]:
         return tuple(str(t) for t in items)
 
     def string(self, items: list[Token]) -> str:

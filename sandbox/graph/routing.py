@@ -52,7 +52,7 @@ class Headers(dict[str, str]):
         for k, v in pairs:
             self[str(k).lower()] = str(v)
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         return super().get(key.lower(), default)
 
 

@@ -125,7 +125,7 @@ def test_an_expired_or_missing_token_is_401_invalid_authentication_token(
 
 
 @pytest.fixture
-def tiny_budget(sandbox: SandboxServer):  # type: ignore[no-untyped-def]
+def tiny_budget(sandbox: SandboxServer):
     state = sandbox.state
     old = state.config.get("graph.ru_per_10s")
     throttle.reset(state)
