@@ -21,7 +21,6 @@ from shared.settings import Settings
 log = get_logger(__name__)
 
 RESOURCES = ("/users", "/groups")
-CHANGE_TYPE = "updated,deleted"
 #: Lock lease: longer than a few Graph calls, short enough that a crashed holder does not block renewals for long.
 LOCK_TIMEOUT_S = 60
 LOCK_WAIT_S = 10

@@ -32,6 +32,7 @@ from shared.errors import (
     TransportError,
     classify_graph,
 )
+from shared.http_sessions import pinned_session
 from shared.limiter import Limiter
 from shared.logging import get_logger
 
@@ -108,14 +109,6 @@ def _ssl_context(ca_bundle: Any) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else ssl.create_default_context()
 
 
-def _requests_session(ca_bundle: Any) -> requests.Session:
-    """A session for MSAL that ignores REQUESTS_CA_BUNDLE & co. (they would override `verify` otherwise)."""
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(ca_bundle) if ca_bundle else True
-    return session
-
-
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header: integer, float (Graph sends "2.128") or an HTTP date."""
     if not value:
@@ -180,7 +173,7 @@ class GraphClient:
         (and report) even while the identity endpoint is unreachable."""
         if self._token_source is None:
             s = self._settings
-            self._msal_session = _requests_session(s.ca_bundle)
+            self._msal_session = pinned_session(s.ca_bundle)
             try:
                 self._token_source = msal.ConfidentialClientApplication(
                     s.graph_client_id,

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
-from requests.adapters import HTTPAdapter
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSession
 from simple_salesforce.format import format_soql
@@ -33,6 +32,7 @@ from shared.errors import (
     TransportError,
     classify_salesforce,
 )
+from shared.http_sessions import pinned_session
 from shared.limiter import Limiter
 from shared.logging import get_logger
 
@@ -40,24 +40,10 @@ USER_FIELDS = "Id, Username, IsActive, FederationIdentifier, Email, ProfileId"
 COLLECTION_LIMIT = 200
 #: Queries (and collection operations) one composite request may carry.
 COMPOSITE_QUERY_LIMIT = 5
-CONNECT_TIMEOUT_S = 5.0
 _USAGE = re.compile(r"(?:^|[^-])api-usage=(\d+)/(\d+)")
 
 T = TypeVar("T")
 log = get_logger(__name__)
-
-
-class TimeoutHTTPAdapter(HTTPAdapter):
-    """Gives every request a timeout unless the caller chose one: simple-salesforce passes none for create/update."""
-
-    def __init__(self, timeout: float, **kwargs: Any) -> None:
-        self.timeout = (min(CONNECT_TIMEOUT_S, timeout), timeout)
-        super().__init__(**kwargs)
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self.timeout
-        return super().send(request, **kwargs)
 
 
 def parse_api_usage(header: str | None) -> tuple[int, int] | None:
@@ -66,17 +52,6 @@ def parse_api_usage(header: str | None) -> tuple[int, int] | None:
         return None
     match = _USAGE.search(header)
     return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def build_session(settings: Any) -> requests.Session:
-    """A session whose CA bundle and timeouts the environment cannot change (see the CA-bundle trap)."""
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(settings.ca_bundle) if settings.ca_bundle else True
-    adapter = TimeoutHTTPAdapter(float(settings.sf_timeout_s))
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
 
 
 class SalesforceClient:
@@ -96,17 +71,15 @@ class SalesforceClient:
         self._limiter = limiter
         self._lane = lane
         self._sleep = sleep
-        self._session = build_session(settings)
+        self._session = pinned_session(settings.ca_bundle, float(settings.sf_timeout_s))
         self._session.hooks["response"].append(self._on_response)
         self._sf: Salesforce | None = None
-        self._usage: tuple[int, int] | None = None
 
     # --- plumbing ---------------------------------------------------------------------------------------------
     def _on_response(self, response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
         usage = parse_api_usage(response.headers.get("Sforce-Limit-Info"))
         if usage is None:
             return
-        self._usage = usage
         if self._limiter is not None:
             try:
                 self._limiter.record_sf_usage(*usage)
@@ -352,13 +325,6 @@ class SalesforceClient:
             chunk = self._restful(path, "PATCH", data=body)
             results.extend(chunk or [])
         return results
-
-    # --- usage ------------------------------------------------------------------------------------------------
-    def api_usage(self) -> tuple[int, int] | None:
-        """The latest (used, allowed) daily API figure seen by this client, else by any process via the limiter."""
-        if self._usage is not None:
-            return self._usage
-        return self._limiter.sf_usage() if self._limiter is not None else None
 
     def close(self) -> None:
         self._session.close()

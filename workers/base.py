@@ -106,7 +106,6 @@ class IdentityTask(celery.Task):
         self.request.idsync_started = time.monotonic()
         self._bind_log_context(task_id, args, kwargs)
         deliveries = self._count_delivery(task_id)
-        self.request.idsync_deliveries = deliveries
         limit = self.ctx.settings.max_deliveries
         if deliveries > limit:
             message = f"delivered {deliveries} times (limit {limit}): it killed its worker or outlived its timeout"

@@ -219,10 +219,6 @@ class Notifier:
             for url in [u for u, st in self._stats.items() if not st.in_flight]:
                 del self._stats[url]
 
-    def pending_count(self) -> int:
-        with self._mu:
-            return sum(len(v) for v in self._pending.values())
-
     # --- scheduler ----------------------------------------------------------------------------------------------
 
     def _cfg(self, key: str, default: Any) -> Any:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sandbox.graph.errors import GraphError, bad_request, not_found
+from sandbox.graph.errors import bad_request, not_found
 
 #: every user property the sandbox stores (graph.md 4.1); the Graph JSON of a user has all of them
 USER_PROPERTIES: tuple[str, ...] = (
@@ -677,6 +677,3 @@ class Directory:
                         queue.append(parent)
             return out
 
-    def require_unknown(self, object_id: str) -> None:
-        if object_id in self.users or object_id in self.groups:
-            raise GraphError(400, "Request_BadRequest", "Object already exists.")
