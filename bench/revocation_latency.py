@@ -473,7 +473,7 @@ class Bench:
         service: dict[str, float] = {}
         finishes: list[float] = []  # every revocation-lane task, to tell queueing from pickup
         for e in self.procs.json_lines("worker-revocation"):
-            if e.get("event") != "task finished" or not e.get("duration_ms"):
+            if e.get("event") != "task_finished" or not e.get("duration_ms"):
                 continue
             finishes.append(parse_ts(e["timestamp"]))
             cid = e.get("correlation_id")

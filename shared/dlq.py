@@ -158,7 +158,7 @@ class DeadLetterQueue:
         if dropped:
             # Warning, not info: each of these was a message idsync gave up on, and now its record is gone too.
             log.warning(
-                "dead letters dropped by the cap",
+                "dlq_entries_dropped",
                 lane=entry.lane,
                 count=len(dropped),
                 too_old=len(aged),

@@ -290,8 +290,8 @@ class GraphClient:
                 try:
                     self._limiter.block_until(SERVICE_GRAPH, self._tenant, wait)
                 except IdsyncError as exc:
-                    log.warning("graph.block_until_failed", error=str(exc))
-            log.info("graph.throttled", status=response.status_code, retry_after_s=wait, request_id=request_id)
+                    log.warning("graph_block_until_failed", error=str(exc))
+            log.info("graph_throttled", status=response.status_code, retry_after_s=wait, request_id=request_id)
             return GraphThrottled(message, retry_after=wait, **common)
         if cls is DeltaExpired:
             return DeltaExpired(message, location=response.headers.get("Location"), **common)
@@ -352,7 +352,7 @@ class GraphClient:
                 if self._limiter is not None:
                     self._limiter.block_until(SERVICE_GRAPH, self._tenant, wait)
                 if wait > BATCH_INLINE_RETRY_S:
-                    log.info("graph.batch_throttled", items=len(retry), retry_after_s=wait)
+                    log.info("graph_batch_throttled", items=len(retry), retry_after_s=wait)
                     raise GraphThrottled("batch items throttled", service=SERVICE_GRAPH, status=429, retry_after=wait)
                 self._sleep(wait)
             pending = retry

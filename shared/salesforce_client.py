@@ -84,7 +84,7 @@ class SalesforceClient:
             try:
                 self._limiter.record_sf_usage(*usage)
             except IdsyncError as exc:
-                log.warning("salesforce.usage_not_recorded", error=str(exc))
+                log.warning("salesforce_usage_not_recorded", error=str(exc))
 
     def _fetch_token(self) -> tuple[str, str]:
         """Client-credentials token from the org's My Domain; returns (access token, instance URL)."""
@@ -147,7 +147,7 @@ class SalesforceClient:
                 if refreshed:
                     raise _map_salesforce_error(exc) from exc
                 refreshed = True
-                log.info("salesforce.session_refresh")
+                log.info("salesforce_session_refresh")
             except SalesforceError as exc:
                 raise _map_salesforce_error(exc) from exc
             except requests.RequestException as exc:

@@ -119,7 +119,7 @@ def relink_on_not_found(
     found = find_salesforce_user(sf, links, entra_id, upn)
     if found is not None and found.id == user.id:
         raise refused
-    log.warning("stale identity link dropped", entra_id=entra_id, stale_sf_user_id=user.id,
+    log.warning("stale_identity_link_dropped", entra_id=entra_id, stale_sf_user_id=user.id,
                 found_sf_user_id=found.id if found else None)
     audit(redis, "relink", entra_id, found.id if found else None, "stale_link_dropped", cid,
           stale_sf_user_id=user.id, error=str(refused))

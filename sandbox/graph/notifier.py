@@ -236,7 +236,7 @@ class Notifier:
                     self._sweep()
                 self._dispatch()
             except Exception:  # the loop must survive any single bad change or config value
-                log.exception("notifier loop error")
+                log.exception("notifier_loop_failed")
 
     def _drain_changes(self) -> None:
         items: list[_Item] = []
@@ -425,7 +425,7 @@ class Notifier:
         try:
             self._post(url, batch)
         except Exception:  # never lose the in-flight flag: the endpoint would stall forever
-            log.exception("delivery to %s failed unexpectedly", url)
+            log.exception("notification_delivery_failed url=%s", url)
             self._requeue(url, batch, self.state.clock.time(), throttled=False)
         finally:
             with self._mu:

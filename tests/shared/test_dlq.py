@@ -89,7 +89,7 @@ def test_entries_dropped_by_the_cap_are_logged_and_counted_per_lane(r) -> None:
     count, last_at = dlq.dropped("revocation")
     assert count == 2 and last_at is not None and last_at >= now - 1
     assert dlq.dropped("sync") == (0, None)
-    warnings = [e for e in logs if e["event"] == "dead letters dropped by the cap"]
+    warnings = [e for e in logs if e["event"] == "dlq_entries_dropped"]
     assert [(w["lane"], w["count"], w["entry_ids"]) for w in warnings] == [
         ("revocation", 1, ["ancient"]),
         ("revocation", 1, ["n0"]),
