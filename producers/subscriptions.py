@@ -4,7 +4,7 @@ reauthorize on lifecycle events, recreate when Graph has forgotten them.
 Why it matters: a lapsed subscription fails silently; notifications just stop and leavers wait for the next delta
 round. So the manager renews well before expiry, treats any renewal failure as "recreate", and records what it owns
 in Redis so every replica (and `idsync status`) sees the same subscriptions. A Redis lock keeps two replicas from
-creating duplicates (Graph caps subscriptions per app and tenant, graph.md §2.1).
+creating duplicates (Graph caps subscriptions per app and tenant: docs/decisions.md#change-notifications).
 """
 
 from __future__ import annotations
@@ -207,8 +207,9 @@ class SubscriptionManager:
         return done
 
     def handle_lifecycle(self, subscription_id: str, event: str) -> None:
-        """React to a lifecycle notification (graph.md §2.5). Users and groups only get `reauthorizationRequired`;
-        `subscriptionRemoved` is handled too (recreate), `missed` is left to the delta poller."""
+        """React to a lifecycle notification (docs/decisions.md#change-notifications). Users and groups only get
+        `reauthorizationRequired`; `subscriptionRemoved` is handled too (recreate), `missed` is left to the delta
+        poller."""
         record = next((r for r in self._records().values() if r["id"] == subscription_id), None)
         if record is None:
             log.warning("lifecycle_for_unknown_subscription", subscription_id=subscription_id, lifecycle_event=event)

@@ -110,7 +110,8 @@ def _ssl_context(ca_bundle: Any) -> ssl.SSLContext:
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: integer, float (Graph sends "2.128") or an HTTP date."""
+    """Seconds from a Retry-After header: integer, float (Graph sends "2.128") or an HTTP date
+    (docs/decisions.md#throttling-and-retry-after)."""
     if not value:
         return None
     value = value.strip()

@@ -5,9 +5,9 @@ Why each exists:
 - link: a hard-deleted Entra user can no longer be read from Graph, so its last known UPN and Salesforce user id must
   be stored to find (and revoke) the Salesforce user at all.
 - tombstone: events are hints and arrive out of order; a sync event observed before a revocation must not undo it
-  (celery.md §4, option 3). The tombstone holds the time the revocation was observed; only newer events may act.
-  A reactivation clears it with a compare-and-delete (`clear_tombstone_if`): only the value it read and acted on,
-  never a newer one a revocation wrote meanwhile.
+  (docs/decisions.md#events-are-hints). The tombstone holds the time the revocation was observed; only newer events
+  may act. A reactivation clears it with a compare-and-delete (`clear_tombstone_if`): only the value it read and
+  acted on, never a newer one a revocation wrote meanwhile.
 - review: some revocations cannot finish (Salesforce refuses to deactivate the last admin or a default owner). The
   user stays frozen and a human must act; that is a review item, not a dead letter (nothing to replay). Each item has
   a stable short `id` (kept while the item is updated) for `idsync review show ID` and, later, `resolve`.

@@ -37,6 +37,7 @@ from shared.limiter import Limiter
 from shared.logging import get_logger
 
 USER_FIELDS = "Id, Username, IsActive, FederationIdentifier, Email, ProfileId"
+#: Records per sObject Collections call (docs/decisions.md#salesforce-composite-and-collections).
 COLLECTION_LIMIT = 200
 #: Queries (and collection operations) one composite request may carry.
 COMPOSITE_QUERY_LIMIT = 5
@@ -87,7 +88,8 @@ class SalesforceClient:
                 log.warning("salesforce_usage_not_recorded", error=str(exc))
 
     def _fetch_token(self) -> tuple[str, str]:
-        """Client-credentials token from the org's My Domain; returns (access token, instance URL)."""
+        """Client-credentials token from the org's My Domain (docs/decisions.md#salesforce-client-credentials);
+        returns (access token, instance URL)."""
         s = self._settings
         url = f"{str(s.sf_url).rstrip('/')}/services/oauth2/token"
         try:

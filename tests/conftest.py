@@ -1,7 +1,7 @@
 """Fixtures shared by the whole suite.
 
 Integration fixtures start real parts: a private redis-server on a free port, the sandbox over HTTPS.
-The machine's CA variables are removed here (the CA-bundle trap): the product must pass its CA explicitly.
+The machine's CA variables are removed here (docs/decisions.md#ca-bundle): the product must pass its CA explicitly.
 """
 
 from __future__ import annotations

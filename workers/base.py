@@ -1,11 +1,12 @@
 """`IdentityTask`: the one base class of every idsync task, and the single owner of cross-cutting concerns.
 
-Task bodies only decide and act; everything about *what happens when it goes wrong* lives here (the Warehouse
-model, celery.md §8.3), so both lanes fail the same, documented way:
+Task bodies only decide and act; everything about *what happens when it goes wrong* lives here (as in PyPI's
+Warehouse, `warehouse/tasks.py`), so both lanes fail the same, documented way:
 
 - delivery counter (`before_start`): Redis has no delivery count, and with `task_reject_on_worker_lost` a message
   that kills its worker comes back for ever. `INCR idsync:deliveries:{task_id}:{retries}`; past
-  `settings.max_deliveries` the message is dead-lettered as "PoisonMessage" and ignored (celery.md §3.1).
+  `settings.max_deliveries` the message is dead-lettered as "PoisonMessage" and ignored
+  (docs/decisions.md#late-acks-and-poison-messages).
 - structlog contextvars: event_id, correlation_id, task_id, lane and task are bound for every line the task logs.
   The correlation id is read from the event argument: the `correlation_id` message header is shadowed by Celery's
   own AMQP property of that name (which holds the task id).

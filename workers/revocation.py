@@ -1,7 +1,8 @@
 """The revocation lane: a leaver loses Salesforce access within seconds.
 
 Events are hints (shared/events.py): each task re-reads the user from Graph, decides from what Graph says *now*,
-and acts; so duplicates, late and reordered events are harmless (celery.md §4, level-triggered processing).
+and acts; so duplicates, late and reordered events are harmless (level-triggered processing:
+docs/decisions.md#events-are-hints).
 
 Revoking = find the Salesforce user (stored link, then FederationIdentifier = UPN, then Username = UPN; a stored link
 Salesforce answers 404 for is dropped and the user looked up again), **freeze** it at once (log-in blocked even if

@@ -1,4 +1,5 @@
-"""Change-notification delivery: turns directory changes into Graph webhook POSTs (graph.md §2.3-2.5).
+"""Change-notification delivery: turns directory changes into Graph webhook POSTs
+(https://learn.microsoft.com/graph/change-notifications-delivery-webhooks).
 
 Why a thread with its own queue: the Directory calls its listeners while the route still holds `state.lock`, and
 outbound HTTP must never run under that lock. The listener only enqueues; one scheduler thread matches changes to
@@ -66,7 +67,7 @@ class _Item:
 
 @dataclass
 class EndpointStats:
-    """Slow-response accounting for one notification URL (graph.md §2.4)."""
+    """Slow-response accounting for one notification URL (Graph's slow-endpoint throttling)."""
 
     window_start: float
     total: int = 0
@@ -264,7 +265,7 @@ class Notifier:
         return items
 
     def _change_item(self, sub: Subscription, kind: str, object_id: str, change_type: str, now: float) -> _Item:
-        """The basic (no resource data) notification users and groups get (graph.md §2.3)."""
+        """The basic (no resource data) notification users and groups get."""
         entity = "Users" if kind == "users" else "Groups"
         resource = f"{entity}/{object_id}"
         body = {
@@ -332,7 +333,7 @@ class Notifier:
         return st
 
     def _endpoint_state(self, st: EndpointStats) -> str:
-        """healthy / throttled (>=10% slow after 100 notifications) / dropping (>=15%); graph.md §2.4."""
+        """healthy / throttled (>=10% slow after 100 notifications) / dropping (>=15%), as Graph rates endpoints."""
         if st.total < int(self._cfg("notification_slow_min_count", 100)):
             return "healthy"
         pct = st.slow_pct()
