@@ -62,7 +62,7 @@ def test_compose_runs_every_component_from_one_image_with_durable_redis():
 
 
 def test_flower_and_redis_are_reachable_from_this_host_only():
-    result = _config("--format", "json", env={"IDSYNC_FLOWER_PASSWORD": "test-only"})
+    result = _config("--format", "json", env=REQUIRED)
     assert result.returncode == 0, result.stderr
     import json
 
