@@ -1,4 +1,4 @@
-# Two commands: `make run` and `make test`. Everything else is set up on demand.
+# Two commands: `make run` and `make test`. Everything else is set up on demand. CI runs `make lint` then `make test`.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -28,6 +28,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # Re-pin after changing dependencies in pyproject.toml; existing pins are kept unless `UPGRADE=--upgrade`.
 lock: install

@@ -354,10 +354,13 @@ class Bench:
                 raise SystemExit(f"--set expects IDSYNC_NAME=VALUE, got {item!r}")
             self.env[name] = value
         procs = self.procs = Processes(self.workdir, self.env)
+
+        def logged_ready(name: str) -> Callable[[], bool]:
+            return lambda: "ready." in procs.log(name)
+
         for lane, concurrency in (("revocation", self.args.revocation_workers), ("sync", self.args.sync_workers)):
             name = f"worker-{lane}"
-            procs.start(name, ["worker", "--lane", lane, "--concurrency", str(concurrency)],
-                        ready=lambda n=name: "ready." in procs.log(n))
+            procs.start(name, ["worker", "--lane", lane, "--concurrency", str(concurrency)], ready=logged_ready(name))
 
         def webhook_ready() -> bool:
             try:
@@ -391,8 +394,9 @@ class Bench:
     def audit_since(self, start_id: str) -> list[dict[str, Any]]:
         assert self.redis is not None
         out = []
-        for stream_id, fields in self.redis.xrange(STREAM_KEY, min=start_id):
-            rec: dict[str, Any] = {"id": stream_id, **fields}
+        for stream_id, raw_fields in self.redis.xrange(STREAM_KEY, min=start_id) or []:
+            fields = {str(key): str(value) for key, value in (raw_fields or {}).items()}
+            rec: dict[str, Any] = {"id": str(stream_id), **fields}
             rec["ts"] = float(fields.get("ts", 0.0))
             rec["detail"] = json.loads(fields.get("detail") or "{}")
             out.append(rec)
@@ -469,11 +473,11 @@ class Bench:
         service: dict[str, float] = {}
         finishes: list[float] = []  # every revocation-lane task, to tell queueing from pickup
         for e in self.procs.json_lines("worker-revocation"):
-            if e.get("event") != "task finished" or not e.get("duration_ms"):
+            if e.get("event") != "task_finished" or not e.get("duration_ms"):
                 continue
             finishes.append(parse_ts(e["timestamp"]))
-            if e.get("task") == "revocation.check_user":
-                cid = e.get("correlation_id")
+            cid = e.get("correlation_id")
+            if e.get("task") == "revocation.check_user" and cid:
                 started.setdefault(cid, parse_ts(e["timestamp"]) - float(e["duration_ms"]) / 1000)
                 service.setdefault(cid, float(e["duration_ms"]))
         finishes.sort()
@@ -482,16 +486,18 @@ class Bench:
             sent = patched[target.entra_id]
             if target.sf_id in poller.seen:
                 result.patch_to_inactive_ms.append((poller.seen[target.sf_id] - sent) * 1000)
-            rec = revoke_by_user.get(target.entra_id)
-            if rec is None:
+            revoked = revoke_by_user.get(target.entra_id)
+            if revoked is None:
                 result.missing += 1
                 continue
+            rec = revoked
             result.outcomes[rec["outcome"]] = result.outcomes.get(rec["outcome"], 0) + 1
             observed = float(rec["detail"].get("observed_at", math.nan))
             result.total_ms.append((rec["ts"] - observed) * 1000)
-            chain = by_cid.get(rec.get("correlation_id") or "", {})
-            enq = enqueued.get(rec.get("correlation_id"))
-            start = started.get(rec.get("correlation_id"))
+            cid = rec.get("correlation_id") or ""
+            chain = by_cid.get(cid, {})
+            enq = enqueued.get(cid)
+            start = started.get(cid)
             freeze = chain.get("freeze", {}).get("ts")
             deact = chain.get("deactivate", {}).get("ts")
             if rec.get("correlation_id") in service:

@@ -1,7 +1,8 @@
 """`var/run.env`: what a running `idsync run` tells the other `idsync` commands started in the same directory.
 
 `idsync status` or `idsync dlq list` in a second terminal must find the embedded Redis and the sandbox without
-the operator copying URLs around; settings already read this file (see shared/settings.py), so writing it is enough.
+the operator copying URLs around; settings already read this file (see shared/settings_sources.py, which also reads
+it back for others: `read_env_values`), so writing it is enough.
 The file holds the embedded Redis's password (inside IDSYNC_REDIS_URL), so it is private to its owner (0600).
 """
 
@@ -34,12 +35,6 @@ def write_private_file(path: Path, text: str) -> None:
 def write_env_file(path: Path, values: dict[str, str]) -> None:
     """Write a dotenv file atomically and private (it may hold secrets)."""
     write_private_file(path, "".join(f"{key}={_quote(value)}\n" for key, value in values.items()))
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    from dotenv import dotenv_values
-
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
 
 
 def redacted_url(url: str) -> str:

@@ -59,7 +59,7 @@ def _upn_of(record: dict[str, Any], links: Any) -> str | None:
 
 def collect(settings: Settings, redis: Any) -> dict[str, Any]:
     from producers.checkpoints import DeltaCheckpoints
-    from producers.subscriptions import SubscriptionManager
+    from producers.subscriptions import subscription_status
     from shared import audit, parking
     from shared.audit_writer import backlog as audit_backlog
     from shared.dlq import DeadLetterQueue
@@ -100,7 +100,7 @@ def collect(settings: Settings, redis: Any) -> dict[str, Any]:
         # Success time, failures in a row and the last error (class, message, time), so a poller that fails every
         # round is visible here and not hidden behind the previous run's last round.
         "delta_outcome": {r: checkpoints.outcome(r) for r in ("users", "groups")},
-        "subscriptions": SubscriptionManager(None, redis, settings).status(),  # type: ignore[arg-type]
+        "subscriptions": subscription_status(redis, settings),
         "api": Limiter(redis, settings).status(),
         "reviews": links.review_count(),
         "pending_ownership_transfers": len(links.pending_transfers()),

@@ -22,8 +22,9 @@ from pathlib import Path
 from ops.embedded_redis import EmbeddedRedis
 from ops.ports import choose_port
 from ops.restarts import RestartBackoff
-from ops.runenv import read_env_file, redacted_url, write_env_file
+from ops.runenv import redacted_url, write_env_file
 from shared.settings import Settings
+from shared.settings_sources import read_env_values
 
 #: Stop order: producers first, then workers, then what everything else depends on.
 # The audit writer after the workers: it chains and delivers what they audited while stopping.
@@ -187,7 +188,7 @@ class Supervisor:
             if time.monotonic() > deadline:
                 raise RuntimeError("the sandbox did not write its env file within 120 s")
             time.sleep(0.1)
-        values = read_env_file(env_file)
+        values = read_env_values(env_file)
         self.urls["sandbox"] = f"{values['IDSYNC_SANDBOX_ADMIN_URL']}/_sandbox/ (env: {env_file})"
         return values
 

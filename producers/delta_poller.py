@@ -1,12 +1,13 @@
 """The delta poller: reads Graph's users and groups delta, turns what changed into identity events, and only then
 moves its checkpoint.
 
-Why a poller next to the webhook: Graph drops or delays change notifications (graph.md §2.4, §2.5), so delta is the
-source that cannot miss a change. Its contract is at-least-once: every event of a round is in the broker before the
-round's deltaLink is saved (celery.md §4), so a crash or a broker outage mid-round means the same round is read
-again, never that a change is skipped. Duplicates are cheap because events are hints and workers re-read Graph.
+Why a poller next to the webhook: Graph drops or delays change notifications
+(docs/decisions.md#change-notifications), so delta is the source that cannot miss a change. Its contract is
+at-least-once: every event of a round is in the broker before the round's deltaLink is saved
+(docs/decisions.md#events-are-hints), so a crash or a broker outage mid-round means the same round is read again,
+never that a change is skipped. Duplicates are cheap because events are hints and workers re-read Graph.
 
-Mapping of a user item (graph.md §1.4), kept deliberately small:
+Mapping of a user item (docs/decisions.md#delta-queries), kept deliberately small:
 - `@removed` reason `deleted` -> USER_HARD_DELETED; any other reason (`changed` = soft delete) -> USER_SOFT_DELETED.
 - `accountEnabled: false` -> USER_DISABLED (straight to the revocation lane: a disable is a plain update in delta).
 - anything else, including `accountEnabled: true` -> USER_CHANGED. Why not USER_ENABLED: delta returns every selected
@@ -44,7 +45,7 @@ log = get_logger(__name__)
 Resource = Literal["users", "groups"]
 RESOURCES: tuple[Resource, ...] = ("users", "groups")
 
-#: accountEnabled must be selected, or a disable never shows up in delta (graph.md §1.3, §1.4).
+#: accountEnabled must be selected, or a disable never shows up in delta (docs/decisions.md#delta-queries).
 USER_SELECT = [
     "id", "accountEnabled", "userPrincipalName", "mail", "displayName", "employeeId", "userType", "externalUserState",
 ]
@@ -195,7 +196,7 @@ class DeltaPoller:
         self.lease: PollerLease | None = None
 
     def latest_link(self, resource: Resource) -> str:
-        """The "sync from now" request (graph.md §1.2): returns only a deltaLink, which then tracks our $select."""
+        """The "sync from now" request (`$deltatoken=latest`): only a deltaLink, which then tracks our $select."""
         select = ",".join(SELECT[resource])
         return f"{self.settings.graph_url.rstrip('/')}/{resource}/delta?$select={select}&$deltatoken=latest"
 
@@ -252,7 +253,8 @@ class DeltaPoller:
         try:
             collected = self._read(resource, start, result)
         except DeltaExpired as expired:
-            # 410: the token is gone; Graph wants a full resync. No tombstones come back (graph.md §1.6).
+            # 410: the token is gone; Graph wants a full resync. No tombstones come back
+            # (docs/decisions.md#delta-queries).
             log.warning("delta_resync_required", resource=resource, tenant=self.tenant, had_location=bool(
                 expired.location))
             self.checkpoints.discard(resource, "expired")
@@ -287,11 +289,11 @@ class DeltaPoller:
             self.lease.check()
 
     def _reconcile_known(self, collected: dict[str, dict[str, Any]], full: bool, result: RoundResult) -> None:
-        """Users deleted while our delta token was expired come back from a resync as... nothing: a full
-        enumeration carries no tombstones (graph.md §1.6). So the poller remembers every user id delta showed it;
-        after a full round, a remembered id that is missing is a user deleted unseen, and it goes to the revocation
-        lane (the worker re-reads Graph and finds the Salesforce user through the stored link). Published before
-        the deltaLink is saved, like every other event of the round."""
+        """Users deleted while our delta token was expired come back from a resync as... nothing: a full enumeration
+        carries no tombstones (docs/decisions.md#delta-queries). So the poller remembers every user id delta showed it;
+        after a full round, a remembered id that is missing is a user deleted unseen, and it goes to the revocation lane
+        (the worker re-reads Graph and finds the Salesforce user through the stored link). Published before the
+        deltaLink is saved, like every other event of the round."""
         live = [oid for oid, item in collected.items() if "@removed" not in item]
         if not full:
             self.checkpoints.track("users", live, [oid for oid, item in collected.items() if "@removed" in item])
@@ -323,7 +325,7 @@ class DeltaPoller:
 
     def _read(self, resource: Resource, start: str | None, result: RoundResult) -> dict[str, dict[str, Any]]:
         collected: dict[str, dict[str, Any]] = {}
-        select = SELECT[resource] if start is None else None  # tokens encode the original $select (graph.md §1.2)
+        select = SELECT[resource] if start is None else None  # tokens encode the original $select
         for page in self.graph.delta_pages(resource, start, select=select):
             result.pages += 1
             self.checkpoints.record_progress(resource)

@@ -2,7 +2,7 @@
 
 Why strict models: the webhook is an internet-facing endpoint. Everything it accepts is parsed here, so a body with a
 missing field fails as one 400 with a message instead of a KeyError deep inside the handler. Unknown fields are
-ignored because Graph adds fields over time (graph.md §2.3) and a new field must never break delivery.
+ignored because Graph adds fields over time, and a new field must never break delivery.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ __all__ = [
     "describe_error",
 ]
 
-#: Graph documents clientState as at most 128 or 255 characters (graph.md §2.1); anything longer is not ours.
+#: Graph documents clientState as at most 128 or 255 characters (docs/decisions.md#change-notifications);
+#: anything longer is not ours.
 MAX_CLIENT_STATE = 255
 
 

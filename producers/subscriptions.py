@@ -4,7 +4,7 @@ reauthorize on lifecycle events, recreate when Graph has forgotten them.
 Why it matters: a lapsed subscription fails silently; notifications just stop and leavers wait for the next delta
 round. So the manager renews well before expiry, treats any renewal failure as "recreate", and records what it owns
 in Redis so every replica (and `idsync status`) sees the same subscriptions. A Redis lock keeps two replicas from
-creating duplicates (Graph caps subscriptions per app and tenant, graph.md §2.1).
+creating duplicates (Graph caps subscriptions per app and tenant: docs/decisions.md#change-notifications).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from shared.settings import Settings
 log = get_logger(__name__)
 
 RESOURCES = ("/users", "/groups")
-CHANGE_TYPE = "updated,deleted"
 #: Lock lease: longer than a few Graph calls, short enough that a crashed holder does not block renewals for long.
 LOCK_TIMEOUT_S = 60
 LOCK_WAIT_S = 10
@@ -67,6 +66,19 @@ def recorded_subscription_ids(redis: Any, tenant: str) -> set[str]:
         if isinstance(record, dict) and record.get("id"):
             ids.add(str(record["id"]))
     return ids
+
+
+def subscription_status(redis: Any, settings: Settings) -> list[dict[str, Any]]:
+    """Id, resource, expiry and seconds left per recorded subscription, for `idsync status` (no Graph call)."""
+    now = datetime.now(UTC)
+    out = []
+    tenant = settings.graph_tenant_id or "default"
+    for resource, raw in sorted(redis.hgetall(subscriptions_key(tenant)).items()):
+        record = json.loads(_text(raw))
+        expiry = parse_graph_time(record["expiry"])
+        out.append({"id": record["id"], "resource": _text(resource), "expiry": record["expiry"],
+                    "expires_in_s": round((expiry - now).total_seconds())})
+    return out
 
 
 class SubscriptionManager:
@@ -195,8 +207,9 @@ class SubscriptionManager:
         return done
 
     def handle_lifecycle(self, subscription_id: str, event: str) -> None:
-        """React to a lifecycle notification (graph.md §2.5). Users and groups only get `reauthorizationRequired`;
-        `subscriptionRemoved` is handled too (recreate), `missed` is left to the delta poller."""
+        """React to a lifecycle notification (docs/decisions.md#change-notifications). Users and groups only get
+        `reauthorizationRequired`; `subscriptionRemoved` is handled too (recreate), `missed` is left to the delta
+        poller."""
         record = next((r for r in self._records().values() if r["id"] == subscription_id), None)
         if record is None:
             log.warning("lifecycle_for_unknown_subscription", subscription_id=subscription_id, lifecycle_event=event)
@@ -211,14 +224,7 @@ class SubscriptionManager:
                 log.info("lifecycle_event_ignored", subscription_id=subscription_id, lifecycle_event=event)
 
     def status(self) -> list[dict[str, Any]]:
-        """Id, resource, expiry and seconds left per recorded subscription, for `idsync status`."""
-        now = datetime.now(UTC)
-        out = []
-        for resource, record in sorted(self._records().items()):
-            expiry = parse_graph_time(record["expiry"])
-            out.append({"id": record["id"], "resource": resource, "expiry": record["expiry"],
-                        "expires_in_s": round((expiry - now).total_seconds())})
-        return out
+        return subscription_status(self.redis, self.settings)
 
     def run_forever(self, stop_event: threading.Event, interval: float = 60) -> None:
         """Ensure, then renew what is due, every `interval` seconds; an error is logged and retried next tick.

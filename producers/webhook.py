@@ -1,9 +1,9 @@
 """The Graph webhook receiver (ASGI): validation handshakes, change notifications, lifecycle notifications.
 
-The one promise this module keeps: **202 only when every valid event of the request is in Redis.** Graph retries a
-5xx for up to four hours (graph.md §2.4), so when the broker is down we answer 503 and let Graph hold the
-notification for us, instead of acknowledging something we did not store. Everything else serves that promise within
-Graph's 3-second deadline: the blocking Celery publish runs in a worker thread under a timeout shorter than the
+The one promise this module keeps: **202 only when every valid event of the request is in Redis.** Graph retries a 5xx
+for up to four hours (docs/decisions.md#change-notifications), so when the broker is down we answer 503 and let Graph
+hold the notification for us, instead of acknowledging something we did not store. Everything else serves that promise
+within Graph's 3-second deadline: the blocking Celery publish runs in a worker thread under a timeout shorter than the
 deadline, and slow follow-up work (lifecycle reauthorization) runs after the reply.
 
 Why a forged clientState still gets 202: Microsoft's advice is that a caller without the secret learns nothing from
@@ -53,7 +53,8 @@ log = get_logger(__name__)
 
 #: Graph's tokens are short opaque strings; anything longer is not a handshake we want to echo.
 MAX_VALIDATION_TOKEN = 1024
-#: Graph gives up after 3 s (graph.md §2.4); publishing gets 2.5 s so the 503 still reaches Graph in time.
+#: Graph gives up after 3 s (docs/decisions.md#change-notifications); publishing gets 2.5 s so the 503 still
+#: reaches Graph in time.
 PUBLISH_TIMEOUT_S = 2.5
 HEALTH_TIMEOUT_S = 1.0
 #: Items per POST. Microsoft documents no maximum for a change-notification batch: `value` of the
@@ -275,7 +276,8 @@ class WebhookHandlers:
                 summary.drop(mapped.reason, item.resource if mapped.reason == "unknown_resource" else item.change_type)
                 continue
             key = (mapped.tenant, mapped.object_id, mapped.kind.value)
-            # Graph sends several "updated" items for one change (graph.md §2.3): one hint per object is enough.
+            # Graph sends several "updated" items for one change (docs/decisions.md#change-notifications): one
+            # hint per object is enough.
             if key in events:
                 summary.duplicates += 1
                 continue

@@ -3,7 +3,7 @@ httpx) and a Salesforce admin through the REST API (simple-salesforce).
 
 Used by `python -m sandbox.tenant`, the integration tests and the benchmarks, so all three act through the public
 APIs with the same, correctly configured clients. The CA is applied explicitly with `trust_env=False` on every
-client: machines that export REQUESTS_CA_BUNDLE would otherwise silently replace it (the CA-bundle trap).
+client: machines that export REQUESTS_CA_BUNDLE would otherwise silently replace it (docs/decisions.md#ca-bundle).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 
 DEFAULT_CONFIG: dict[str, dict[str, Any]] = {
     "graph": {
-        "ru_per_10s": 8000,  # app+tenant resource-unit budget (L tenant); graph.md 3.2
+        "ru_per_10s": 8000,  # app+tenant resource units per 10 s, a large (>500 users) tenant
         "write_per_150s": 3000,
         "delta_page_size": 200,  # server-chosen users/delta page size
         "delta_duplicate_rate": 0.0,  # share of delta items repeated on a later page of the same round
@@ -28,7 +28,7 @@ DEFAULT_CONFIG: dict[str, dict[str, Any]] = {
         "validation_timeout_s": 10.0,
         "token_lifetime_s": 3599,
         "notifications_per_change": 1,  # >1: several `updated` per change, like real Graph
-        # change-notification delivery details (graph.md 2.4/2.5), owned by sandbox/graph/notifier.py
+        # change-notification delivery details (webhook delivery, lifecycle), owned by sandbox/graph/notifier.py
         "notification_batch_window_ms": 50,  # pending notifications for one URL within this window share a value[]
         "notification_max_batch": 50,  # most items in one delivery POST
         "notification_retry_max_delay_s": 600,  # backoff cap between retries

@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import uvicorn
 from starlette.applications import Starlette
@@ -45,7 +45,8 @@ def load_or_create_credentials(state_dir: Path) -> Credentials:
     path = Path(state_dir) / "credentials.json"
     if path.exists():
         data = json.loads(path.read_text(encoding="utf-8"))
-        return Credentials(**{k: str(data[k]) for k in _PERSISTED_CREDENTIALS if data.get(k)})
+        persisted: dict[str, Any] = {k: str(data[k]) for k in _PERSISTED_CREDENTIALS if data.get(k)}
+        return Credentials(**persisted)
     creds = Credentials()
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {k: v for k, v in dataclasses.asdict(creds).items() if k in _PERSISTED_CREDENTIALS}
@@ -70,6 +71,13 @@ def build_app(state: SandboxState) -> Starlette:
     routes += salesforce.install(state)
     routes += graph.install(state)  # last: it owns the catch-all /{tenant}/... identity routes
     return Starlette(routes=routes)
+
+
+class SeedArgs(TypedDict):
+    users: int
+    groups: int
+    seed: int
+    overlap: float
 
 
 def seed(state: SandboxState, *, users: int, groups: int, seed: int, overlap: float) -> None:
@@ -97,11 +105,11 @@ class SandboxServer:
         overlap: float = 0.3,
     ) -> None:
         self.host, self.port = host, port
-        self.seed_args = {"users": users, "groups": groups, "seed": seed, "overlap": overlap}
+        self.seed_args = SeedArgs(users=users, groups=groups, seed=seed, overlap=overlap)
         self.state = SandboxState(state_dir=Path(state_dir), creds=load_or_create_credentials(Path(state_dir)))
         #: the address clients use: a wildcard bind is advertised as loopback, which the certificate covers
         self.public_host = _WILDCARD_HOSTS.get(host, host)
-        hostnames = ("127.0.0.1", "localhost", "::1")
+        hostnames: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
         if self.public_host not in hostnames:
             hostnames += (self.public_host,)
         self.tls = SandboxTLS(self.state.state_dir, hostnames=hostnames)
@@ -138,8 +146,8 @@ class SandboxServer:
             timeout_keep_alive=30,
             timeout_graceful_shutdown=1,
         )
+        # Served from a thread: uvicorn installs signal handlers only in the main thread, so ours stay in place.
         self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         # What `POST /_sandbox/reset` returns to: the defaults plus whatever was set before the start.
         self.state.config.mark_baseline()
         self.state.faults.mark_baseline()

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from shared.audit_events import ACTOR_IDSYNC, AuditEvent
 from shared.logging import get_logger
@@ -73,7 +74,9 @@ def append(redis_client: redis.Redis, event: AuditEvent) -> str:
     legacy_detail = dict(event.detail)
     if event.observed_at is not None:
         legacy_detail["observed_at"] = event.observed_at
-    fields = {
+    if event.upn:
+        legacy_detail["upn"] = event.upn  # `idsync status` shows it for recent revocations
+    fields: dict[FieldT, EncodableT] = {
         "ts": repr(event.time),
         "action": event.action,
         "entra_id": event.entra_id or "",
@@ -158,8 +161,9 @@ def event_from_fields(fields: dict[str, str], fallback_id: str = "") -> dict[str
 def recent(redis_client: redis.Redis, n: int = 100) -> list[dict[str, Any]]:
     """The `n` newest records, newest first, with `detail` decoded."""
     records = []
-    for stream_id, fields in redis_client.xrevrange(STREAM_KEY, count=n):
-        record: dict[str, Any] = {"id": stream_id, **fields}
+    for stream_id, raw_fields in redis_client.xrevrange(STREAM_KEY, count=n) or []:
+        fields = {str(key): str(value) for key, value in (raw_fields or {}).items()}
+        record: dict[str, Any] = {"id": str(stream_id), **fields}
         event = json.loads(record.pop("event", None) or "{}")
         record["ts"] = float(fields.get("ts", 0.0))
         record["detail"] = json.loads(fields.get("detail") or "{}")

@@ -246,7 +246,7 @@ def verify(items: Iterable[dict[str, Any] | Problem], keys: Iterable[bytes]) -> 
         cp = entry.get("checkpoint") or {}
         covers, head = cp.get("covers_seq"), cp.get("head_hash")
         try:
-            signed = (int(covers), str(head), float(cp["signed_at"]))  # type: ignore[arg-type]
+            signed = (int(cp["covers_seq"]), str(head), float(cp["signed_at"]))
             good = any(hmac.compare_digest(checkpoint_mac(k, *signed), str(cp.get("mac"))) for k in key_list)
         except (TypeError, ValueError, KeyError):
             good = False

@@ -1,13 +1,13 @@
 """The dead-letter queue: where a message goes when retrying cannot help, so an operator can read why and replay it.
 
-Why our own: on Redis, Celery's `Reject(requeue=False)` simply deletes the message (celery.md §3.1). Every path that
-gives up on a message (permanent error, retries exhausted, a poison message that kills its worker, a failed retry
-publish) writes here explicitly first.
+Why our own: on Redis, Celery's `Reject(requeue=False)` simply deletes the message (docs/decisions.md#dead-letters).
+Every path that gives up on a message (permanent error, retries exhausted, a poison message that kills its worker, a
+failed retry publish) writes here explicitly first.
 
-Layout (Sidekiq's "dead" set, celery.md §3.6/§3.7): one sorted set per lane, `idsync:dlq:{lane}`, member = entry id,
-score = last failure time; the entries themselves as JSON in one hash `idsync:dlq:entries` (so `get(id)` needs no lane).
-The size and age caps are applied in the same MULTI as the insert, so the DLQ can never grow without bound; what a
-cap drops is logged and counted per lane (`idsync:dlq:dropped`, shown by `idsync status`), never lost silently.
+Layout (Sidekiq's "dead" set, docs/decisions.md#dead-letters): one sorted set per lane, `idsync:dlq:{lane}`, member =
+entry id, score = last failure time; the entries themselves as JSON in one hash `idsync:dlq:entries` (so `get(id)` needs
+no lane). The size and age caps are applied in the same MULTI as the insert, so the DLQ can never grow without bound;
+what a cap drops is logged and counted per lane (`idsync:dlq:dropped`, shown by `idsync status`), never lost silently.
 An entry's id is the Celery task id: dead-lettering the same task id again updates the entry (attempts,
 last_failed_at, history) and keeps first_failed_at.
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 import traceback as tb_module
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import redis
 from pydantic import BaseModel, Field
@@ -158,7 +158,7 @@ class DeadLetterQueue:
         if dropped:
             # Warning, not info: each of these was a message idsync gave up on, and now its record is gone too.
             log.warning(
-                "dead letters dropped by the cap",
+                "dlq_entries_dropped",
                 lane=entry.lane,
                 count=len(dropped),
                 too_old=len(aged),
@@ -207,7 +207,12 @@ class DeadLetterQueue:
         """Newest failures first, across lanes unless `lane` is given."""
         scored: list[tuple[float, str]] = []
         for name in self._lanes(lane):
-            for member, score in self.redis.zrevrange(lane_key(name), 0, max(limit - 1, 0), withscores=True):
+            # redis-py types every ZSET range reply alike; with scores it is (member, score) pairs.
+            pairs = cast(
+                "list[tuple[str, float]]",
+                self.redis.zrevrange(lane_key(name), 0, max(limit - 1, 0), withscores=True),
+            )
+            for member, score in pairs:
                 scored.append((float(score), member))
         scored.sort(reverse=True)
         ids = [member for _, member in scored[:limit]]

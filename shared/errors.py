@@ -9,6 +9,8 @@ Messages never carry secrets: they are built from status, error code and the ser
 
 from __future__ import annotations
 
+from typing import Required, TypedDict, Unpack
+
 SERVICE_GRAPH = "graph"
 SERVICE_SALESFORCE = "salesforce"
 SERVICE_REDIS = "redis"
@@ -16,6 +18,15 @@ SERVICE_REDIS = "redis"
 #: Seconds to park work when Salesforce's rolling 24 h API allowance is used up: long enough not to burn calls,
 #: short enough that the event is retried the same day.
 SF_DAILY_LIMIT_RETRY_AFTER_S = 3600.0
+
+
+class ErrorFields(TypedDict, total=False):
+    """The keywords every `IdsyncError` takes, so subclasses can pass them on typed."""
+
+    service: Required[str]
+    status: int | None
+    code: str | None
+    request_id: str | None
 
 
 class IdsyncError(Exception):
@@ -67,8 +78,8 @@ class RetryableError(IdsyncError):
     #: Used when the server gives no hint but the class itself implies a wait (e.g. a daily limit).
     default_retry_after: float | None = None
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Unpack[ErrorFields]) -> None:
+        super().__init__(message, **kwargs)
         self.retry_after = retry_after if retry_after is not None else self.default_retry_after
 
 
@@ -109,8 +120,8 @@ class AuthenticationFailed(PermanentError):
 class DeltaExpired(PermanentError):
     """The stored delta link is dead (410); restart from `location` (or a fresh delta) with a full resync."""
 
-    def __init__(self, message: str, *, location: str | None = None, **kwargs: object) -> None:
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, message: str, *, location: str | None = None, **kwargs: Unpack[ErrorFields]) -> None:
+        super().__init__(message, **kwargs)
         self.location = location
 
 

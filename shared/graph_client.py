@@ -32,6 +32,7 @@ from shared.errors import (
     TransportError,
     classify_graph,
 )
+from shared.http_sessions import pinned_session
 from shared.limiter import Limiter
 from shared.logging import get_logger
 
@@ -108,16 +109,9 @@ def _ssl_context(ca_bundle: Any) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else ssl.create_default_context()
 
 
-def _requests_session(ca_bundle: Any) -> requests.Session:
-    """A session for MSAL that ignores REQUESTS_CA_BUNDLE & co. (they would override `verify` otherwise)."""
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(ca_bundle) if ca_bundle else True
-    return session
-
-
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: integer, float (Graph sends "2.128") or an HTTP date."""
+    """Seconds from a Retry-After header: integer, float (Graph sends "2.128") or an HTTP date
+    (docs/decisions.md#throttling-and-retry-after)."""
     if not value:
         return None
     value = value.strip()
@@ -180,7 +174,7 @@ class GraphClient:
         (and report) even while the identity endpoint is unreachable."""
         if self._token_source is None:
             s = self._settings
-            self._msal_session = _requests_session(s.ca_bundle)
+            self._msal_session = pinned_session(s.ca_bundle)
             try:
                 self._token_source = msal.ConfidentialClientApplication(
                     s.graph_client_id,
@@ -297,8 +291,8 @@ class GraphClient:
                 try:
                     self._limiter.block_until(SERVICE_GRAPH, self._tenant, wait)
                 except IdsyncError as exc:
-                    log.warning("graph.block_until_failed", error=str(exc))
-            log.info("graph.throttled", status=response.status_code, retry_after_s=wait, request_id=request_id)
+                    log.warning("graph_block_until_failed", error=str(exc))
+            log.info("graph_throttled", status=response.status_code, retry_after_s=wait, request_id=request_id)
             return GraphThrottled(message, retry_after=wait, **common)
         if cls is DeltaExpired:
             return DeltaExpired(message, location=response.headers.get("Location"), **common)
@@ -359,7 +353,7 @@ class GraphClient:
                 if self._limiter is not None:
                     self._limiter.block_until(SERVICE_GRAPH, self._tenant, wait)
                 if wait > BATCH_INLINE_RETRY_S:
-                    log.info("graph.batch_throttled", items=len(retry), retry_after_s=wait)
+                    log.info("graph_batch_throttled", items=len(retry), retry_after_s=wait)
                     raise GraphThrottled("batch items throttled", service=SERVICE_GRAPH, status=429, retry_after=wait)
                 self._sleep(wait)
             pending = retry

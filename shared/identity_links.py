@@ -5,9 +5,9 @@ Why each exists:
 - link: a hard-deleted Entra user can no longer be read from Graph, so its last known UPN and Salesforce user id must
   be stored to find (and revoke) the Salesforce user at all.
 - tombstone: events are hints and arrive out of order; a sync event observed before a revocation must not undo it
-  (celery.md §4, option 3). The tombstone holds the time the revocation was observed; only newer events may act.
-  A reactivation clears it with a compare-and-delete (`clear_tombstone_if`): only the value it read and acted on,
-  never a newer one a revocation wrote meanwhile.
+  (docs/decisions.md#events-are-hints). The tombstone holds the time the revocation was observed; only newer events
+  may act. A reactivation clears it with a compare-and-delete (`clear_tombstone_if`): only the value it read and
+  acted on, never a newer one a revocation wrote meanwhile.
 - review: some revocations cannot finish (Salesforce refuses to deactivate the last admin or a default owner). The
   user stays frozen and a human must act; that is a review item, not a dead letter (nothing to replay). Each item has
   a stable short `id` (kept while the item is updated) for `idsync review show ID` and, later, `resolve`.
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 PREFIX = "idsync"
 REVIEWS_KEY = f"{PREFIX}:reviews"
@@ -79,7 +80,7 @@ class IdentityLinks:
 
     def set_link(self, entra_id: str, sf_user_id: str | None = None, upn: str | None = None) -> None:
         """Record what we know; a None field keeps the stored value (a hard-deleted user has no UPN any more)."""
-        fields: dict[str, str] = {"updated_at": repr(time.time())}
+        fields: dict[FieldT, EncodableT] = {"updated_at": repr(time.time())}
         if sf_user_id:
             fields["sf_user_id"] = sf_user_id
         if upn:
@@ -117,10 +118,11 @@ class IdentityLinks:
         data = self.redis.hgetall(_link_key(entra_id))
         if not data:
             return None
+        sf_user_id, upn = data.get("sf_user_id"), data.get("upn")
         return Link(
             entra_id=entra_id,
-            sf_user_id=data.get("sf_user_id") or None,
-            upn=data.get("upn") or None,
+            sf_user_id=str(sf_user_id) if sf_user_id else None,
+            upn=str(upn) if upn else None,
             updated_at=float(data.get("updated_at", 0.0)),
         )
 

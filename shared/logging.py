@@ -72,6 +72,10 @@ def _renderer(json_lines: bool) -> Processor:
 
 
 _FOREIGN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.task", "celery.worker", "kombu")
+#: Celery's own per-task lines: "Task x[id] received" (strategy) and "Task x[id] succeeded in 0.1s: result" (trace),
+#: both at INFO and both repeating the task's arguments or result, i.e. event payloads. A worker's one line per task
+#: is ours, `task_finished` (workers/base.py). Their warnings and errors (a task that failed) still come through.
+CELERY_PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
 
 
 def configure_logging(settings: Any, stream: TextIO | None = None) -> None:
@@ -113,8 +117,9 @@ def configure_logging(settings: Any, stream: TextIO | None = None) -> None:
         foreign.propagate = True
         foreign.disabled = False
         foreign.setLevel(logging.NOTSET)
-    # One line per HTTP call is noise at INFO (every Graph page, every Salesforce query); keep it for DEBUG.
-    for name in ("httpx", "httpcore", "urllib3"):
+    # One line per HTTP call (every Graph page, every Salesforce query) or per Celery task is noise at INFO; keep
+    # it for DEBUG.
+    for name in ("httpx", "httpcore", "urllib3", *CELERY_PER_TASK_LOGGERS):
         logging.getLogger(name).setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
 
     structlog.configure(

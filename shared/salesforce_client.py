@@ -13,11 +13,11 @@ import json
 import re
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
-from requests.adapters import HTTPAdapter
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceError, SalesforceExpiredSession
 from simple_salesforce.format import format_soql
@@ -32,31 +32,19 @@ from shared.errors import (
     TransportError,
     classify_salesforce,
 )
+from shared.http_sessions import pinned_session
 from shared.limiter import Limiter
 from shared.logging import get_logger
 
 USER_FIELDS = "Id, Username, IsActive, FederationIdentifier, Email, ProfileId"
+#: Records per sObject Collections call (docs/decisions.md#salesforce-composite-and-collections).
 COLLECTION_LIMIT = 200
 #: Queries (and collection operations) one composite request may carry.
 COMPOSITE_QUERY_LIMIT = 5
-CONNECT_TIMEOUT_S = 5.0
 _USAGE = re.compile(r"(?:^|[^-])api-usage=(\d+)/(\d+)")
 
 T = TypeVar("T")
 log = get_logger(__name__)
-
-
-class TimeoutHTTPAdapter(HTTPAdapter):
-    """Gives every request a timeout unless the caller chose one: simple-salesforce passes none for create/update."""
-
-    def __init__(self, timeout: float, **kwargs: Any) -> None:
-        self.timeout = (min(CONNECT_TIMEOUT_S, timeout), timeout)
-        super().__init__(**kwargs)
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self.timeout
-        return super().send(request, **kwargs)
 
 
 def parse_api_usage(header: str | None) -> tuple[int, int] | None:
@@ -65,17 +53,6 @@ def parse_api_usage(header: str | None) -> tuple[int, int] | None:
         return None
     match = _USAGE.search(header)
     return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def build_session(settings: Any) -> requests.Session:
-    """A session whose CA bundle and timeouts the environment cannot change (see the CA-bundle trap)."""
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = str(settings.ca_bundle) if settings.ca_bundle else True
-    adapter = TimeoutHTTPAdapter(float(settings.sf_timeout_s))
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
 
 
 class SalesforceClient:
@@ -95,25 +72,24 @@ class SalesforceClient:
         self._limiter = limiter
         self._lane = lane
         self._sleep = sleep
-        self._session = build_session(settings)
+        self._session = pinned_session(settings.ca_bundle, float(settings.sf_timeout_s))
         self._session.hooks["response"].append(self._on_response)
         self._sf: Salesforce | None = None
-        self._usage: tuple[int, int] | None = None
 
     # --- plumbing ---------------------------------------------------------------------------------------------
     def _on_response(self, response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
         usage = parse_api_usage(response.headers.get("Sforce-Limit-Info"))
         if usage is None:
             return
-        self._usage = usage
         if self._limiter is not None:
             try:
                 self._limiter.record_sf_usage(*usage)
             except IdsyncError as exc:
-                log.warning("salesforce.usage_not_recorded", error=str(exc))
+                log.warning("salesforce_usage_not_recorded", error=str(exc))
 
     def _fetch_token(self) -> tuple[str, str]:
-        """Client-credentials token from the org's My Domain; returns (access token, instance URL)."""
+        """Client-credentials token from the org's My Domain (docs/decisions.md#salesforce-client-credentials);
+        returns (access token, instance URL)."""
         s = self._settings
         url = f"{str(s.sf_url).rstrip('/')}/services/oauth2/token"
         try:
@@ -173,7 +149,7 @@ class SalesforceClient:
                 if refreshed:
                     raise _map_salesforce_error(exc) from exc
                 refreshed = True
-                log.info("salesforce.session_refresh")
+                log.info("salesforce_session_refresh")
             except SalesforceError as exc:
                 raise _map_salesforce_error(exc) from exc
             except requests.RequestException as exc:
@@ -186,7 +162,7 @@ class SalesforceClient:
         records: list[dict[str, Any]] = list(page.get("records", []))
         while not page.get("done", True) and page.get("nextRecordsUrl"):
             next_url = page["nextRecordsUrl"]
-            page = self._call(lambda sf, url=next_url: sf.query_more(url, identifier_is_url=True))
+            page = self._call(partial(_query_more, next_url))
             records.extend(page.get("records", []))
         return records
 
@@ -194,7 +170,8 @@ class SalesforceClient:
         """The Salesforce user for an Entra user: by FederationIdentifier (explicit id first, then the Entra object
         id), else by Username. Matching prefers the federation id because usernames get renamed."""
         candidates = list(dict.fromkeys(v for v in (federation_id, entra_id) if v))
-        clauses, values = [], []
+        clauses: list[str] = []
+        values: list[str | list[str]] = []
         if candidates:
             clauses.append("FederationIdentifier IN {}")
             values.append(candidates)
@@ -221,7 +198,7 @@ class SalesforceClient:
     # --- writes -----------------------------------------------------------------------------------------------
     def update_record(self, sobject: str, record_id: str, fields: dict[str, Any]) -> None:
         path = f"sobjects/{quote(sobject, safe='')}/{quote(record_id, safe='')}"
-        self._call(lambda sf: sf.restful(path, method="PATCH", data=json.dumps(fields)))
+        self._restful(path, "PATCH", data=json.dumps(fields))
 
     def _set_frozen(self, user_id: str, frozen: bool, login: dict[str, Any] | None = None) -> None:
         login = login if login is not None else self.get_user_login(user_id)
@@ -250,7 +227,7 @@ class SalesforceClient:
     def composite(self, requests: list[dict[str, Any]], all_or_none: bool = True) -> list[dict[str, Any]]:
         """POST composite (≤25 subrequests); subrequest failures come back in the list, they are not raised."""
         body = json.dumps({"allOrNone": all_or_none, "compositeRequest": requests})
-        result = self._call(lambda sf: sf.restful("composite", method="POST", data=body))
+        result = self._restful("composite", "POST", data=body)
         return list((result or {}).get("compositeResponse", []))
 
     def collections_update(self, records: list[dict[str, Any]], all_or_none: bool = False) -> list[dict[str, Any]]:
@@ -266,7 +243,7 @@ class SalesforceClient:
         results: list[dict[str, Any]] = []
         for start in range(0, len(records), COLLECTION_LIMIT):
             body = json.dumps({"allOrNone": all_or_none, "records": records[start : start + COLLECTION_LIMIT]})
-            chunk = self._call(lambda sf, body=body: sf.restful("composite/sobjects", method="PATCH", data=body))
+            chunk = self._restful("composite/sobjects", "PATCH", data=body)
             results.extend(chunk or [])
         return results
 
@@ -282,7 +259,7 @@ class SalesforceClient:
         results: list[dict[str, Any]] = []
         for start in range(0, len(records), COLLECTION_LIMIT):
             body = json.dumps({"allOrNone": all_or_none, "records": records[start : start + COLLECTION_LIMIT]})
-            chunk = self._call(lambda sf, body=body: sf.restful("composite/sobjects", method="POST", data=body))
+            chunk = self._restful("composite/sobjects", "POST", data=body)
             results.extend(chunk or [])
         return results
 
@@ -292,11 +269,13 @@ class SalesforceClient:
         for start in range(0, len(ids), COLLECTION_LIMIT):
             chunk_ids = ",".join(ids[start : start + COLLECTION_LIMIT])
             params = {"ids": chunk_ids, "allOrNone": "true" if all_or_none else "false"}
-            chunk = self._call(
-                lambda sf, params=params: sf.restful("composite/sobjects", method="DELETE", params=params)
-            )
+            chunk = self._restful("composite/sobjects", "DELETE", params=params)
             results.extend(chunk or [])
         return results
+
+    def _restful(self, path: str, method: str, **kwargs: Any) -> Any:
+        """One call to the REST resource `path` (relative to the API version), through `_call`."""
+        return self._call(lambda sf: sf.restful(path, method=method, **kwargs))
 
     def query_many(self, soqls: list[str]) -> list[list[dict[str, Any]]]:
         """Run several queries through the composite resource, five per call; every page of every query.
@@ -333,7 +312,7 @@ class SalesforceClient:
     def describe(self, sobject: str) -> dict[str, Any]:
         """The sObject's describe (fields with type, length, picklist values, createable/updateable)."""
         path = f"sobjects/{quote(sobject, safe='')}/describe"
-        result = self._call(lambda sf: sf.restful(path, method="GET"))
+        result = self._restful(path, "GET")
         return dict(result or {})
 
     def collections_upsert(self, sobject: str, external_id_field: str, records: list[dict[str, Any]],
@@ -345,19 +324,16 @@ class SalesforceClient:
         for start in range(0, len(records), COLLECTION_LIMIT):
             chunk_records = [{"attributes": {"type": sobject}, **r} for r in records[start : start + COLLECTION_LIMIT]]
             body = json.dumps({"allOrNone": all_or_none, "records": chunk_records})
-            chunk = self._call(lambda sf, body=body: sf.restful(path, method="PATCH", data=body))
+            chunk = self._restful(path, "PATCH", data=body)
             results.extend(chunk or [])
         return results
 
-    # --- usage ------------------------------------------------------------------------------------------------
-    def api_usage(self) -> tuple[int, int] | None:
-        """The latest (used, allowed) daily API figure seen by this client, else by any process via the limiter."""
-        if self._usage is not None:
-            return self._usage
-        return self._limiter.sf_usage() if self._limiter is not None else None
-
     def close(self) -> None:
         self._session.close()
+
+
+def _query_more(next_url: str, sf: Salesforce) -> Any:
+    return sf.query_more(next_url, identifier_is_url=True)
 
 
 def _transport_error(exc: requests.RequestException) -> TransportError:

@@ -96,6 +96,11 @@ def read_env_file(path: Path, label: str | None = None) -> dict[str, Sourced]:
     }
 
 
+def read_env_values(path: Path) -> dict[str, str]:
+    """The values of a dotenv file without their origins (`read_env_file` reads it); {} when it does not exist."""
+    return {key: sourced.value for key, sourced in read_env_file(path).items()}
+
+
 def _ours(values: Mapping[str, Sourced]) -> dict[str, Sourced]:
     """Only `IDSYNC_*` names (case-insensitive, as pydantic-settings matches them), upper-cased; empty = unset."""
     return {k.upper(): v for k, v in values.items() if k.upper().startswith(ENV_PREFIX) and v.value != ""}

@@ -1,7 +1,7 @@
 """Fixtures shared by the whole suite.
 
 Integration fixtures start real parts: a private redis-server on a free port, the sandbox over HTTPS.
-The machine's CA variables are removed here (the CA-bundle trap): the product must pass its CA explicitly.
+The machine's CA variables are removed here (docs/decisions.md#ca-bundle): the product must pass its CA explicitly.
 """
 
 from __future__ import annotations
@@ -163,11 +163,11 @@ def postgres_url() -> Iterator[str]:
 
     name = f"idsync_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        conn.execute(f'CREATE DATABASE "{name}"')
     params = conninfo_to_dict(base)
     params["dbname"] = name
     try:
-        yield make_conninfo(**params)
+        yield make_conninfo("", **params)
     finally:
         with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

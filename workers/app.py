@@ -1,12 +1,14 @@
 """The Celery application: the only place where Celery is configured.
 
-Run the two lanes on separate worker processes, so a sync backlog can never delay a leaver (celery.md §1.7):
+Run the two lanes on separate worker processes, so a sync backlog can never delay a leaver
+(docs/decisions.md#separate-lanes):
 
     celery -A workers.app worker -Q revocation -c 4 -n revocation@%h
     celery -A workers.app worker -Q sync -c 8 -n sync@%h
     idsync beat   (or: python -m workers.scheduler)   # moves parked messages back to their queues when due
 
-Settings come from `IDSYNC_*` (shared/settings.py). Why these Celery settings (celery.md §0-§2, §9):
+Settings come from `IDSYNC_*` (shared/settings.py). Why these Celery settings (docs/decisions.md, sections
+"Visibility timeout" and "Late acks and poison messages"):
 - acks_late + reject_on_worker_lost + prefetch 1: a message is acknowledged only after its task finished, a killed
   pool child puts it back, and a worker holds at most one unacknowledged message per process. The resulting
   redelivery loop for poison messages is broken by the delivery counter in `workers.base`.

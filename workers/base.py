@@ -1,11 +1,12 @@
 """`IdentityTask`: the one base class of every idsync task, and the single owner of cross-cutting concerns.
 
-Task bodies only decide and act; everything about *what happens when it goes wrong* lives here (the Warehouse
-model, celery.md §8.3), so both lanes fail the same, documented way:
+Task bodies only decide and act; everything about *what happens when it goes wrong* lives here (as in PyPI's
+Warehouse, `warehouse/tasks.py`), so both lanes fail the same, documented way:
 
 - delivery counter (`before_start`): Redis has no delivery count, and with `task_reject_on_worker_lost` a message
   that kills its worker comes back for ever. `INCR idsync:deliveries:{task_id}:{retries}`; past
-  `settings.max_deliveries` the message is dead-lettered as "PoisonMessage" and ignored (celery.md §3.1).
+  `settings.max_deliveries` the message is dead-lettered as "PoisonMessage" and ignored
+  (docs/decisions.md#late-acks-and-poison-messages).
 - structlog contextvars: event_id, correlation_id, task_id, lane and task are bound for every line the task logs.
   The correlation id is read from the event argument: the `correlation_id` message header is shadowed by Celery's
   own AMQP property of that name (which holds the task id).
@@ -20,7 +21,7 @@ model, celery.md §8.3), so both lanes fail the same, documented way:
 - attempt history: each failed attempt of a task id is recorded (`shared.dlq.AttemptLog`), so a dead letter shows
   when the trouble started and what every attempt hit. Recording is best effort: it must never turn a retry into a
   failure of its own.
-- one log line per execution (`task finished`: task, outcome, attempts, duration_ms).
+- one log line per execution (`task_finished`: task, outcome, attempts, duration_ms).
 """
 
 from __future__ import annotations
@@ -106,7 +107,6 @@ class IdentityTask(celery.Task):
         self.request.idsync_started = time.monotonic()
         self._bind_log_context(task_id, args, kwargs)
         deliveries = self._count_delivery(task_id)
-        self.request.idsync_deliveries = deliveries
         limit = self.ctx.settings.max_deliveries
         if deliveries > limit:
             message = f"delivered {deliveries} times (limit {limit}): it killed its worker or outlived its timeout"
@@ -148,7 +148,7 @@ class IdentityTask(celery.Task):
             self._dead_letter(type(exc).__name__, str(exc), tb, args, kwargs)
             self._finish("dead_lettered", level="error", error_class=type(exc).__name__, error=str(exc))
         except Exception:
-            log.exception("dead-letter write failed", task=self.name, task_id=task_id)
+            log.exception("dead_letter_write_failed", task=self.name, task_id=task_id)
         finally:
             clear_contextvars()
 
@@ -275,7 +275,7 @@ class IdentityTask(celery.Task):
         try:
             self._attempt_log().record(self.request.id, Attempt.now(error_class, message))
         except Exception as err:  # noqa: BLE001 - history is for reading; the retry itself matters more
-            log.warning("attempt not recorded", error=type(err).__name__)
+            log.warning("attempt_not_recorded", error=type(err).__name__)
 
     def _take_attempts(self) -> list[Attempt]:
         if not self.request.id:
@@ -283,14 +283,14 @@ class IdentityTask(celery.Task):
         try:
             return self._attempt_log().take(self.request.id)
         except Exception as err:  # noqa: BLE001 - a dead letter without history beats no dead letter
-            log.warning("attempt history not read", error=type(err).__name__)
+            log.warning("attempt_history_not_read", error=type(err).__name__)
             return []
 
     def _forget_attempts(self) -> None:
         try:
             self._attempt_log().forget(str(self.request.id))
         except Exception as err:  # noqa: BLE001 - the key expires on its own
-            log.warning("attempt history not cleared", error=type(err).__name__)
+            log.warning("attempt_history_not_cleared", error=type(err).__name__)
 
     def _count_delivery(self, task_id: str) -> int:
         settings = self.ctx.settings
@@ -326,7 +326,7 @@ class IdentityTask(celery.Task):
         started = getattr(self.request, "idsync_started", None)
         duration_ms = round((time.monotonic() - started) * 1000, 1) if started else None
         getattr(log, level)(
-            "task finished",
+            "task_finished",
             outcome=outcome,
             attempts=int(self.request.retries or 0) + 1,
             duration_ms=duration_ms,

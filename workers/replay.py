@@ -35,7 +35,7 @@ def replay(app: Any, dlq: DeadLetterQueue, entry_id: str) -> bool:
         republish(app, entry.task, entry.args, entry.kwargs, {**entry.headers, "replay_of": entry.id}, task_id=new_id)
         dlq.remove(entry_id)
         log.info(
-            "dead letter replayed",
+            "dead_letter_replayed",
             entry_id=entry_id,
             task=entry.task,
             new_task_id=new_id,
@@ -59,7 +59,7 @@ def replay_all(app: Any, dlq: DeadLetterQueue, lane: str | None = None, batch: i
             try:
                 published = replay(app, dlq, entry.id)
             except Exception as exc:  # one bad entry must not stop the rest
-                log.error("dead letter replay failed", entry_id=entry.id, error=str(exc))
+                log.error("dead_letter_replay_failed", entry_id=entry.id, error=str(exc))
                 published = False
             if published:
                 ok += 1

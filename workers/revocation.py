@@ -1,7 +1,8 @@
 """The revocation lane: a leaver loses Salesforce access within seconds.
 
 Events are hints (shared/events.py): each task re-reads the user from Graph, decides from what Graph says *now*,
-and acts; so duplicates, late and reordered events are harmless (celery.md §4, level-triggered processing).
+and acts; so duplicates, late and reordered events are harmless (level-triggered processing:
+docs/decisions.md#events-are-hints).
 
 Revoking = find the Salesforce user (stored link, then FederationIdentifier = UPN, then Username = UPN; a stored link
 Salesforce answers 404 for is dropped and the user looked up again), **freeze** it at once (log-in blocked even if
@@ -120,7 +121,7 @@ def relink_on_not_found(
     found = find_salesforce_user(sf, links, entra_id, upn)
     if found is not None and found.id == user.id:
         raise refused
-    log.warning("stale identity link dropped", entra_id=entra_id, stale_sf_user_id=user.id,
+    log.warning("stale_identity_link_dropped", entra_id=entra_id, stale_sf_user_id=user.id,
                 found_sf_user_id=found.id if found else None)
     audit(redis, "relink", entra_id, found.id if found else None, "stale_link_dropped", cid,
           stale_sf_user_id=user.id, error=str(refused))

@@ -39,7 +39,7 @@ def run_once(
     now = time.time() if now is None else now
     requeued = parking.requeue_expired(redis, now)
     if requeued:
-        log.warning("parked messages of a lost scheduler parked again", count=requeued)
+        log.warning("parked_messages_requeued", count=requeued)
     moved = 0
     for message in parking.lease_due(redis, now, limit):
         try:
@@ -58,18 +58,18 @@ def run_once(
             else:
                 dlq.put(_dead_letter(message, str(exc)))
                 parking.ack(redis, message)
-            log.error("parked message names an unknown task", task=message.task, task_id=message.task_id)
+            log.error("parked_message_unknown_task", task=message.task, task_id=message.task_id)
             continue
         except Exception as exc:
             parking.release(redis, message)
             log.warning(
-                "parked message not republished; kept", task=message.task, task_id=message.task_id, error=str(exc)
+                "parked_message_republish_failed", task=message.task, task_id=message.task_id, error=str(exc)
             )
             continue
         parking.ack(redis, message)
         moved += 1
         log.info(
-            "parked message republished",
+            "parked_message_republished",
             task=message.task,
             task_id=message.task_id,
             queue=message.queue,
@@ -109,7 +109,7 @@ def run_forever(
                 keeper.tick()
             moved = run_once(app, redis, dlq=dlq)
         except Exception as exc:  # Redis away: keep the loop alive, try again after the interval
-            log.error("scheduler pass failed", error=str(exc))
+            log.error("scheduler_pass_failed", error=str(exc))
             moved = 0
         if moved < BATCH:
             stop_event.wait(interval)
@@ -127,7 +127,7 @@ def main() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    log.info("scheduler started")
+    log.info("scheduler_started")
     redis = get_redis(str(settings.redis_url))
     dlq = DeadLetterQueue(redis, settings.dlq_max_entries, settings.dlq_max_age_days * 86400.0)
     run_forever(app, redis, stop, dlq=dlq)

@@ -104,6 +104,7 @@ def dlq_replay(
         _audit_replay(settings, None, "replayed" if not failed else "partial", replayed=ok, failed=failed, lane=lane)
         console.print(f"replayed {ok}, failed {failed}", markup=False)
         raise typer.Exit(1 if failed else 0)
+    assert entry_id is not None  # exactly one of ENTRY_ID and --all, checked above
     entry = dlq.get(entry_id)
     if not replay(celery, dlq, entry_id):
         console.print(f"{entry_id}: not replayed (unknown, or another replay holds it)", style="red", markup=False)

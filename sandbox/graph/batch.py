@@ -1,4 +1,4 @@
-"""JSON batching: `POST /v1.0/$batch` (graph.md 3.3).
+"""JSON batching: `POST /v1.0/$batch` (https://learn.microsoft.com/graph/json-batching).
 
 Each inner request goes through the same router as a top-level one - its own auth check, its own throttling charge
 (so one item can be 429 with its own Retry-After while the batch is 200), its own Graph-shaped error - and

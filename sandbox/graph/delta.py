@@ -1,4 +1,5 @@
-"""Delta queries for users and groups (graph.md 1), including the awkward parts clients must survive.
+"""Delta queries for users and groups, including the awkward parts clients must survive
+(https://learn.microsoft.com/graph/delta-query-overview).
 
 How it works: every mutation has a tenant-wide sequence number and each object remembers, per property, the
 sequence of its last change (`store.Tracked`). A round is "changes in (since, high]", where `high` is the sequence
@@ -7,7 +8,8 @@ latest log entry <= high, so a page costs O(page) and an object appears once per
 injected). Tokens are random keys into a server-side table holding the round's cursor, so they stay opaque and
 short even when a page must carry leftovers (duplicates to repeat, the rest of a large group's members).
 
-Injected behaviours, all from graph.md 1.5/1.6: duplicates within a round (`graph.delta_duplicate_rate`), replays
+Injected behaviours, all documented by Microsoft (delta-query-overview; delta links of directory objects expire
+after 7 days): duplicates within a round (`graph.delta_duplicate_rate`), replays
 of the previous round's changes (`graph.delta_replay_rate`), large groups' `members@delta` split over pages
 (`graph.group_members_page_size`), and 410 Gone with a `Location` to restart from once a token is older than
 `graph.delta_token_lifetime_s` on the sandbox clock.
@@ -67,7 +69,7 @@ class _Round:
         elif self.minimal:
             names = [p for p in changed if p not in relations]
         else:
-            # unchanged properties with their old values; never-set ones omitted; nulls sent as null (graph.md 1.3)
+            # unchanged properties with their old values; never-set ones omitted; nulls sent as null
             names = [p for p in chosen if obj.get(p) is not None or p in meta.prop_seq]
             if self.select is None:
                 names += [p for p in changed if p not in names and p not in relations]
@@ -182,7 +184,7 @@ class _Round:
             if entry_seq > since:
                 eff = since
             elif entry_seq > prev and replay_rate > 0 and _chance(salt, "replay", oid) < replay_rate:
-                eff = prev  # a replay: the previous round's change shows up again (graph.md 1.5)
+                eff = prev  # a replay: the previous round's change shows up again
             else:
                 continue
             item, members = self.render(oid, eff)
@@ -207,7 +209,7 @@ def register(router: Router) -> None:
 
 
 def _gone(state: Any, rec: dict[str, Any] | None, req: GraphRequest) -> GraphError:
-    """410 with a Location that restarts the round from scratch (graph.md 1.6)."""
+    """410 with a Location that restarts the round from scratch (a "synchronization reset")."""
     if rec is not None:
         location = rec["initial_url"]
     else:
@@ -222,7 +224,7 @@ def _gone(state: Any, rec: dict[str, Any] | None, req: GraphRequest) -> GraphErr
 
 
 def _initial_params(resource: str, req: GraphRequest) -> tuple[list[str] | None, list[str] | None]:
-    """Validate the initial request's $select/$expand/$filter (graph.md 1.3)."""
+    """Validate the initial request's $select/$expand/$filter (https://learn.microsoft.com/graph/api/user-delta)."""
     q = req.query
     if resource == "users":
         select = parse_select(
@@ -334,7 +336,7 @@ def _handler(resource: str) -> Any:
                             "initial_url": initial_url,
                         },
                     )
-                    body = {
+                    body: dict[str, Any] = {
                         "@odata.context": _context(state, resource, select),
                         "@odata.deltaLink": f"{base_path}?$deltatoken={token}",
                         "value": [],
@@ -360,7 +362,7 @@ def _handler(resource: str) -> Any:
                     "initial_url": initial_url,
                 }
             items, cursor = _Round(state, resource, rec, minimal).page()
-            body: dict[str, Any] = {"@odata.context": _context(state, resource, rec["select"] if first_page else None)}
+            body = {"@odata.context": _context(state, resource, rec["select"] if first_page else None)}
             if cursor is not None:
                 token = _store_token(d, {**cursor, "issued": now})
                 body["@odata.nextLink"] = f"{base_path}?$skiptoken={token}"

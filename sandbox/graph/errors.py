@@ -29,7 +29,7 @@ class GraphError(Exception):
         self.code = code
         self.message = message
         self.headers = dict(headers or {})
-        #: extra innerError members (429 carries code/status/message there, graph.md 3.1)
+        #: extra innerError members (a 429 carries code/status/message there)
         self.inner = dict(inner or {})
 
 

@@ -1,7 +1,8 @@
 """`/groups`: list/get/create/update/delete, direct `members` (with `$ref` add/remove) and `transitiveMembers`.
 
-Members are directoryObjects whose `@odata.type` tells users and groups apart (graph.md 4.2); member reads cost
-more resource units than plain reads (graph.md 3.2), which the route table declares.
+Members are directoryObjects whose `@odata.type` tells users and groups apart
+(https://learn.microsoft.com/graph/api/group-list-members); member reads cost more resource units than plain reads
+(https://learn.microsoft.com/graph/throttling-limits), which the route table declares.
 """
 
 from __future__ import annotations

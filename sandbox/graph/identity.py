@@ -1,8 +1,8 @@
 """The Microsoft identity platform's v2.0 endpoints, as far as an app-only (client credentials) client needs them.
 
 MSAL runs OIDC discovery before every first token request and sends the secret in HTTP Basic auth with
-quote_plus-encoded parts (graph.md 5.2), so both are reproduced exactly; errors carry AADSTS codes in Entra's
-OAuth2 error shape because the product logs and branches on them.
+quote_plus-encoded parts (MSAL Python's `oauth2cli`), so both are reproduced exactly; errors carry AADSTS codes in
+Entra's OAuth2 error shape because the product logs and branches on them.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def issuer_for(state: Any) -> Issuer:
 
 
 def issue_token(state: Any, *, roles: list[str] | None = None, lifetime_s: int | None = None) -> tuple[str, int]:
-    """A v1-format Graph app-only access token (graph.md 5.1) on the sandbox clock; returns (jwt, expires_in)."""
+    """A v1-format Graph app-only access token on the sandbox clock; returns (jwt, expires_in)."""
     creds = state.creds
     lifetime = int(lifetime_s if lifetime_s is not None else state.config.get("graph.token_lifetime_s", 3599))
     now = int(state.clock.time())

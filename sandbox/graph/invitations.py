@@ -1,4 +1,4 @@
-"""`POST /invitations`: B2B guest invitations (graph.md 4.3).
+"""`POST /invitations`: B2B guest invitations (https://learn.microsoft.com/graph/api/invitation-post).
 
 The guest user exists immediately - `userType Guest`, `creationType Invitation`, `externalUserState
 PendingAcceptance`, a `#EXT#` UPN in the tenant's initial domain - because that is what the product's provisioning

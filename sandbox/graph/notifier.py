@@ -1,4 +1,5 @@
-"""Change-notification delivery: turns directory changes into Graph webhook POSTs (graph.md §2.3-2.5).
+"""Change-notification delivery: turns directory changes into Graph webhook POSTs
+(https://learn.microsoft.com/graph/change-notifications-delivery-webhooks).
 
 Why a thread with its own queue: the Directory calls its listeners while the route still holds `state.lock`, and
 outbound HTTP must never run under that lock. The listener only enqueues; one scheduler thread matches changes to
@@ -66,7 +67,7 @@ class _Item:
 
 @dataclass
 class EndpointStats:
-    """Slow-response accounting for one notification URL (graph.md §2.4)."""
+    """Slow-response accounting for one notification URL (Graph's slow-endpoint throttling)."""
 
     window_start: float
     total: int = 0
@@ -219,10 +220,6 @@ class Notifier:
             for url in [u for u, st in self._stats.items() if not st.in_flight]:
                 del self._stats[url]
 
-    def pending_count(self) -> int:
-        with self._mu:
-            return sum(len(v) for v in self._pending.values())
-
     # --- scheduler ----------------------------------------------------------------------------------------------
 
     def _cfg(self, key: str, default: Any) -> Any:
@@ -240,7 +237,7 @@ class Notifier:
                     self._sweep()
                 self._dispatch()
             except Exception:  # the loop must survive any single bad change or config value
-                log.exception("notifier loop error")
+                log.exception("notifier_loop_failed")
 
     def _drain_changes(self) -> None:
         items: list[_Item] = []
@@ -268,7 +265,7 @@ class Notifier:
         return items
 
     def _change_item(self, sub: Subscription, kind: str, object_id: str, change_type: str, now: float) -> _Item:
-        """The basic (no resource data) notification users and groups get (graph.md §2.3)."""
+        """The basic (no resource data) notification users and groups get."""
         entity = "Users" if kind == "users" else "Groups"
         resource = f"{entity}/{object_id}"
         body = {
@@ -336,7 +333,7 @@ class Notifier:
         return st
 
     def _endpoint_state(self, st: EndpointStats) -> str:
-        """healthy / throttled (>=10% slow after 100 notifications) / dropping (>=15%); graph.md §2.4."""
+        """healthy / throttled (>=10% slow after 100 notifications) / dropping (>=15%), as Graph rates endpoints."""
         if st.total < int(self._cfg("notification_slow_min_count", 100)):
             return "healthy"
         pct = st.slow_pct()
@@ -383,7 +380,8 @@ class Notifier:
         discarded: list[_Item] = []
         with self._mu:
             for url, items in list(self._pending.items()):
-                keep, gone = [], []
+                keep: list[_Item] = []
+                gone: list[_Item] = []
                 for item in items:
                     (gone if now - item.first_at > retry_window else keep).append(item)
                 st = self._stat(url, now)
@@ -428,7 +426,7 @@ class Notifier:
         try:
             self._post(url, batch)
         except Exception:  # never lose the in-flight flag: the endpoint would stall forever
-            log.exception("delivery to %s failed unexpectedly", url)
+            log.exception("notification_delivery_failed url=%s", url)
             self._requeue(url, batch, self.state.clock.time(), throttled=False)
         finally:
             with self._mu:
@@ -502,7 +500,8 @@ class Notifier:
         cap = float(self._cfg("notification_retry_max_delay_s", 600))
         window = float(self._cfg("notification_retry_window_s", 4 * 3600))
         throttle_delay = float(self._cfg("notification_throttle_delay_s", 600))
-        keep, discarded = [], []
+        keep: list[_Item] = []
+        discarded: list[_Item] = []
         for item in batch:
             delay = min(cap, base * (2 ** max(0, item.attempt - 1)))
             if throttled:

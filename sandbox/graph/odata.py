@@ -45,7 +45,7 @@ class _Node:
         self, fn: Predicate, props: set[str], advanced: set[str], ids: list[str] | None = None, eq_ids: bool = False
     ) -> None:
         self.fn, self.props, self.advanced, self.ids = fn, props, advanced, ids
-        #: the whole filter is `id eq '..' or id eq '..'` - the only form delta queries accept (graph.md 1.3)
+        #: the whole filter is `id eq '..' or id eq '..'` - the only form delta queries accept
         self.eq_ids = eq_ids
 
 
@@ -77,7 +77,7 @@ def _cmp(op: str, left: Any, right: Any) -> bool:
 
 
 class _Build(Transformer[Token, _Node]):
-    def path(self, items: list[Token]) -> tuple[str, ...]:  # type: ignore[override]
+    def path(self, items: list[Token]) -> tuple[str, ...]:
         return tuple(str(t) for t in items)
 
     def string(self, items: list[Token]) -> str:
@@ -182,8 +182,9 @@ def compile_filter(
 ) -> _Node:
     """Parse and validate a $filter against what the resource supports.
 
-    Operators Graph only allows as "advanced queries" (ne, not, endsWith, null comparisons) need
-    `ConsistencyLevel: eventual` + `$count=true` (graph.md 4.1); without them Graph says the clause is unsupported.
+    Operators Graph only allows as "advanced queries" (ne, not, endsWith, null comparisons) need `ConsistencyLevel:
+    eventual` + `$count=true` (https://learn.microsoft.com/graph/aad-advanced-queries); without them Graph says the
+    clause is unsupported.
     """
     node = parse_filter(text)
     filterable, known = set(filterable), set(known)
@@ -258,7 +259,7 @@ def is_advanced(query: dict[str, str], headers: Any) -> bool:
 
 
 def wants_count(query: dict[str, str], headers: Any) -> bool:
-    """`$count=true` is honoured only with `ConsistencyLevel: eventual` (graph.md 4.1)."""
+    """`$count=true` is honoured only with `ConsistencyLevel: eventual` (an "advanced query")."""
     if query.get("$count", "").lower() != "true":
         return False
     if str(headers.get("consistencylevel", "")).lower() != "eventual":

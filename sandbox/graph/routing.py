@@ -1,8 +1,8 @@
 """A tiny Graph router shared by the HTTP entry point and `$batch`.
 
 `$batch` must dispatch each inner request to the very same handlers, with its own auth, throttling and error shape
-(graph.md 3.3), without an HTTP loopback. So handlers take a transport-neutral `GraphRequest` and return a
-`GraphResponse`; the Starlette endpoint and the batch handler are two thin adapters around `Router.dispatch`.
+(Graph meters batch items one by one), without an HTTP loopback. So handlers take a transport-neutral `GraphRequest` and
+return a `GraphResponse`; the Starlette endpoint and the batch handler are two thin adapters around `Router.dispatch`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Headers(dict[str, str]):
         for k, v in pairs:
             self[str(k).lower()] = str(v)
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         return super().get(key.lower(), default)
 
 
@@ -88,7 +88,7 @@ class Endpoint:
     roles: tuple[str, ...]
     cost: int
     write: bool
-    #: False only for `$batch` itself: its items are metered one by one instead (graph.md 3.3)
+    #: False only for `$batch` itself: its items are metered one by one instead
     metered: bool = True
 
 

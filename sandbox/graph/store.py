@@ -1,7 +1,7 @@
 """The tenant's directory: users, groups, manager links, memberships, the recycle bin, and a change log.
 
 Everything Graph serves is derived from here. Each mutation gets one number from a tenant-wide, monotonically
-increasing sequence and records which properties it touched, so delta queries (graph.md 1) can answer "what changed
+increasing sequence and records which properties it touched, so delta queries can answer "what changed
 since token T, restricted to the tracked properties" without scanning the whole tenant on every page. Listeners
 (the change-notification side) hear every user/group mutation as a `Change`.
 """
@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sandbox.graph.errors import GraphError, bad_request, not_found
+from sandbox.graph.errors import bad_request, not_found
 
-#: every user property the sandbox stores (graph.md 4.1); the Graph JSON of a user has all of them
+#: every user property the sandbox stores (https://learn.microsoft.com/graph/api/resources/user); a user's Graph JSON
+#: has all of them
 USER_PROPERTIES: tuple[str, ...] = (
     "id",
     "accountEnabled",
@@ -68,7 +69,7 @@ USER_PROPERTIES: tuple[str, ...] = (
     "userType",
 )
 USER_PROPERTY_SET: frozenset[str] = frozenset(USER_PROPERTIES)
-#: returned when a request has no $select (graph.md 1.4 / 4.1)
+#: returned when a request has no $select (Graph's default user properties)
 USER_DEFAULT: tuple[str, ...] = (
     "businessPhones",
     "displayName",
@@ -115,7 +116,7 @@ _USER_MAX_LEN = {
     "country": 128,
     "usageLocation": 2,
 }
-#: stored outside the main directory store; `$select` on them is 501 (graph.md 1.4)
+#: stored outside the main directory store; `$select` on them is 501, and delta does not track them
 USER_UNSUPPORTED: frozenset[str] = frozenset(
     {"skills", "interests", "schools", "pastProjects", "responsibilities", "aboutMe", "birthday", "hireDate", "mySite"}
 )
@@ -159,7 +160,7 @@ Resource = Literal["users", "groups"]
 
 @dataclass(frozen=True)
 class Change:
-    """One user/group mutation as change notifications see it (graph.md 2.1: create and soft delete are `updated`)."""
+    """One user/group mutation as change notifications see it (create and soft delete arrive as `updated`)."""
 
     resource: Resource
     object_id: str
@@ -677,6 +678,3 @@ class Directory:
                         queue.append(parent)
             return out
 
-    def require_unknown(self, object_id: str) -> None:
-        if object_id in self.users or object_id in self.groups:
-            raise GraphError(400, "Request_BadRequest", "Object already exists.")

@@ -1,4 +1,5 @@
-"""Graph change-notification subscriptions: the records, their JSON form and resource matching (graph.md §2.1).
+"""Graph change-notification subscriptions: the records, their JSON form and resource matching
+(https://learn.microsoft.com/graph/api/resources/subscription).
 
 Kept apart from the routes and from delivery so both the HTTP handlers and the notifier thread read one source of
 truth. Every method expects the caller to hold `state.lock`; nothing here does I/O, so holding it is cheap.
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-#: resources Graph accepts for users and groups (graph.md §2.1), case-insensitive, leading slash optional
+#: resources Graph accepts for users and groups, case-insensitive, leading slash optional
 _RESOURCE_RE = re.compile(
     r"^/?(?P<kind>users|groups)(?:/(?P<id>[^/?#]+)(?:/(?P<nav>members|owners))?)?/?$",
     re.IGNORECASE,
@@ -84,7 +85,7 @@ def format_graph_datetime(epoch: float) -> str:
 
 
 def format_notification_datetime(epoch: float) -> str:
-    """The change-notification payload's form (graph.md §2.3 example): 2016-03-19T22:11:09.952Z."""
+    """The change-notification payload's form (as in Microsoft's example): 2016-03-19T22:11:09.952Z."""
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 

@@ -1,9 +1,10 @@
 """`/v1.0/subscriptions`: create, list, read, renew, delete and reauthorize change-notification subscriptions.
 
-Behaviour follows graph.md §2.1-2.2 closely because the product's webhook registration code is tested against it:
-the validation handshake (URL-decoded token, 10 s, text/plain), the 41,760-minute expiry limit, the per-app quota
-(403 naming the limit) and Graph's error shapes. One documented relaxation: plain `http://` notification URLs are
-accepted for loopback hosts, so local receivers need no certificate.
+Behaviour follows Microsoft's documentation (https://learn.microsoft.com/graph/api/subscription-post-subscriptions and
+https://learn.microsoft.com/graph/change-notifications-delivery-webhooks) closely because the product's webhook
+registration code is tested against it: the validation handshake (URL-decoded token, 10 s, text/plain), the
+41,760-minute expiry limit, the per-app quota (403 naming the limit) and Graph's error shapes. One documented
+relaxation: plain `http://` notification URLs are accepted for loopback hosts, so local receivers need no certificate.
 
 The handshake's outbound POST runs without `state.lock` (it may take up to the validation timeout).
 """
@@ -68,7 +69,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def check_notification_url(url: Any, field_name: str) -> str:
-    """HTTPS only (graph.md §2.1); plain http is the sandbox's relaxation for loopback receivers."""
+    """HTTPS only, as Graph requires; plain http is the sandbox's relaxation for loopback receivers."""
     if not isinstance(url, str) or not url.strip():
         raise _invalid(f"'{field_name}' is required.")
     parts = urlsplit(url.strip())
@@ -128,7 +129,7 @@ def _require_roles(claims: dict[str, Any], spec: ResourceSpec) -> None:
 
 
 async def validate_endpoint(state: Any, url: str) -> None:
-    """Graph's handshake (graph.md §2.2): POST ?validationToken=..., expect 200 text/plain echoing the decoded token.
+    """Graph's validation handshake: POST ?validationToken=..., expect 200 text/plain echoing the decoded token.
 
     The token contains spaces and colons on purpose (as Graph's does), so an endpoint echoing the still-encoded
     query value fails exactly as it would against Microsoft.

@@ -1,9 +1,9 @@
-"""Resource-unit throttling as Graph's identity and access service does it (graph.md 3.2).
+"""Resource-unit throttling as Graph's identity and access service does it (https://learn.microsoft.com/graph/throttling-limits).
 
 Graph meters each app+tenant with a token bucket of resource units (RU) per 10 s, plus a separate write bucket per
 150 s, so a client that pages fast or writes in bursts gets 429s it must honour. Buckets refill on the sandbox clock
 (tests can advance it); a fault rate forces 429s regardless of budget, because real Graph also throttles under
-service load. Retry-After is always an integer: MSAL and most SDKs parse only integers (graph.md 3.1).
+service load. Retry-After is always an integer: MSAL and most SDKs parse only integers.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _take(bucket: _Bucket, capacity: float, per_second: float, now: float, cost:
 
 
 def request_cost(method: str, base: int, query: dict[str, str]) -> int:
-    """Cost modifiers of graph.md 3.2: $select -1, $expand +1, $top < 20 -1, minimum 1."""
+    """Graph's cost modifiers: $select -1, $expand +1, $top < 20 -1, minimum 1."""
     cost = base
     if method == "GET":
         if query.get("$select"):
@@ -81,7 +81,7 @@ def charge(state: Any, request: Any, cost: int, write: bool = False) -> dict[str
     """Charge one Graph request; return the headers every response carries, or raise the 429 GraphError.
 
     `request` is anything with `.state.graph_claims` (set by `auth.authorize`) - a Starlette request or a `$batch`
-    item - so each batch item is charged on its own, as graph.md 3.3 requires.
+    item - so each batch item is charged on its own, as Graph does.
     """
     app_id = _app_id(state, request)
     tenant = state.creds.tenant_id

@@ -1,8 +1,8 @@
 """`/users` and the user's relationships (manager, directReports, memberOf), plus `/directory/deletedItems`.
 
-Shapes follow graph.md 4: the reduced default property set unless `$select`, `$top` 1-999 with opaque
-`$skiptoken` nextLinks, `$count`/advanced queries only with `ConsistencyLevel: eventual`, soft delete into the
-recycle bin, 404 for "no manager".
+Shapes follow https://learn.microsoft.com/graph/api/resources/user: the reduced default property set unless `$select`,
+`$top` 1-999 with opaque `$skiptoken` nextLinks, `$count`/advanced queries only with `ConsistencyLevel: eventual`, soft
+delete into the recycle bin, 404 for "no manager".
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def project(obj: dict[str, Any], select: list[str] | None, default: tuple[str, .
 
 
 def as_directory_object(state: Any, kind: str, obj: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
-    """A member/manager/memberOf entry: `@odata.type` tells users and groups apart (graph.md 4.2)."""
+    """A member/manager/memberOf entry: `@odata.type` tells users and groups apart."""
     if kind == "group":
         body = project(obj, [s for s in select if s in GROUP_PROPERTIES] if select else None, GROUP_PROPERTIES)
         return {"@odata.type": "#microsoft.graph.group", **body}

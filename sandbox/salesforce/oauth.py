@@ -7,7 +7,7 @@ state dir) and the org accepts assertions signed by that private key. `aud` may 
 https://login.salesforce.com or https://test.salesforce.com; `exp` is judged on the sandbox clock with 3 minutes of
 skew, like Salesforce.
 
-Error bodies follow salesforce.md §1.2 (HTTP 400): wrong client id -> invalid_client_id "client identifier
+Error bodies are those Salesforce orgs answer (HTTP 400): wrong client id -> invalid_client_id "client identifier
 invalid"; wrong secret -> invalid_client "invalid client credentials"; bad signature or malformed assertion ->
 invalid_grant "invalid assertion"; expired -> invalid_grant "expired authorization code"; bad audience ->
 invalid_grant "audience is invalid"; unknown user -> invalid_grant "user hasn't approved this consumer"; inactive

@@ -230,14 +230,6 @@ class Org:
                 return None
             return s
 
-    def expire_sessions(self, user_id: str | None = None) -> int:
-        """Invalidate sessions (all, or one user's) so tests and the admin API can force a refresh path."""
-        with self.lock:
-            doomed = [t for t, s in self.sessions.items() if user_id is None or s.user_id == user_id]
-            for t in doomed:
-                del self.sessions[t]
-            return len(doomed)
-
     def _prune(self, calls: collections.deque[float], now: float) -> None:
         while calls and calls[0] <= now - DAY_S:
             calls.popleft()

@@ -1,4 +1,6 @@
-"""Salesforce's write rules, with the error codes and messages a real org gives (salesforce.md §3.6, §4.2-4.5).
+"""Salesforce's write rules, with the error codes and messages a real org gives
+(https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm and the User object's
+reference).
 
 Where Salesforce's exact API error code is unverified the sandbox picks one and documents it here, because the
 product classifies errors by `errorCode`:

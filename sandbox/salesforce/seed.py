@@ -124,7 +124,7 @@ def seed_org(state: Any, *, tenant_users: list[dict[str, Any]], seed: int, overl
                     PermissionSetLicenseKey="SalesCloudUserPsl", Status="Active",
                     TotalLicenses=max(20, len(members) // 2), UsedLicenses=0, ExpirationDate="2099-12-31")
         profiles: dict[str, dict[str, Any]] = {}
-        for name, lic, admin in (
+        for name, lic, is_admin in (
             ("System Administrator", sf_lic, True),
             ("Standard User", sf_lic, False),
             ("Sales User", sf_lic, False),
@@ -133,7 +133,7 @@ def seed_org(state: Any, *, tenant_users: list[dict[str, Any]], seed: int, overl
             ("Identity User", identity, False),
         ):
             prof = b.add("Profile", Name=name, UserLicenseId=lic["Id"], PermissionsApiEnabled=lic is not chatter,
-                         PermissionsManageUsers=admin, PermissionsModifyAllData=admin,
+                         PermissionsManageUsers=is_admin, PermissionsModifyAllData=is_admin,
                          UserType="CsnOnly" if lic is chatter else "Standard")
             profiles[name] = prof
             b.add("PermissionSet", Name=f"X{prof['Id'][:15]}", Label=f"X{prof['Id'][:15]}", ProfileId=prof["Id"],
@@ -268,7 +268,12 @@ def seed_org(state: Any, *, tenant_users: list[dict[str, Any]], seed: int, overl
         n_acc = max(5, min(5000, len(owners) // 3))
         industries = org.schema["Account"].fields["Industry"].picklist_values
         stages = org.schema["Opportunity"].fields["StageName"].picklist_values
-        accounts, contacts, opps, leads, cases, tasks = [], [], [], [], [], []
+        accounts: list[dict[str, Any]] = []
+        contacts: list[dict[str, Any]] = []
+        opps: list[dict[str, Any]] = []
+        leads: list[dict[str, Any]] = []
+        cases: list[dict[str, Any]] = []
+        tasks: list[dict[str, Any]] = []
 
         def crm(sobject: str, bucket: list[dict[str, Any]], **values: Any) -> dict[str, Any]:
             rec = b.row(sobject, **values)

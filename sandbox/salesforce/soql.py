@@ -274,8 +274,9 @@ class _ToAst(Transformer):
         try:
             value = dt.date.fromisoformat(str(tok))
         except ValueError:
-            raise malformed(self.text, _pos(tok), f"line {tok.line}:{tok.column - 1} no viable alternative at "
-                                                   f"character '{str(tok)}'") from None
+            pos = _pos(tok)
+            raise malformed(self.text, pos, f"line {pos.line}:{pos.column - 1} no viable alternative at "
+                                            f"character '{str(tok)}'") from None
         return Literal("date", value, str(tok), _pos(tok))
 
     def datetime(self, items: list[Token]) -> Literal:
@@ -283,8 +284,9 @@ class _ToAst(Transformer):
         try:
             value = _parse_datetime(str(tok))
         except ValueError:
-            raise malformed(self.text, _pos(tok), f"line {tok.line}:{tok.column - 1} no viable alternative at "
-                                                   f"character '{str(tok)}'") from None
+            pos = _pos(tok)
+            raise malformed(self.text, pos, f"line {pos.line}:{pos.column - 1} no viable alternative at "
+                                            f"character '{str(tok)}'") from None
         return Literal("datetime", value, str(tok), _pos(tok))
 
     def null(self, items: list[Token]) -> Literal:

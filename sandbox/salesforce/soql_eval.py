@@ -318,13 +318,13 @@ def make_getter(bound: BoundField, parents: _ParentCache) -> Getter:
     fks = [h.fk for h in bound.hops]
 
     def get(row: Row) -> Any:
-        current: Row | None = row
+        current = row
         for fk in fks:
-            parent = parents(current.get(fk))  # type: ignore[union-attr]
+            parent = parents(current.get(fk))
             if parent is None:
                 return None
             current = parent[1]
-        return current.get(name)  # type: ignore[union-attr]
+        return current.get(name)
 
     return get
 
@@ -403,14 +403,16 @@ class _Compiler:
             if lit.kind == "date":
                 return _midnight(lit.value), _midnight(lit.value) + _ONE_DAY
             if lit.kind == "relative":
-                lo, hi = relative_range(*lit.value, self.now)
+                name, n = lit.value
+                lo, hi = relative_range(name, n, self.now)
                 return _midnight(lo), _midnight(hi)
             raise self._type_error(bound, lit)
         if ftype == "datetime":
             if lit.kind == "datetime":
                 return lit.value, lit.value + _ONE_TICK
             if lit.kind == "relative":
-                lo, hi = relative_range(*lit.value, self.now)
+                name, n = lit.value
+                lo, hi = relative_range(name, n, self.now)
                 return _midnight(lo), _midnight(hi)
             raise self._type_error(bound, lit)
         if lit.kind != "string":
@@ -653,9 +655,9 @@ def execute(
 
     predicate = _Compiler(binder, sobject, parents, now).compile(query.where) if query.where is not None else None
     order_keys = []
-    for item in query.order_by:
-        bound = binder.bind(sobject, item.field)
-        order_keys.append((make_getter(bound, parents), normaliser(bound.info), item.descending, item.nulls_last))
+    for order in query.order_by:
+        bound = binder.bind(sobject, order.field)
+        order_keys.append((make_getter(bound, parents), normaliser(bound.info), order.descending, order.nulls_last))
 
     candidates = source.records(sobject, include_deleted)
     rows = [r for r in candidates if predicate(r)] if predicate is not None else list(candidates)

@@ -71,7 +71,7 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
             if version <= current:
                 continue
             for statement in statements:
-                conn.execute(statement)  # type: ignore[arg-type]
+                conn.execute(statement)
             conn.execute("INSERT INTO idsync_schema_version (version) VALUES (%s)", (version,))
             current = version
     return current

@@ -21,10 +21,6 @@ if TYPE_CHECKING:
     from shared.mapping.model import Mapping
 
 
-def _empty(value: Any) -> bool:
-    return value is None or value == ""
-
-
 @dataclass(frozen=True, slots=True)
 class CompiledAttribute:
     field: str

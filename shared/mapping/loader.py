@@ -26,7 +26,7 @@ from shared.mapping.model import Mapping
 from shared.mapping.source import Path, SourceMap, build_source_map
 
 try:  # the C loader is ~10x faster; positions are the same
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment,unused-ignore]
+    _Loader: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _Loader = yaml.SafeLoader
 

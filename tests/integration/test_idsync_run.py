@@ -21,7 +21,7 @@ import psutil
 import pytest
 import redis
 
-from ops.runenv import read_env_file
+from shared.settings_sources import read_env_values
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ class RunningIdsync:
         return self.log_path.read_text(errors="replace")
 
     def env(self) -> dict[str, str]:
-        return {**read_env_file(self.cwd / "var" / "sandbox.env"), **read_env_file(self.cwd / "var" / "run.env")}
+        return {**read_env_values(self.cwd / "var" / "sandbox.env"), **read_env_values(self.cwd / "var" / "run.env")}
 
     def status(self) -> dict[str, Any]:
         """`idsync status --json`, run in the same directory (it finds Redis through var/run.env)."""

@@ -27,7 +27,7 @@ def _finished(stack: Any, name: str, correlation_id: str) -> list[dict[str, Any]
     for line in stack.log(name).splitlines():
         if line.startswith(b"{"):
             record = json.loads(line)
-            if record.get("event") == "task finished" and record.get("correlation_id") == correlation_id:
+            if record.get("event") == "task_finished" and record.get("correlation_id") == correlation_id:
                 records.append(record)
     return records
 

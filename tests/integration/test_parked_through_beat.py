@@ -36,4 +36,4 @@ def test_a_parked_revocation_comes_back_through_beat_and_completes(stack, wait_f
     assert revoke["outcome"] == "revoked" and revoke["correlation_id"] == event.correlation_id
     assert stack.org.user(user["userPrincipalName"])["IsActive"] is False and stack.org.frozen(sf_user["Id"])
     assert parking.count(stack.redis) == 0 and parking.count_by_lane(stack.redis)["revocation"] == 0
-    assert b"parked message republished" in stack.log("beat")
+    assert b"parked_message_republished" in stack.log("beat")

@@ -21,7 +21,7 @@ from shared.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
 
-SEED = {"users": 20, "groups": 3, "seed": 11, "overlap": 1.0}
+SEED: dict[str, Any] = {"users": 20, "groups": 3, "seed": 11, "overlap": 1.0}
 
 
 def _settings(sandbox: SandboxServer, redis_server: EmbeddedRedis) -> Settings:

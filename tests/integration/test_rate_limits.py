@@ -44,7 +44,7 @@ def _log_records(stack: Any, *names: str) -> list[dict[str, Any]]:
 
 
 def _finished(stack: Any, *names: str) -> list[dict[str, Any]]:
-    return [r for r in _log_records(stack, *names) if r.get("event") == "task finished"]
+    return [r for r in _log_records(stack, *names) if r.get("event") == "task_finished"]
 
 
 def _graph_requests(stack: Any, since: float) -> list[dict[str, Any]]:

@@ -40,11 +40,17 @@ def _sandbox_subscription(stack: Any, sub_id: str) -> dict[str, Any] | None:
         return None if sub is None else sub.to_json(include_client_state=False)
 
 
+def _known_to_graph(stack: Any, sub_id: str) -> dict[str, Any]:
+    sub = _sandbox_subscription(stack, sub_id)
+    assert sub is not None, f"Graph does not know subscription {sub_id}"
+    return sub
+
+
 def _recorded(stack: Any) -> dict[str, dict[str, Any]]:
     """What idsync recorded in Redis (resource -> {id, expiry}), as every replica and `idsync status` read it."""
-    from producers.subscriptions import SubscriptionManager
+    from producers.subscriptions import subscription_status
 
-    return {r["resource"]: r for r in SubscriptionManager(None, stack.redis, stack.settings()).status()}
+    return {r["resource"]: r for r in subscription_status(stack.redis, stack.settings())}
 
 
 def _json_log(stack: Any, name: str, event: str) -> list[dict[str, Any]]:
@@ -73,7 +79,7 @@ def test_beat_renews_subscriptions_before_they_expire_and_notifications_keep_com
     stack.start_webhook()
     short = _manager(stack, subscription_lifetime_min=10).ensure()  # 10 minutes left
     ids = {r["resource"]: r["id"] for r in short}
-    first_expiry = {res: _graph_expiry(_sandbox_subscription(stack, sub_id)["expirationDateTime"])
+    first_expiry = {res: _graph_expiry(_known_to_graph(stack, sub_id)["expirationDateTime"])
                     for res, sub_id in ids.items()}
     assert all(expiry < time.time() + 11 * 60 for expiry in first_expiry.values())
 
@@ -114,7 +120,7 @@ def test_reauthorization_required_is_answered_by_reauthorizing_and_renewing(stac
     wait_for(lambda: _recorded(stack)["/users"]["expires_in_s"] > DAY_S, timeout=30,
              what="the reauthorized subscription renewed for days")
     assert _recorded(stack)["/users"]["id"] == users_id, "kept, not recreated"
-    assert _graph_expiry(_sandbox_subscription(stack, users_id)["expirationDateTime"]) > time.time() + DAY_S
+    assert _graph_expiry(_known_to_graph(stack, users_id)["expirationDateTime"]) > time.time() + DAY_S
     # one summary line per request, listing (subscription id, lifecycle event) pairs
     lifecycle = [tuple(pair) for r in _json_log(stack, "webhook", "webhook_lifecycle")
                  for pair in r.get("lifecycle_events", [])]

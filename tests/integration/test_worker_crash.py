@@ -1,7 +1,7 @@
 """A revocation survives the crash of the worker running it, and a message that keeps crashing its worker is
 dead-lettered instead of looping for ever.
 
-Celery on Redis (celery.md §1.1, §1.3): a delivered message sits in kombu's `unacked` hash, scored in
+Celery on Redis (docs/decisions.md#visibility-timeout): a delivered message sits in kombu's `unacked` hash, scored in
 `unacked_index` by delivery time, until the task finishes (acks_late).
 - Whole worker SIGKILLed: nothing acks or rejects, the message stays in `unacked`. kombu puts it back on its queue
   when a consumer runs `QoS.restore_visible()` and the message is older than the visibility timeout. A consumer runs

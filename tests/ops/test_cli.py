@@ -69,7 +69,9 @@ def test_dlq_json_times_are_iso_8601_with_the_first_failure_and_the_attempt_hist
 
 def test_dlq_list_shows_times_as_iso_and_relative_not_epoch_floats(redis_server, redis_client, tmp_path):
     _dead(redis_client, "d1", "revocation")
-    first_failed_at = DeadLetterQueue(redis_client, 100, 86400).get("d1").first_failed_at
+    entry = DeadLetterQueue(redis_client, 100, 86400).get("d1")
+    assert entry is not None
+    first_failed_at = entry.first_failed_at
     out = _run(redis_server, tmp_path, "dlq", "list").stdout
     assert f"{iso(first_failed_at, timespec='seconds')} (3 min ago)" in out
     assert str(int(first_failed_at))[:6] not in out  # no epoch seconds

@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 
 from ops.cli.service import _generated_flower_password
-from ops.runenv import read_env_file, redacted_url, write_env_file, write_private_file
+from ops.runenv import redacted_url, write_env_file, write_private_file
+from shared.settings_sources import read_env_values
 
 
 def test_run_env_file_round_trips_values_with_awkward_characters(tmp_path):
     path = tmp_path / "var" / "run.env"
     values = {"IDSYNC_REDIS_URL": "redis://:pw-_x@127.0.0.1:6400/0", "IDSYNC_X": 'a "quoted" value with spaces #'}
     write_env_file(path, values)
-    assert read_env_file(path) == values
+    assert read_env_values(path) == values
 
 
 def test_run_env_file_is_private_and_replaced_atomically(tmp_path):
@@ -25,7 +26,7 @@ def test_run_env_file_is_private_and_replaced_atomically(tmp_path):
     write_env_file(path, {"A": "1"})
     write_env_file(path, {"A": "2"})
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert read_env_file(path) == {"A": "2"}
+    assert read_env_values(path) == {"A": "2"}
     assert [p.name for p in tmp_path.iterdir()] == ["run.env"]  # no temp files left behind
 
 

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,10 @@ def supervisor(tmp_path: Path) -> tuple[Supervisor, list[str], Clock]:
     clock = Clock()
     sup = Supervisor(load_settings(_env_file=None), var_dir=tmp_path / "var", echo=lines.append, clock=clock)
     return sup, lines, clock
+
+
+def _spawner(argv: list[str]) -> Callable[[], subprocess.Popen[bytes]]:
+    return lambda: subprocess.Popen(argv)
 
 
 def _adopt(sup: Supervisor, component: Supervised) -> Supervised:
@@ -219,7 +224,7 @@ def test_stop_ends_components_in_order_producers_before_workers_before_redis(sup
             f"time.sleep(120)\n")
     names = ["redis", "worker-revocation", "poller"]
     for name in names:
-        _adopt(sup, Supervised(name, lambda n=name: subprocess.Popen([sys.executable, "-c", code, n])))
+        _adopt(sup, Supervised(name, _spawner([sys.executable, "-c", code, name])))
     deadline = time.monotonic() + 30
     while len((tmp_path / "order.ready").read_text() if (tmp_path / "order.ready").exists() else "") < 3:
         assert time.monotonic() < deadline, "components did not start"

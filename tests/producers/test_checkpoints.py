@@ -21,7 +21,8 @@ def test_a_discarded_link_leaves_a_resync_pending_until_a_new_link_is_saved(redi
     assert cp.resync_pending("users") is None
     cp.discard("users", "graph_url_changed")
     assert cp.get("users") is None
-    assert cp.resync_pending("users")["reason"] == "graph_url_changed"
+    pending = cp.resync_pending("users")
+    assert pending is not None and pending["reason"] == "graph_url_changed"
     assert cp.resync_pending("groups") is None
     cp.save("users", "https://graph/users/delta?$deltatoken=2")
     assert cp.resync_pending("users") is None
@@ -51,6 +52,7 @@ def test_last_round_is_none_until_a_round_is_recorded_then_counts_resyncs(redis_
     cp.record_round("users", events=3, pages=2, items=4, resynced=True)
     cp.record_round("users", events=0, pages=1, items=0, resynced=False)
     summary = cp.last_round("users")
+    assert summary is not None
     assert (summary["events"], summary["pages"], summary["resyncs"]) == (0, 1, 1)
     assert summary["time"] > 0
 
@@ -73,8 +75,10 @@ def test_works_with_a_client_that_returns_bytes(redis_server):
     cp.record_round("groups", events=1, pages=1, items=1, resynced=False)
     assert cp.get("groups") == "link"
     assert cp.published_in_round("groups", None) == {"g1:group.changed:1"}
-    assert cp.last_round("groups")["events"] == 1
+    last_round = cp.last_round("groups")
+    assert last_round is not None and last_round["events"] == 1
     cp.discard("groups", "expired")
     cp.record_failure("groups", RuntimeError("boom"))
-    assert cp.resync_pending("groups")["reason"] == "expired"
+    pending = cp.resync_pending("groups")
+    assert pending is not None and pending["reason"] == "expired"
     assert cp.outcome("groups")["last_error"]["class"] == "RuntimeError"

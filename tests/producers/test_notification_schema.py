@@ -9,6 +9,7 @@ from producers.notification_schema import (
     describe_error,
 )
 from producers.webhook import Rejection, map_notification
+from shared.events import IdentityEvent
 
 ITEM = {
     "id": "lsgTZMr9KwAAA",
@@ -26,6 +27,7 @@ ITEM = {
 def test_a_graph_change_notification_parses_and_ignores_unknown_fields():
     batch = ChangeNotificationBatch.model_validate({"value": [ITEM]})
     item = batch.value[0]
+    assert item.resource_data is not None
     assert (item.change_type, item.resource, item.tenant_id, item.resource_data.id) == ("updated", "Users/u1", "t1",
                                                                                         "u1")
 
@@ -65,6 +67,7 @@ def test_a_body_without_value_is_invalid():
 def test_resources_and_change_types_map_to_event_kinds(resource, change, kind, object_id):
     item = ChangeNotificationBatch.model_validate({"value": [{**ITEM, "resource": resource, "changeType": change}]})
     event = map_notification(item.value[0])
+    assert isinstance(event, IdentityEvent), event
     assert (event.kind.value, event.object_id, event.tenant) == (kind, object_id, "t1")
 
 

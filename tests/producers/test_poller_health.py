@@ -41,7 +41,7 @@ def test_three_failed_rounds_in_a_row_are_unhealthy_even_right_after_a_success(r
 def test_a_last_success_older_than_three_intervals_is_unhealthy(redis_client):
     cp = DeltaCheckpoints(redis_client, "t")
     _both_succeeded(cp, NOW - 3 * INTERVAL - 1)
-    assert "no successful round for 181s" in poller_problem(cp, INTERVAL, now=NOW)
+    assert "no successful round for 181s" in (poller_problem(cp, INTERVAL, now=NOW) or "")
     _both_succeeded(cp, NOW - 3 * INTERVAL + 1)
     assert poller_problem(cp, INTERVAL, now=NOW) is None
 

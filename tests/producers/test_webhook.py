@@ -9,6 +9,7 @@ import pytest
 import redis
 import uvicorn
 from prometheus_client import generate_latest
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from structlog.testing import capture_logs
 
@@ -69,7 +70,9 @@ def roomy_client(settings, celery_app, redis_client):
 
 
 def exposition(client: TestClient) -> str:
-    return generate_latest(client.app.state.metrics.registry).decode()
+    app = client.app
+    assert isinstance(app, Starlette)
+    return generate_latest(app.state.metrics.registry).decode()
 
 
 def metric(client: TestClient, name: str) -> float:

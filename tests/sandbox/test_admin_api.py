@@ -188,7 +188,7 @@ def test_null_in_a_config_patch_restores_the_default(sandbox: SandboxServer, adm
 
 
 def test_patching_faults_stores_every_documented_fault(sandbox: SandboxServer, admin: httpx.Client) -> None:
-    patch = {
+    patch: dict[str, dict[str, Any]] = {
         "salesforce": {"error_rate": 0.1, "error_kinds": ["503", "UNABLE_TO_LOCK_ROW", "timeout", "reset"],
                        "latency_ms": 20},
         "graph": {"throttle_rate": 0.2, "notification_drop_rate": 0.3, "notification_duplicate_rate": 0.4},

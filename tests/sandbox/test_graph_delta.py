@@ -1,4 +1,4 @@
-"""Delta queries for users and groups (graph.md 1), including duplicates, replays, split groups and expiry."""
+"""Delta queries for users and groups, including duplicates, replays, split groups and expiry."""
 
 from __future__ import annotations
 

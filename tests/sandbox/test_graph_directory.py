@@ -1,4 +1,5 @@
-"""Graph directory reads and writes (graph.md 3, 4) against the Graph routes in-process (fast, isolated state)."""
+"""Graph directory reads and writes (throttling, users, groups) against the Graph routes in-process (fast, isolated
+state)."""
 
 from __future__ import annotations
 

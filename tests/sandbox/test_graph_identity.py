@@ -125,7 +125,7 @@ def test_an_expired_or_missing_token_is_401_invalid_authentication_token(
 
 
 @pytest.fixture
-def tiny_budget(sandbox: SandboxServer):  # type: ignore[no-untyped-def]
+def tiny_budget(sandbox: SandboxServer):
     state = sandbox.state
     old = state.config.get("graph.ru_per_10s")
     throttle.reset(state)
@@ -155,6 +155,6 @@ def test_exhausting_the_resource_unit_budget_gives_429_with_integer_retry_after(
     assert (err["code"], err["message"]) == ("TooManyRequests", "Please retry again later.")
     assert err["innerError"]["code"] == "429" and err["innerError"]["status"] == "429"
     assert err["innerError"]["message"] == "Please retry after"
-    # 2 RU of 4 used: no warning; 4 of 4: above the 80% mark the percentage header appears (graph.md 3.2)
+    # 2 RU of 4 used: no warning; 4 of 4: above the 80% mark the percentage header appears
     assert "x-ms-throttle-limit-percentage" not in statuses[0].headers
     assert statuses[1].headers["x-ms-throttle-limit-percentage"] == "1.0"

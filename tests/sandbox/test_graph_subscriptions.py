@@ -1,4 +1,4 @@
-"""Graph change-notification subscriptions and webhook delivery in the sandbox (graph.md §2), over real HTTPS.
+"""Graph change-notification subscriptions and webhook delivery in the sandbox, over real HTTPS.
 
 Each test names the documented behaviour it checks. Receivers are real local HTTP(S) servers; directory changes
 are made through the sandbox's Directory, so these tests depend only on the subscription/notifier code and the

@@ -11,6 +11,7 @@ import requests
 from simple_salesforce import Salesforce
 
 from sandbox.server import SandboxServer
+from tests.sandbox.simple_salesforce_typed import sobject
 
 
 def _requests_session(ca: str) -> requests.Session:
@@ -70,18 +71,19 @@ def test_simple_salesforce_direct_mode_queries_creates_updates_and_posts_collect
     assert users["totalSize"] == len(users["records"]) > 0
     profile_id = sf.query("SELECT Id FROM Profile WHERE Name = 'Standard User'")["records"][0]["Id"]
 
-    created = sf.User.create({
+    created = sobject(sf, "User").create({
         "Username": "real.client@idsync-sandbox.example.com", "LastName": "Client", "Email": "rc@example.com",
         "Alias": "rclient", "TimeZoneSidKey": "America/Los_Angeles", "LocaleSidKey": "en_US",
         "EmailEncodingKey": "UTF-8", "LanguageLocaleKey": "en_US", "ProfileId": profile_id,
     })
     assert created["success"] is True
-    assert sf.User.update(created["id"], {"Title": "Tester"}) == 204
-    assert sf.User.get(created["id"])["Title"] == "Tester"
+    assert sobject(sf, "User").update(created["id"], {"Title": "Tester"}) == 204
+    assert sobject(sf, "User").get(created["id"])["Title"] == "Tester"
 
     results = sf.restful("composite/sobjects", method="POST", json={"allOrNone": False, "records": [
         {"attributes": {"type": "Account"}, "Name": "Real Client Ltd"},
         {"attributes": {"type": "Account"}},  # Name missing
     ]})
+    assert isinstance(results, list)
     assert results[0]["success"] is True
     assert results[1]["success"] is False and results[1]["errors"][0]["statusCode"] == "REQUIRED_FIELD_MISSING"

@@ -22,6 +22,7 @@ from simple_salesforce.exceptions import (
 
 from sandbox.salesforce.oauth import sign_assertion
 from sandbox.server import SandboxServer
+from tests.sandbox.simple_salesforce_typed import sf_errors
 
 
 def _token(sandbox: SandboxServer, http: httpx.Client) -> str:
@@ -157,8 +158,8 @@ def test_exceeding_the_daily_api_limit_is_403_request_limit_exceeded(sandbox, sf
             sf.restful("limits")
     finally:
         cfg.set("salesforce.daily_api_limit", 100_000)
-    assert info.value.content[0]["errorCode"] == "REQUEST_LIMIT_EXCEEDED"
-    assert info.value.content[0]["message"] == "TotalRequests Limit exceeded."
+    assert sf_errors(info.value)[0]["errorCode"] == "REQUEST_LIMIT_EXCEEDED"
+    assert sf_errors(info.value)[0]["message"] == "TotalRequests Limit exceeded."
 
 
 @pytest.fixture
@@ -171,15 +172,15 @@ def test_injected_503_fault_surfaces_as_server_unavailable(sf, faults):
     faults.patch({"salesforce": {"error_rate": 1.0, "error_kinds": ["503"]}})
     with pytest.raises(SalesforceGeneralError) as info:
         sf.restful("limits")
-    assert info.value.status == 503 and info.value.content[0]["errorCode"] == "SERVER_UNAVAILABLE"
+    assert info.value.status == 503 and sf_errors(info.value)[0]["errorCode"] == "SERVER_UNAVAILABLE"
 
 
 def test_injected_unable_to_lock_row_fault_is_a_400_with_that_error_code(sf, faults):
     faults.patch({"salesforce": {"error_rate": 1.0, "error_kinds": ["UNABLE_TO_LOCK_ROW"]}})
     with pytest.raises(SalesforceMalformedRequest) as info:
         sf.restful("limits")
-    assert info.value.content[0]["errorCode"] == "UNABLE_TO_LOCK_ROW"
-    assert info.value.content[0]["message"].startswith("unable to obtain exclusive access to this record")
+    assert sf_errors(info.value)[0]["errorCode"] == "UNABLE_TO_LOCK_ROW"
+    assert sf_errors(info.value)[0]["message"].startswith("unable to obtain exclusive access to this record")
 
 
 def test_injected_reset_fault_drops_the_connection_without_a_response(sf, faults):
@@ -226,35 +227,35 @@ def test_describe_lists_fields_with_types_lengths_and_relationships(sf):
 def test_unknown_object_is_404_not_found(sf):
     with pytest.raises(SalesforceResourceNotFound) as info:
         sf.restful("sobjects/NoSuchThing__c/describe")
-    assert info.value.content[0]["errorCode"] == "NOT_FOUND"
+    assert sf_errors(info.value)[0]["errorCode"] == "NOT_FOUND"
 
 
 def test_unknown_field_in_body_is_400_invalid_field(sandbox, sf):
     with pytest.raises(SalesforceMalformedRequest) as info:
         sf.User.create(user_body(sandbox, Shoe_Size__c=42))
-    assert info.value.content[0]["errorCode"] == "INVALID_FIELD"
-    assert info.value.content[0]["message"] == "No such column 'Shoe_Size__c' on sobject of type User"
+    assert sf_errors(info.value)[0]["errorCode"] == "INVALID_FIELD"
+    assert sf_errors(info.value)[0]["message"] == "No such column 'Shoe_Size__c' on sobject of type User"
 
 
 def test_read_only_field_in_body_is_400_invalid_field_for_insert_update(sandbox, sf):
     uid = sf.User.create(user_body(sandbox))["id"]
     with pytest.raises(SalesforceMalformedRequest) as info:
         sf.User.update(uid, {"Name": "Someone Else"})
-    assert info.value.content[0]["errorCode"] == "INVALID_FIELD_FOR_INSERT_UPDATE"
-    assert info.value.content[0]["fields"] == ["Name"]
+    assert sf_errors(info.value)[0]["errorCode"] == "INVALID_FIELD_FOR_INSERT_UPDATE"
+    assert sf_errors(info.value)[0]["fields"] == ["Name"]
 
 
 def test_missing_record_is_404_not_found(sf):
     with pytest.raises(SalesforceResourceNotFound) as info:
         sf.User.get("005000000000000AAA")
-    assert info.value.content[0]["errorCode"] == "NOT_FOUND"
+    assert sf_errors(info.value)[0]["errorCode"] == "NOT_FOUND"
 
 
 def test_users_cannot_be_deleted(sandbox, sf):
     uid = sf.User.create(user_body(sandbox))["id"]
     with pytest.raises(SalesforceMalformedRequest) as info:
         sf.User.delete(uid)
-    assert info.value.content[0]["errorCode"] == "DELETE_FAILED"
+    assert sf_errors(info.value)[0]["errorCode"] == "DELETE_FAILED"
     assert sf.User.get(uid)["Id"] == uid
 
 

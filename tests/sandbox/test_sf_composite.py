@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import requests
 from simple_salesforce import Salesforce
+from simple_salesforce.exceptions import SalesforceMalformedRequest
 
 from sandbox.server import SandboxServer
 
@@ -121,7 +122,7 @@ def test_composite_reference_to_a_failed_subrequest_is_processing_halted(sf):
 
 def test_composite_with_more_than_25_subrequests_is_rejected(sf):
     subs = [{"method": "GET", "url": "/services/data/v62.0/limits", "referenceId": f"r{i}"} for i in range(26)]
-    with pytest.raises(Exception) as info:
+    with pytest.raises(SalesforceMalformedRequest) as info:
         sf.restful("composite", method="POST", json={"compositeRequest": subs})
     assert info.value.status == 400
 

@@ -13,6 +13,7 @@ from simple_salesforce.exceptions import SalesforceMalformedRequest
 
 from sandbox.salesforce.org import make_id
 from sandbox.server import SandboxServer
+from tests.sandbox.simple_salesforce_typed import sf_errors
 
 pytestmark = pytest.mark.integration
 
@@ -111,14 +112,14 @@ def test_bad_soql_raises_malformed_request_with_salesforce_error_codes(sf: Sales
     with pytest.raises(SalesforceMalformedRequest) as info:
         sf.query("SELECT Id FROM User WHERE")
     assert info.value.status == 400
-    assert info.value.content[0]["errorCode"] == "MALFORMED_QUERY"
+    assert sf_errors(info.value)[0]["errorCode"] == "MALFORMED_QUERY"
     with pytest.raises(SalesforceMalformedRequest) as info:
         sf.query("SELECT Foo FROM User")
-    assert info.value.content[0]["errorCode"] == "INVALID_FIELD"
-    assert "No such column 'Foo' on entity 'User'" in info.value.content[0]["message"]
+    assert sf_errors(info.value)[0]["errorCode"] == "INVALID_FIELD"
+    assert "No such column 'Foo' on entity 'User'" in sf_errors(info.value)[0]["message"]
     with pytest.raises(SalesforceMalformedRequest) as info:
         sf.query_all("SELECT Id FROM NoSuchThing")
-    assert info.value.content[0]["errorCode"] == "INVALID_TYPE"
+    assert sf_errors(info.value)[0]["errorCode"] == "INVALID_TYPE"
 
 
 def test_missing_query_string_is_malformed(sandbox: SandboxServer, http: httpx.Client) -> None:
@@ -156,11 +157,11 @@ def test_unknown_or_expired_locator_is_invalid_query_locator(
     assert len(again["records"]) == 3
     with pytest.raises(SalesforceMalformedRequest) as info:
         sf.query_more("01g000000000000AAA-3")
-    assert info.value.content[0]["errorCode"] == "INVALID_QUERY_LOCATOR"
+    assert sf_errors(info.value)[0]["errorCode"] == "INVALID_QUERY_LOCATOR"
     sandbox.state.clock.advance(15 * 60 + 5)  # cursors die after 15 idle minutes on the sandbox clock
     with pytest.raises(SalesforceMalformedRequest) as info:
         sf.query_more(first["nextRecordsUrl"], identifier_is_url=True)
-    assert info.value.content[0]["errorCode"] == "INVALID_QUERY_LOCATOR"
+    assert sf_errors(info.value)[0]["errorCode"] == "INVALID_QUERY_LOCATOR"
 
 
 def test_hundred_thousand_rows_come_back_through_query_all_in_pages_of_2000(

@@ -11,7 +11,9 @@ import requests
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceMalformedRequest
 
+from sandbox.salesforce.api import SalesforceApiError
 from sandbox.server import SandboxServer
+from tests.sandbox.simple_salesforce_typed import sf_errors
 
 
 @pytest.fixture
@@ -40,7 +42,7 @@ def user_body(sandbox: SandboxServer, **over: Any) -> dict[str, Any]:
 
 
 def error_of(excinfo: pytest.ExceptionInfo[SalesforceMalformedRequest]) -> dict[str, Any]:
-    return excinfo.value.content[0]
+    return sf_errors(excinfo.value)[0]
 
 
 def test_missing_required_user_fields_are_listed_in_required_field_missing(sandbox, sf):
@@ -245,7 +247,7 @@ def test_the_last_active_system_administrator_cannot_be_deactivated(sandbox):
     with org.transaction() as txn:
         for uid in admins[1:]:
             org.update("User", uid, {"ProfileId": standard})
-        with pytest.raises(Exception) as info:
+        with pytest.raises(SalesforceApiError) as info:
             org.update("User", admins[0], {"IsActive": False})
         org.rollback(txn)
     assert info.value.error_code == "CANNOT_DISABLE_LAST_ADMIN"

@@ -12,6 +12,7 @@ import pytest
 from sandbox.admin_clients import GraphAdmin, OrgAdmin
 from sandbox.server import SandboxServer
 from sandbox.tenant import main
+from tests.sandbox.simple_salesforce_typed import sobject
 
 
 def _env_file(sandbox: SandboxServer, tmp_path) -> str:
@@ -87,11 +88,11 @@ def test_enable_waits_until_salesforce_reactivates_the_user(sandbox: SandboxServ
     upn, sf_id = next((u["userPrincipalName"], sf["Id"]) for u in reversed(members)
                       if (sf := org.user(u["userPrincipalName"])) and sf["IsActive"])
     graph.disable(upn)
-    org.sf.User.update(sf_id, {"IsActive": False})  # the leaver as idsync leaves it
+    sobject(org.sf, "User").update(sf_id, {"IsActive": False})  # the leaver as idsync leaves it
 
     def idsync_reactivates() -> None:  # stands in for idsync's sync lane, a moment after the Graph change
         time.sleep(0.5)
-        org.sf.User.update(sf_id, {"IsActive": True})
+        sobject(org.sf, "User").update(sf_id, {"IsActive": True})
 
     worker = threading.Thread(target=idsync_reactivates)
     worker.start()
@@ -112,7 +113,7 @@ def test_enable_says_when_nothing_reactivated_the_user(sandbox: SandboxServer, t
     upn, sf_id = next((u["userPrincipalName"], sf["Id"]) for u in members[len(members) // 2:]
                       if (sf := org.user(u["userPrincipalName"])) and sf["IsActive"])
     graph.disable(upn)
-    org.sf.User.update(sf_id, {"IsActive": False})
+    sobject(org.sf, "User").update(sf_id, {"IsActive": False})
     assert main(["--env-file", _env_file(sandbox, tmp_path), "enable", upn, "--wait", "0.2"]) == 0
     assert ("Salesforce user still inactive (idsync reactivates only users it deactivated itself) after 0.2 s"
             in capsys.readouterr().out)

@@ -186,7 +186,8 @@ def test_create_and_delete_records_go_through_collections_two_hundred_per_call(
 
 
 def test_a_failed_record_fails_alone_when_not_all_or_none(sf: SalesforceClient) -> None:
-    records = [{"attributes": {"type": "Account"}, "Name": "Fine"}, {"attributes": {"type": "Account"}}]
+    records: list[dict[str, Any]] = [{"attributes": {"type": "Account"}, "Name": "Fine"},
+                                     {"attributes": {"type": "Account"}}]
     created = sf.create_records(records)
     assert created[0]["success"] is True
     assert created[1]["success"] is False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import fakeredis
 import pytest
@@ -18,7 +19,7 @@ def r() -> fakeredis.FakeRedis:
 
 def _entry(entry_id: str, lane: str = "revocation", at: float | None = None, **extra: object) -> DeadLetter:
     at = time.time() if at is None else at
-    fields: dict[str, object] = {
+    fields: dict[str, Any] = {
         "id": entry_id,
         "task": f"{lane}.some_task",
         "args": [{"id": "e"}],
@@ -43,7 +44,7 @@ def test_put_get_list_and_size_per_lane_and_overall(r) -> None:
     assert [e.id for e in dlq.list()] == ["b", "c", "a"]  # newest failure first, across lanes
     assert [e.id for e in dlq.list(lane="revocation", limit=1)] == ["b"]
     assert (dlq.size(), dlq.size("revocation"), dlq.size("sync")) == (3, 2, 1)
-    assert 29 <= dlq.oldest_age() <= 60 and 19 <= dlq.oldest_age("sync") <= 50
+    assert 29 <= (dlq.oldest_age() or 0) <= 60 and 19 <= (dlq.oldest_age("sync") or 0) <= 50
     assert DeadLetterQueue(fakeredis.FakeRedis(decode_responses=True), 1, 1).oldest_age() is None
 
 
@@ -54,6 +55,7 @@ def test_the_same_task_dead_lettered_again_updates_attempts_and_keeps_first_fail
     dlq.put(_entry("a", attempts=1, error_message="boom again"))
 
     again = dlq.get("a")
+    assert first is not None and again is not None
     assert again.first_failed_at == first.first_failed_at
     assert again.last_failed_at > first.last_failed_at
     assert again.attempts == 4 and again.error_message == "boom again"
@@ -87,7 +89,7 @@ def test_entries_dropped_by_the_cap_are_logged_and_counted_per_lane(r) -> None:
     count, last_at = dlq.dropped("revocation")
     assert count == 2 and last_at is not None and last_at >= now - 1
     assert dlq.dropped("sync") == (0, None)
-    warnings = [e for e in logs if e["event"] == "dead letters dropped by the cap"]
+    warnings = [e for e in logs if e["event"] == "dlq_entries_dropped"]
     assert [(w["lane"], w["count"], w["entry_ids"]) for w in warnings] == [
         ("revocation", 1, ["ancient"]),
         ("revocation", 1, ["n0"]),
@@ -100,7 +102,9 @@ def test_a_repeat_dead_letter_appends_to_the_capped_history(r) -> None:
     dlq = DeadLetterQueue(r, max_entries=100, max_age_s=3600)
     dlq.put(_entry("a", history=[Attempt(time=float(i), error_class="E", message=str(i)) for i in range(8)]))
     dlq.put(_entry("a", history=[Attempt(time=float(i), error_class="F", message=str(i)) for i in range(8, 12)]))
-    history = dlq.get("a").history
+    entry = dlq.get("a")
+    assert entry is not None
+    history = entry.history
     assert len(history) == MAX_HISTORY and [a.message for a in history] == [str(i) for i in range(2, 12)]
 
 

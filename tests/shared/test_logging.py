@@ -38,9 +38,9 @@ def test_json_lines_carry_level_logger_timestamp_and_bound_context() -> None:
     out = io.StringIO()
     configure_logging(_settings(log_json=True), stream=out)
     structlog.contextvars.bind_contextvars(event_id="e1", correlation_id="c1", task_id="t1", lane="revocation")
-    get_logger("idsync.test").info("user.revoked", user="005abc")
+    get_logger("idsync.test").info("user_revoked", user="005abc")
     (line,) = _lines(out)
-    assert line["event"] == "user.revoked"
+    assert line["event"] == "user_revoked"
     assert line["level"] == "info"
     assert line["logger"] == "idsync.test"
     assert line["user"] == "005abc"
@@ -115,6 +115,33 @@ def test_level_from_settings_drops_lower_records_for_structlog_and_stdlib() -> N
     logging.getLogger("celery").info("quiet too")
     get_logger("t").warning("loud")
     assert [line["event"] for line in _lines(out)] == ["loud"]
+
+
+def _celery_task_lines(task_id: str) -> None:
+    """What Celery itself logs around one task (its message formats, abridged)."""
+    logging.getLogger("celery.worker.strategy").info("Task %s[%s] received", "revocation.check_user", task_id)
+    logging.getLogger("celery.app.trace").info("Task %s[%s] succeeded in %ss: %r", "revocation.check_user", task_id,
+                                               0.1, {"object_id": "u1"})
+
+
+def test_celerys_own_per_task_lines_are_dropped_at_info_so_the_one_line_per_task_is_ours() -> None:
+    out = io.StringIO()
+    configure_logging(_settings(log_json=True), stream=out)
+    _celery_task_lines("t1")
+    get_logger("workers.base").info("task_finished", task_id="t1", outcome="ok")
+    logging.getLogger("celery.app.trace").error("Task %s[%s] raised unexpected: %r", "x", "t2", "boom")
+    lines = _lines(out)
+    assert [(line["event"], line["logger"]) for line in lines] == [
+        ("task_finished", "workers.base"),
+        ("Task x[t2] raised unexpected: 'boom'", "celery.app.trace"),  # failures still come through
+    ]
+
+
+def test_celerys_own_per_task_lines_come_back_at_debug() -> None:
+    out = io.StringIO()
+    configure_logging(_settings(log_json=True, log_level="DEBUG"), stream=out)
+    _celery_task_lines("t1")
+    assert [line["logger"] for line in _lines(out)] == ["celery.worker.strategy", "celery.app.trace"]
 
 
 def test_console_format_is_used_on_a_terminal_and_json_elsewhere_unless_forced() -> None:

@@ -17,6 +17,7 @@ def test_secrets_are_secret_strings_that_never_print():
                              graph_authority="https://login.example/t", graph_tenant_id="t", graph_client_id="c",
                              sf_url="https://acme.my.example", sf_client_id="sc")
     assert "s3cret-value" not in repr(settings) and "other-secret" not in str(settings)
+    assert settings.graph_client_secret is not None
     assert settings.graph_client_secret.get_secret_value() == "s3cret-value"
 
 

@@ -231,7 +231,7 @@ def test_every_execution_logs_one_outcome_line_with_the_event_context(app, worke
         publish(app, event)
         waiter(lambda: finished.outcomes("sync.transfer_ownership"))
 
-    lines = [entry for entry in logs if entry["event"] == "task finished"]
+    lines = [entry for entry in logs if entry["event"] == "task_finished"]
     assert [(line["task"], line["outcome"]) for line in lines] == [
         ("revocation.revoke_user", "revoked"),
         ("sync.transfer_ownership", "transfer_pending"),

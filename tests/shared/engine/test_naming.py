@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from shared.engine import SalesforceUserState, alias_for, nickname_for, plan, username_candidates
 from shared.mapping import Mapping
 from tests.shared.engine.builders import demo_mapping, entra_user, sandbox_catalog
@@ -9,7 +11,7 @@ from tests.shared.engine.builders import demo_mapping, entra_user, sandbox_catal
 GUEST_UPN = "jane_partner.example.org#EXT#@contoso.onmicrosoft.com"
 
 
-def created(user_attrs: dict[str, object], mapping: Mapping | None = None) -> dict[str, object]:
+def created(user_attrs: dict[str, Any], mapping: Mapping | None = None) -> dict[str, object]:
     p = plan(entra_user(**user_attrs), mapping or demo_mapping(), SalesforceUserState(), sandbox_catalog())
     record: dict[str, object] = p.changes[0].after
     return record

@@ -1,0 +1,28 @@
+"""Typed access to two things simple-salesforce's annotations get wrong, for the tests that drive the sandbox with it.
+
+- `SalesforceError.content` is annotated `bytes`, but holds the parsed JSON error body (a list of
+  `{"errorCode", "message", "fields"}`).
+- `sf.User` (attribute access) is annotated `SFType | SFBulkHandler | SFBulk2Handler`: only `bulk`/`bulk2` are
+  handlers, every other name is an `SFType`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from simple_salesforce import Salesforce, SFType
+from simple_salesforce.exceptions import SalesforceError
+
+
+def sf_errors(exc: BaseException) -> list[dict[str, Any]]:
+    """The error list Salesforce answered with."""
+    assert isinstance(exc, SalesforceError), exc
+    assert isinstance(exc.content, list), exc.content
+    return cast(list[dict[str, Any]], exc.content)
+
+
+def sobject(sf: Salesforce, name: str) -> SFType:
+    """`sf.<name>`, e.g. `sobject(sf, "User").update(...)`."""
+    handle = getattr(sf, name)
+    assert isinstance(handle, SFType), handle
+    return handle
