@@ -180,8 +180,8 @@ class OrgAdmin:
         found = self.sf.query_all(format_soql("SELECT Id FROM PermissionSet WHERE Name = {}", permission_set))
         if not found["records"]:
             raise LookupError(f"no permission set {permission_set!r} in the org")
-        self.sf.PermissionSetAssignment.create({"AssigneeId": user["Id"],
-                                                "PermissionSetId": found["records"][0]["Id"]})
+        self.sf.restful("sobjects/PermissionSetAssignment", method="POST",
+                        json={"AssigneeId": user["Id"], "PermissionSetId": found["records"][0]["Id"]})
 
     def _names(self) -> dict[str, str]:
         """Id -> API name for profiles, roles, permission sets (not profile-owned), groups, queues, PSGs."""

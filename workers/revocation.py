@@ -102,7 +102,7 @@ def relink_on_not_found(
     redis: Any,
     entra_id: str,
     upn: str | None,
-    cid: str,
+    cid: str | None,
     user: SalesforceUser,
     act: Callable[[SalesforceUser], T],
 ) -> tuple[SalesforceUser | None, T | None]:

@@ -183,13 +183,14 @@ def _reactivation_only(task: IdentityTask, claimed: Claimed) -> str:
     links.set_link(entra_id, user.id, state.upn)
     from shared.provisioning.reactivation import reactivate_revoked
 
+    def back_to_revocation() -> None:
+        publish(task.app, _worker_event(task, EventKind.USER_DISABLED, entra_id, claimed.observed_at))
+
     def act(found: Any) -> str:
         return reactivate_revoked(sf, links, redis, entra_id=entra_id, upn=state.upn, sf_user_id=found.id,
                                   is_active=found.is_active, tombstone=tombstone, correlation_id=None,
                                   source_event=None, observed_at=claimed.observed_at,
-                                  back_to_revocation=lambda: publish(
-                                      task.app, _worker_event(task, EventKind.USER_DISABLED, entra_id,
-                                                              claimed.observed_at)))
+                                  back_to_revocation=back_to_revocation)
 
     acted_on, outcome = relink_on_not_found(sf, links, redis, entra_id, state.upn, None, user, act)
     if acted_on is None:

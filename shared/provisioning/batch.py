@@ -119,8 +119,9 @@ class AuditRecorder:
                **detail: Any) -> None:
         before = {change.target: change.before} if change is not None and change.before is not None else None
         after_value = change.after if change is not None else None
+        after: dict[str, Any] | None
         if change is not None and change.kind is ChangeKind.CREATE_USER:
-            after = {k: v for k, v in dict(change.after).items()}
+            after = dict(change.after)
         else:
             after = {change.target: after_value} if change is not None and after_value is not None else None
         self.events.append(AuditEvent.build(

@@ -140,5 +140,6 @@ def test_200_joiners_and_100_movers_converge_to_exactly_the_desired_state(stack:
     view = org.view(new_upn)
     assert view is not None and view["FederationIdentifier"] == new_upn
     late = joiners[0]  # managed by joiner 17, created after it
-    assert org.view(late["userPrincipalName"])["Manager"] == joiners[17]["userPrincipalName"]
+    late_view = org.view(late["userPrincipalName"])
+    assert late_view is not None and late_view["Manager"] == joiners[17]["userPrincipalName"]
     assert running.redis.hlen("idsync:dlq:entries") == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from shared import audit as audit_mod
 from shared import parking
@@ -21,7 +22,7 @@ SF_ID = "005000000000003AAA"
 
 
 def _event(kind: EventKind, observed_at: datetime | None = None, object_id: str = ENTRA_ID) -> IdentityEvent:
-    extra = {"observed_at": observed_at} if observed_at else {}
+    extra: dict[str, Any] = {"observed_at": observed_at} if observed_at else {}
     return IdentityEvent(kind=kind, source=EventSource.DELTA, tenant="t1", object_id=object_id, **extra)
 
 
