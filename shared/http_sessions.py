@@ -9,7 +9,6 @@ timeout, and simple-salesforce passes none for create/update, so one hung connec
 from __future__ import annotations
 
 from collections.abc import Mapping
-
 from pathlib import Path
 from typing import Any
 
