@@ -8,10 +8,11 @@ Why each exists:
   (celery.md §4, option 3). The tombstone holds the time the revocation was observed; only newer events may act.
   A reactivation clears it with a compare-and-delete (`clear_tombstone_if`): only the value it read and acted on,
   never a newer one a revocation wrote meanwhile.
-- review: some revocations cannot finish (Salesforce refuses to deactivate the last admin or a default owner). The
-  user stays frozen and a human must act; that is a review item, not a dead letter (nothing to replay). Each item has
-  a stable short `id` (kept while the item is updated) for `idsync review show ID` and, later, `resolve`.
-- pending transfer: the ownership-transfer follow-up after a revocation is recorded here until its worker exists.
+- review: some work cannot finish without a person (Salesforce refuses to deactivate a default owner; a leaver's
+  record no rule can place). The user stays frozen and a human must act; that is a review item, not a dead letter.
+  One item per identity and topic ("deactivation", "ownership", ...), each with a stable short `id` (kept while the
+  item is updated) for `idsync review show ID` and `idsync review resolve ID`.
+- pending transfer: a leaver whose records are being (or wait to be) given new owners; cleared when done.
 """
 
 from __future__ import annotations
@@ -132,25 +133,34 @@ class IdentityLinks:
         upn: str | None = None,
         code: str | None = None,
         correlation_id: str | None = None,
+        topic: str | None = None,
+        fix: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """One open item per identity; a repeat updates it (duplicate events must not multiply review work) and
-        keeps its id and creation time. Returns the stored item."""
+        """One open item per identity and `topic` (e.g. "deactivation", "ownership"); a repeat updates it
+        (duplicate events must not multiply review work) and keeps its id and creation time. `fix` says what the
+        admin does; `extra` holds what the item is about (e.g. the records no rule could place). Returns the item."""
         now = time.time()
-        raw = self.redis.hget(REVIEWS_KEY, entra_id)
+        key = review_key(entra_id, topic)
+        raw = self.redis.hget(REVIEWS_KEY, key)
         previous: dict[str, Any] = json.loads(raw) if raw else {}
         item = {
-            "id": _with_id(entra_id, previous)["id"] if previous else _new_review_id(),
+            "id": _with_id(key, previous)["id"] if previous else _new_review_id(),
+            "key": key,
             "entra_id": entra_id,
+            "topic": topic,
             "upn": upn or previous.get("upn"),
             "sf_user_id": sf_user_id,
             "reason": reason,
             "code": code,
             "detail": detail,
+            "fix": fix,
             "correlation_id": correlation_id,
             "created_at": previous.get("created_at", now),
             "updated_at": now,
+            **(extra or {}),
         }
-        self.redis.hset(REVIEWS_KEY, entra_id, json.dumps(item))
+        self.redis.hset(REVIEWS_KEY, key, json.dumps(item))
         return item
 
     def list_reviews(self) -> list[dict[str, Any]]:
@@ -158,17 +168,27 @@ class IdentityLinks:
         return sorted(items, key=lambda item: item["created_at"])
 
     def get_review(self, key: str) -> dict[str, Any] | None:
-        """By review id, or by Entra object id (what the audit trail and logs carry)."""
+        """By review id, by stored key, or by Entra object id (what the audit trail and logs carry; the oldest of
+        that identity's items)."""
         raw = self.redis.hget(REVIEWS_KEY, key)
         if raw:
             return _with_id(key, json.loads(raw))
-        return next((item for item in self.list_reviews() if item["id"] == key), None)
+        items = self.list_reviews()
+        return next((item for item in items if item["id"] == key), None) or next(
+            (item for item in items if item.get("entra_id") == key), None)
+
+    def review(self, entra_id: str, topic: str | None) -> dict[str, Any] | None:
+        """The open item of one identity on one topic, if any."""
+        key = review_key(entra_id, topic)
+        raw = self.redis.hget(REVIEWS_KEY, key)
+        return _with_id(key, json.loads(raw)) if raw else None
 
     def review_count(self) -> int:
         return int(self.redis.hlen(REVIEWS_KEY))
 
-    def resolve_review(self, entra_id: str) -> bool:
-        return bool(self.redis.hdel(REVIEWS_KEY, entra_id))
+    def resolve_review(self, entra_id: str, topic: str | None = None) -> bool:
+        """Close the identity's item on `topic` (None: the item stored under the bare Entra id)."""
+        return bool(self.redis.hdel(REVIEWS_KEY, review_key(entra_id, topic)))
 
     # --- pending ownership transfers ---------------------------------------------------------------------------
 
@@ -197,10 +217,17 @@ def _new_review_id() -> str:
     return uuid.uuid4().hex[:10]
 
 
-def _with_id(entra_id: str, item: dict[str, Any]) -> dict[str, Any]:
-    """Items stored before review ids existed get a stable one derived from their Entra id."""
+def review_key(entra_id: str, topic: str | None) -> str:
+    """Where an item is stored: the bare Entra id (items written before topics existed), or `entra_id#topic`."""
+    return entra_id if topic is None else f"{entra_id}#{topic}"
+
+
+def _with_id(key: str, item: dict[str, Any]) -> dict[str, Any]:
+    """Items stored before review ids existed get a stable one derived from their key."""
     if not item.get("id"):
-        item["id"] = entra_id.replace("-", "")[:10]
+        item["id"] = key.replace("-", "")[:10]
+    item.setdefault("key", key)
+    item.setdefault("entra_id", key.partition("#")[0])
     return item
 
 
