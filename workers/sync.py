@@ -125,17 +125,7 @@ def reactivate_user(self: IdentityTask, event: dict[str, Any]) -> str:
     return reconcile_user(self, event)
 
 
-@shared_task(base=IdentityTask, bind=True, name="sync.transfer_ownership")
-def transfer_ownership(self: IdentityTask, event: dict[str, Any]) -> str:
-    """Records the transfer as pending (keyed by identity, so duplicates collapse); the transfer is a later issue."""
-    _wait_if_paused(self)
-    evt = IdentityEvent.from_message(event)
-    links = self.ctx.links
-    link = links.get_link(evt.object_id)
-    sf_user_id = link.sf_user_id if link else None
-    links.add_pending_transfer(evt.object_id, sf_user_id, evt.correlation_id)
-    audit(self.ctx.redis, "transfer_ownership", evt.object_id, sf_user_id, "pending", evt.correlation_id)
-    return "transfer_pending"
+# `sync.transfer_ownership` lives in workers/ownership_transfer.py (leavers in depth).
 
 
 @shared_task(base=IdentityTask, bind=True, name="sync.group_changed")

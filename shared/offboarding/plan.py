@@ -216,25 +216,25 @@ def offboarding_plan(
     the leaver); `attempts` what Salesforce already refused per record; `refused_owners` owners Salesforce reported
     inactive meanwhile (INACTIVE_OWNER_OR_USER), skipped for every record."""
     section = mapping.offboarding
-    base = {"entra_id": leaver.entra_id, "upn": leaver.upn, "sf_user_id": leaver.sf_user_id,
-            "configured": section is not None}
+
+    def make(mode: OffboardingMode, reason: str, **values: Any) -> OffboardingPlan:
+        return OffboardingPlan(leaver.entra_id, leaver.upn, leaver.sf_user_id, mode, reason,
+                               configured=section is not None, **values)
+
     if leaver.sf_user_id is None:
-        return OffboardingPlan(**base, mode=OffboardingMode.NO_SALESFORCE_USER,
-                               reason="no Salesforce user is linked or matches: nothing to offboard")
+        return make(OffboardingMode.NO_SALESFORCE_USER, "no Salesforce user is linked or matches: nothing to offboard")
     if leaver.entra_status == ENABLED:
-        return OffboardingPlan(**base, mode=OffboardingMode.NOT_A_LEAVER,
-                               reason="enabled in Entra: not a leaver (disable or delete the user there first)")
+        return make(OffboardingMode.NOT_A_LEAVER,
+                    "enabled in Entra: not a leaver (disable or delete the user there first)")
     freeze = leaver.sf_frozen is not True
     if leaver.on_leave:
-        return OffboardingPlan(**base, mode=OffboardingMode.LEAVE_OF_ABSENCE, freeze=freeze,
-                               reason="disabled and a member of a leave-of-absence group: frozen only; licence "
-                                      "and records stay")
+        return make(OffboardingMode.LEAVE_OF_ABSENCE, "disabled and a member of a leave-of-absence group: frozen "
+                    "only; licence and records stay", freeze=freeze)
     deactivate = leaver.sf_active is not False
-    reason = f"{leaver.entra_status.replace('_', '-')} in Entra: frozen, deactivated, records re-owned"
+    status = leaver.entra_status.replace("_", "-")
     if section is None:
-        return OffboardingPlan(**base, mode=OffboardingMode.OFFBOARD, freeze=freeze, deactivate=deactivate,
-                               reason=f"{leaver.entra_status.replace('_', '-')} in Entra; the mapping has no "
-                                      "offboarding section, so records stay with the leaver")
+        return make(OffboardingMode.OFFBOARD, f"{status} in Entra; the mapping has no offboarding section, so "
+                    "records stay with the leaver", freeze=freeze, deactivate=deactivate)
 
     placer = _Placer(leaver, directory, mapping, section, attempts or {}, refused_owners)
     moves: list[RecordMove] = []
@@ -255,9 +255,9 @@ def offboarding_plan(
         if placed > section.bulk_threshold:
             bulk.add(sobject)
     reclaim = reclaimable(licences) if section.reclaim_licences else ()
-    return OffboardingPlan(**base, mode=OffboardingMode.OFFBOARD, reason=reason, freeze=freeze,
-                           deactivate=deactivate, moves=tuple(moves), unplaced=tuple(unplaced), licences=reclaim,
-                           open_counts=counts, bulk_objects=frozenset(bulk))
+    return make(OffboardingMode.OFFBOARD, f"{status} in Entra: frozen, deactivated, records re-owned", freeze=freeze,
+                deactivate=deactivate, moves=tuple(moves), unplaced=tuple(unplaced), licences=reclaim,
+                open_counts=counts, bulk_objects=frozenset(bulk))
 
 
 def reclaimable(held: Sequence[HeldLicence]) -> tuple[HeldLicence, ...]:
@@ -295,7 +295,8 @@ class _Placer:
                 continue
             owner, why = self._owner(rule, record)
             if owner is not None and owner.id in refused_here:
-                owner, why = None, f"{owner.name} already refused this record"
+                why = f"{owner.name} already refused this record (see above)"
+                owner = None
             if owner is None:
                 reasons.append(f"rule {index + 1} ({rule.describe()}): {why}")
                 continue
