@@ -13,6 +13,7 @@ import hmac
 import html
 import json
 import math
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlencode
@@ -84,6 +85,10 @@ def _check_value(section: str, key: str, value: Any, default: Any) -> Any:
                 raise ValueError(f"{name}: unknown kind {unknown[0]!r} (allowed: {allowed})")
             if not value:
                 raise ValueError(f"{name} must name at least one kind")
+        if name == "salesforce.validation_rules":
+            bad = [v for v in value if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*\.[A-Za-z][A-Za-z0-9_]*=.*", v)]
+            if bad:
+                raise ValueError(f"{name}: {bad[0]!r} is not Object.Field=Value")
         return list(value)
     return value
 

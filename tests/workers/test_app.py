@@ -13,6 +13,7 @@ from workers.app import create_app
 TASKS = {
     "revocation.check_user",
     "revocation.revoke_user",
+    "revocation.retry_deactivation",
     "sync.user_changed",
     "sync.reactivate_user",
     "sync.transfer_ownership",
