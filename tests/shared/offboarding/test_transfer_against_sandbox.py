@@ -402,3 +402,35 @@ def test_a_disabled_member_of_a_leave_of_absence_group_keeps_records_and_licence
     assert report.plan.mode is OffboardingMode.LEAVE_OF_ABSENCE and report.outcome == "skipped_leave_of_absence"
     assert {org.owner(i) for i in made["open"]["Opportunity"]} == {leaver_id}
     assert len(owned_records(org.org, leaver_id)["Opportunity"]) >= 2
+
+
+def test_mapping_check_against_the_org_names_unknown_owners_wrong_queues_and_bad_filters(sandbox, sf, graph) -> None:
+    from shared.offboarding.names import check_offboarding_names, read_org_facts
+
+    mapping = mapping_text(f"""\
+        offboarding:
+          fallback_owner: admn@idsync-sandbox.example.com
+          leave_of_absence: {{groups: [Sabbatical]}}
+          objects:
+            Lead:
+              rules: [{{queue: Lead_Queue}}, {{round_robin: All_Sales}}]
+            Task:
+              rules: [{{queue: Support_Queue}}, {{round_robin: All_Sale}}, fallback]
+            Case:
+              open: "Statsu = 'New'"
+              rules: [{{queue: Suport_Queue}}, {{user: {ADMIN}}}]
+        """)
+    problems = [str(p) for p in check_offboarding_names(mapping, read_org_facts(sf, mapping, graph))]
+    assert problems == [
+        "mapping.yaml:2:19: fallback owner 'admn@idsync-sandbox.example.com' does not exist in the org (fix: did you "
+        "mean 'admin@idsync-sandbox.example.com'?)",
+        "mapping.yaml:3:31: Entra group 'Sabbatical' does not exist in the tenant",
+        "mapping.yaml:8:15: queue 'Support_Queue' does not take Task records (it takes Case, "
+        "User_Provisioning_Request__c; Setup > Queues > Support_Queue > Supported Objects)",
+        "mapping.yaml:8:39: public group 'All_Sale' does not exist in the org (fix: did you mean 'All_Sales'?)",
+        "mapping.yaml:10:7: the open records of Case cannot be queried: INVALID_FIELD: " + problems[4].split(
+            "INVALID_FIELD: ", 1)[-1],
+        "mapping.yaml:11:15: queue 'Suport_Queue' does not exist in the org (fix: did you mean 'Support_Queue'?)",
+    ]
+    assert "Statsu" in problems[4]
+    assert check_offboarding_names(load_mapping(DEMO), read_org_facts(sf, load_mapping(DEMO), graph)) == []
