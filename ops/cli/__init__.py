@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import typer
 
-from ops.cli import audit, config, dlq, inspect, mapping, review, service  # noqa: F401 - registers the commands
+from ops.cli import audit, config, dlq, inspect, mapping, offboard, review, service  # noqa: F401 - registers the commands
 from ops.cli.app import app
 from ops.cli.dlq import parse_duration
 
