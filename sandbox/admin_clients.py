@@ -71,7 +71,19 @@ class GraphAdmin:
         self.http.patch(f"/users/{id_or_upn}", json={"accountEnabled": True}).raise_for_status()
 
     def delete(self, id_or_upn: str) -> None:
+        """Soft delete: the user goes to deleted items for 30 days."""
         self.http.delete(f"/users/{id_or_upn}").raise_for_status()
+
+    def restore(self, object_id: str) -> None:
+        """Restore a soft-deleted user from deleted items."""
+        self.http.post(f"/directory/deletedItems/{object_id}/restore").raise_for_status()
+
+    def purge(self, object_id: str) -> None:
+        """Hard delete: remove a soft-deleted user from deleted items for good."""
+        self.http.delete(f"/directory/deletedItems/{object_id}").raise_for_status()
+
+    def update(self, id_or_upn: str, body: dict[str, Any]) -> None:
+        self.http.patch(f"/users/{id_or_upn}", json=body).raise_for_status()
 
 
 class OrgAdmin:
@@ -95,3 +107,21 @@ class OrgAdmin:
     def frozen(self, user_id: str) -> bool:
         rows = self.sf.query_all(format_soql("SELECT IsFrozen FROM UserLogin WHERE UserId = {}", user_id))["records"]
         return bool(rows and rows[0]["IsFrozen"])
+
+    #: What a Salesforce admin would call a user's open records, per object (the usual "open" filters).
+    OPEN_RECORDS = {
+        "Opportunity": ("Name", "IsClosed = false"),
+        "Account": ("Name", None),
+        "Contact": ("Name", None),
+        "Task": ("Subject", "IsClosed = false"),
+        "Lead": ("Name", "IsConverted = false"),
+        "Case": ("CaseNumber", "IsClosed = false"),
+    }
+
+    def open_records(self, owner_id: str) -> dict[str, list[dict[str, Any]]]:
+        """The open records `owner_id` owns, per object (one query per object)."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for sobject, (label, condition) in self.OPEN_RECORDS.items():
+            where = format_soql("OwnerId = {}", owner_id) + (f" AND {condition}" if condition else "")
+            found[sobject] = self.sf.query_all(f"SELECT Id, {label}, OwnerId FROM {sobject} WHERE {where}")["records"]
+        return found
