@@ -223,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
           f"(goal <= {GOAL_S:.0f} s)")
     print(f"  disable -> revoked (frozen + deactivated): median "
           f"{statistics.median(r['revoked_s'] for r in results):.2f} s")
-    print(f"  Salesforce API calls for the transfer: {transfer_calls} (minimum {minimum}, goal <= {1.1 * minimum:.1f}); "
-          f"whole offboarding incl. the revocation's {revocation}: {[r['calls'] for r in results]}")
+    print(f"  Salesforce API calls for the transfer: {transfer_calls} (minimum {minimum}, goal <= "
+          f"{1.1 * minimum:.1f}); whole offboarding incl. the revocation's {revocation}: "
+          f"{[r['calls'] for r in results]}")
     print(f"  records left with the leader: {[r['left_with_leader'] for r in results]}")
     return 0
 
