@@ -92,8 +92,12 @@ class Stack:
             path.write_text(text)
             self.env["IDSYNC_MAPPING_FILE"] = str(path)
         for lane in ("revocation", "sync"):
-            self._start(f"worker-{lane}", ["worker", "--lane", lane, "--concurrency", "1"],
-                        lambda n=f"worker-{lane}": "ready." in self._log(n))
+            name = f"worker-{lane}"
+
+            def worker_ready(n: str = name) -> bool:
+                return "ready." in self._log(n)
+
+            self._start(name, ["worker", "--lane", lane, "--concurrency", "1"], worker_ready)
 
         def webhook_up() -> bool:
             try:
