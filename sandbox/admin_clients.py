@@ -118,6 +118,14 @@ class OrgAdmin:
         "Case": ("CaseNumber", "IsClosed = false"),
     }
 
+    def open_record_owners(self) -> set[str]:
+        """Users owning at least one open opportunity or lead (two queries, whatever the org's size)."""
+        owners: set[str] = set()
+        for soql in ("SELECT OwnerId FROM Opportunity WHERE IsClosed = false",
+                     "SELECT OwnerId FROM Lead WHERE IsConverted = false"):
+            owners.update(str(r["OwnerId"]) for r in self.sf.query_all(soql)["records"])
+        return owners
+
     def open_records(self, owner_id: str) -> dict[str, list[dict[str, Any]]]:
         """The open records `owner_id` owns, per object (one query per object)."""
         found: dict[str, list[dict[str, Any]]] = {}
