@@ -295,7 +295,7 @@ class OwnershipTransfer:
                 continue
             move = result.move
             # audit() only appends to the stream: on a transaction pipeline the append commits with the HDEL below.
-            audit(pipe, "reassign_record", leaver.entra_id, leaver.sf_user_id, "done", self.cid, upn=leaver.upn,
+            audit(pipe, "record_transfer", leaver.entra_id, leaver.sf_user_id, "done", self.cid, upn=leaver.upn,
                   before={"OwnerId": move.record.owner_id}, after={"OwnerId": move.owner_id}, rule=move.rule,
                   source_event=self.source_event, object=move.record.sobject, record_id=move.record.id,
                   record=move.record.label, new_owner=move.owner_name, recovered=recovered)
@@ -361,7 +361,7 @@ class OwnershipTransfer:
             for licence, answer in zip(held, answers, strict=False):
                 ok = bool(answer.get("success"))
                 errors = answer.get("errors") or [{}]
-                audit(self.redis, "reclaim_licence", leaver.entra_id, leaver.sf_user_id, "done" if ok else "failed",
+                audit(self.redis, "entitlement_remove", leaver.entra_id, leaver.sf_user_id, "done" if ok else "failed",
                       self.cid, upn=leaver.upn, before={licence.kind: licence.name}, after={licence.kind: None},
                       rule="offboarding.reclaim_licences", entitlement=licence.key,
                       **({} if ok else {"code": errors[0].get("statusCode"), "reason": errors[0].get("message")}))

@@ -81,7 +81,7 @@ def _transfer_done(stack: Any, entra_id: str) -> dict[str, Any] | None:
 
 
 def _reassigned(stack: Any, entra_id: str) -> list[str]:
-    return [r["detail"]["record_id"] for r in stack.audit("reassign_record", entra_id)]
+    return [r["detail"]["record_id"] for r in stack.audit("record_transfer", entra_id)]
 
 
 def test_a_disabled_user_owning_open_records_is_revoked_and_every_open_record_reowned_per_the_demo_contract(

@@ -136,7 +136,7 @@ class Run:
 
 def moved_audits(redis: Any, entra_id: str) -> list[dict[str, Any]]:
     return [r for r in audit_mod.recent(redis, 20_000)
-            if r["action"] == "reassign_record" and r["entra_id"] == entra_id]
+            if r["action"] == "record_transfer" and r["entra_id"] == entra_id]
 
 
 def events(redis: Any, entra_id: str) -> list[dict[str, Any]]:
@@ -144,7 +144,7 @@ def events(redis: Any, entra_id: str) -> list[dict[str, Any]]:
     out = []
     for _id, fields in redis.xrange(audit_mod.STREAM_KEY):
         event = json.loads(fields["event"])
-        if event["action"] == "reassign_record" and event["entra_id"] == entra_id:
+        if event["action"] == "record_transfer" and event["entra_id"] == entra_id:
             out.append(event)
     return out
 
