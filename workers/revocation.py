@@ -115,7 +115,6 @@ def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState, *, follo
     ctx = task.ctx
     links, redis, entra_id, cid = ctx.links, ctx.redis, event.object_id, event.correlation_id
     links.set_tombstone(entra_id, event.observed_at.timestamp())
-    on_leave = leave_of_absence(task, entra_id, state)
     sf = ctx.salesforce(task.lane)
     user = find_salesforce_user(sf, links, entra_id, state.upn)
     link = links.get_link(entra_id)
@@ -134,7 +133,8 @@ def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState, *, follo
             sf.freeze_user(found.id, login)
             audit(redis, "freeze", entra_id, found.id, "done", cid, upn=upn, before={"IsFrozen": False},
                   after={"IsFrozen": True}, rule=_rule(state), source_event=event.id)
-        if on_leave:
+        # Decided after the freeze, so the leave-of-absence lookup (a Graph call) never delays the log-in block.
+        if leave_of_absence(task, entra_id, state):
             return FROZEN_ON_LEAVE
         return _deactivate(task, event, sf, found.id, upn)
 
