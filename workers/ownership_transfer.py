@@ -2,9 +2,10 @@
 so, their licences are reclaimed). On the sync lane, so it never delays the next leaver's revocation.
 
 The task re-reads Graph (events are hints): a user enabled again meanwhile, or disabled but on leave of absence,
-keeps their records. Otherwise it reads the inputs (`shared.offboarding.reader`), computes the plan
-(`shared.offboarding.plan`, the same function `idsync offboard --dry-run` shows) and executes it
-(`shared.offboarding.executor`). Safe to run twice, and after a killed worker: see the executor's docstring.
+keeps their records; an enabled user marked as having left the mapping's scope (`shared.offboarding.scope`) does
+not. Otherwise it reads the inputs (`shared.offboarding.reader`), computes the plan (`shared.offboarding.plan`, the
+same function `idsync offboard --dry-run` shows) and executes it (`shared.offboarding.executor`). Safe to run twice,
+and after a killed worker: see the executor's docstring.
 
 One run per leaver at a time: duplicate follow-ups (several hints for one leaver) would otherwise read the same
 records and both move them. A Redis lock names the task id holding it; a redelivery of the same message (its worker
@@ -29,6 +30,7 @@ from shared.limiter import SYNC_PAUSE_RECHECK_S
 from shared.offboarding.executor import OwnershipTransfer
 from shared.offboarding.mapping_access import current_mapping
 from shared.offboarding.reader import read_offboarding
+from shared.offboarding.scope import offboarding_state
 from workers.base import IdentityTask
 
 LOCK_PREFIX = "idsync:offboarding:lock"
@@ -83,7 +85,7 @@ def transfer_ownership(self: IdentityTask, event: dict[str, Any]) -> str:
         self.defer(BUSY_RECHECK_S, "transfer_running")
     try:
         graph, sf = ctx.graph(self.lane), ctx.salesforce(self.lane)
-        state = read_entra_user(graph, entra_id)
+        state = offboarding_state(redis, entra_id, read_entra_user(graph, entra_id))
         inputs = read_offboarding(sf, graph, links, Grants(redis), mapping, entra_id, state=state)
         run = OwnershipTransfer(sf, redis, links, Grants(redis), mapping, correlation_id=cid, source_event=evt.id)
         report = run.run(inputs)

@@ -231,9 +231,10 @@ def offboarding_plan(
         return make(OffboardingMode.LEAVE_OF_ABSENCE, "disabled and a member of a leave-of-absence group: frozen "
                     "only; licence and records stay", freeze=freeze)
     deactivate = leaver.sf_active is not False
-    status = leaver.entra_status.replace("_", "-")
+    status = ("out of the mapping's scope" if leaver.entra_status == "out_of_scope"
+              else f"{leaver.entra_status.replace('_', '-')} in Entra")
     if section is None:
-        return make(OffboardingMode.OFFBOARD, f"{status} in Entra; the mapping has no offboarding section, so "
+        return make(OffboardingMode.OFFBOARD, f"{status}; the mapping has no offboarding section, so "
                     "records stay with the leaver", freeze=freeze, deactivate=deactivate)
 
     placer = _Placer(leaver, directory, mapping, section, attempts or {}, refused_owners)
@@ -255,7 +256,7 @@ def offboarding_plan(
         if placed > section.bulk_threshold:
             bulk.add(sobject)
     reclaim = reclaimable(licences) if section.reclaim_licences else ()
-    return make(OffboardingMode.OFFBOARD, f"{status} in Entra: frozen, deactivated, records re-owned", freeze=freeze,
+    return make(OffboardingMode.OFFBOARD, f"{status}: frozen, deactivated, records re-owned", freeze=freeze,
                 deactivate=deactivate, moves=tuple(moves), unplaced=tuple(unplaced), licences=reclaim,
                 open_counts=counts, bulk_objects=frozenset(bulk))
 

@@ -441,3 +441,29 @@ def test_mapping_check_against_the_org_names_unknown_owners_wrong_queues_and_bad
     ]
     assert "Statsu" in problems[4]
     assert check_offboarding_names(load_mapping(DEMO), read_org_facts(sf, load_mapping(DEMO), graph)) == []
+
+
+def test_an_enabled_user_who_left_the_mapping_s_scope_is_offboarded_and_one_who_returned_is_not(
+        sandbox, org, sf, graph, redis_client) -> None:
+    from shared.entra_status import read_entra_user
+    from shared.offboarding.scope import clear_left_scope, mark_left_scope, offboarding_state
+
+    person, leaver_id, manager_id = org.leader()
+    GraphAdmin(sandbox.env()).enable(person["id"])  # enabled in Entra, but out of the mapping's scope
+    made = give_records(org.org, leaver_id, {"Opportunity": 2})
+    links = IdentityLinks(redis_client)
+    links.set_link(person["id"], leaver_id, person["userPrincipalName"])
+    mapping = load_mapping(DEMO)
+
+    def run() -> TransferReport:
+        state = offboarding_state(redis_client, person["id"], read_entra_user(graph, person["id"]))
+        inputs = read_offboarding(sf, graph, links, Grants(redis_client), mapping, person["id"], state=state)
+        return OwnershipTransfer(sf, redis_client, links, Grants(redis_client), mapping, correlation_id="c").run(
+            inputs)
+
+    assert run().outcome == "skipped_not_a_leaver"  # enabled and not marked: a returning user keeps everything
+    mark_left_scope(redis_client, person["id"])
+    assert run().outcome == "done"
+    assert {org.owner(i) for i in made["open"]["Opportunity"]} == {manager_id}
+    clear_left_scope(redis_client, person["id"])
+    assert offboarding_state(redis_client, person["id"], read_entra_user(graph, person["id"])).enabled
