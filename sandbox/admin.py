@@ -13,6 +13,7 @@ import hmac
 import html
 import json
 import math
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlencode
@@ -84,6 +85,10 @@ def _check_value(section: str, key: str, value: Any, default: Any) -> Any:
                 raise ValueError(f"{name}: unknown kind {unknown[0]!r} (allowed: {allowed})")
             if not value:
                 raise ValueError(f"{name} must name at least one kind")
+        if name == "salesforce.validation_rules":
+            bad = [v for v in value if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*\.[A-Za-z][A-Za-z0-9_]*=.*", v)]
+            if bad:
+                raise ValueError(f"{name}: {bad[0]!r} is not Object.Field=Value")
         return list(value)
     return value
 
@@ -441,6 +446,14 @@ def install(state: SandboxState) -> list[BaseRoute]:
     async def clear_blocker(request: Request) -> Response:
         return await call_hook(state.org, "Salesforce org", "set_deactivation_blocker", request.path_params["id"], None)
 
+    async def list_blockers(request: Request) -> Response:
+        """Which users Salesforce would refuse to deactivate, and why (what Setup shows an admin)."""
+        org = state.org
+        if org is None:
+            return _error(503, "not_ready", "the Salesforce org is not installed")
+        with state.lock:
+            return _JSON(dict(org.deactivation_blockers))
+
     async def reauthorize(request: Request) -> Response:
         sub_id = request.path_params["id"]
         return await call_hook(state.notifier, "notifier", "trigger_reauthorization", sub_id)
@@ -468,6 +481,7 @@ def install(state: SandboxState) -> list[BaseRoute]:
         Route("/_sandbox/clock", guarded(advance_clock), methods=["POST"]),
         Route("/_sandbox/activity", guarded(activity), methods=["GET"]),
         Route("/_sandbox/graph/invitations/{user_id}/accept", guarded(accept_invitation), methods=["POST"]),
+        Route("/_sandbox/salesforce/deactivation-blockers", guarded(list_blockers), methods=["GET"]),
         Route("/_sandbox/salesforce/users/{id}/deactivation-blocker", guarded(set_blocker), methods=["PUT"]),
         Route("/_sandbox/salesforce/users/{id}/deactivation-blocker", guarded(clear_blocker), methods=["DELETE"]),
         Route("/_sandbox/graph/subscriptions/{id}/reauthorize-required", guarded(reauthorize), methods=["POST"]),

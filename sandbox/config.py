@@ -47,6 +47,8 @@ DEFAULT_CONFIG: dict[str, dict[str, Any]] = {
         "other_org_usernames": ["taken@otherorg.example.com"],
         "default_api_version": "62.0",
         "allow_inactive_owner_assignment": False,  # org setting "Update Records with Inactive Owners"
+        # validation rules as "Object.Field=Value": a write leaving that value fails FIELD_CUSTOM_VALIDATION_EXCEPTION
+        "validation_rules": [],
     },
 }
 
@@ -56,6 +58,7 @@ DEFAULT_FAULTS: dict[str, dict[str, Any]] = {
         "error_kinds": ["503"],  # any of 503, UNABLE_TO_LOCK_ROW, timeout, reset
         "latency_ms": 0,
         "timeout_hold_s": 35,  # how long the `timeout` fault holds a request (or until the client disconnects)
+        "record_lock_rate": 0.0,  # share of CRM record updates failing alone with UNABLE_TO_LOCK_ROW
     },
     "graph": {
         "throttle_rate": 0.0,  # share of requests answered 429 regardless of budget

@@ -1,10 +1,10 @@
 """`python -m sandbox.tenant`: act on a running sandbox as its admins would, through the public APIs.
 
     python -m sandbox.tenant list [--env-file var/sandbox.env]
-    python -m sandbox.tenant disable [UPN]     # no UPN: an enabled member who also exists in Salesforce
+    python -m sandbox.tenant disable [UPN]     # no UPN: an enabled member with a Salesforce user who owns open records
     python -m sandbox.tenant enable UPN        # and watch Salesforce: idsync reactivates users it deactivated
     python -m sandbox.tenant show UPN          # both sides: Entra state and groups; Salesforce profile, role,
-                                               # permission sets, groups and queues, key fields
+                                               # permission sets, groups and queues, key fields, open records
     python -m sandbox.tenant create-user GIVEN SURNAME --groups "All Employees,Sales Team West" [--title ...]
     python -m sandbox.tenant add-to-group UPN GROUP | remove-from-group UPN GROUP
     python -m sandbox.tenant set UPN jobTitle="Sales Manager" mobilePhone=     # empty value: cleared in Entra
@@ -19,6 +19,7 @@ would see a real admin's.
 from __future__ import annotations
 
 import argparse
+import ssl
 import sys
 import time
 from collections.abc import Sequence
@@ -31,12 +32,46 @@ from simple_salesforce.exceptions import SalesforceError
 from sandbox.admin_clients import GraphAdmin, OrgAdmin, read_env_file
 
 
-def _both_sides(graph: GraphAdmin, org: OrgAdmin, upn: str) -> str:
+def _both_sides(graph: GraphAdmin, org: OrgAdmin, upn: str, *, records: bool = False) -> str:
     entra = graph.user(upn)
     sf = org.user(entra["userPrincipalName"])
     side = "not in Salesforce" if sf is None else (
         f"Salesforce IsActive={sf['IsActive']} IsFrozen={org.frozen(sf['Id'])}")
-    return f"{entra['userPrincipalName']}: Entra accountEnabled={entra['accountEnabled']}; {side}"
+    line = f"{entra['userPrincipalName']}: Entra accountEnabled={entra['accountEnabled']}; {side}"
+    if sf is None:
+        return line
+    owned = org.open_records(sf["Id"])
+    line += f"; open records owned: {_count(owned)}"
+    if records:
+        for sobject, rows in owned.items():
+            for row in rows:
+                label = next((str(v) for k, v in row.items() if k not in ("attributes", "Id", "OwnerId")), "")
+                line += f"\n  {sobject:12} {row['Id']}  {label}"
+    return line
+
+
+def _count(owned: dict[str, list[dict[str, object]]]) -> str:
+    parts = [f"{len(rows)} {sobject}" for sobject, rows in owned.items() if rows]
+    return ", ".join(parts) if parts else "none"
+
+
+def _watch_records(org: OrgAdmin, upn: str, wait: float) -> str:
+    """After a disable: watch the user's open records get new owners (idsync's ownership transfer)."""
+    started = time.monotonic()
+    sf = org.user(upn)
+    if sf is None:
+        return ""
+    owned = org.open_records(sf["Id"])
+    if not any(owned.values()):
+        return "no open records to re-own"
+    while any(owned.values()) and time.monotonic() - started < wait:
+        time.sleep(0.25)
+        owned = org.open_records(sf["Id"])
+    if not any(owned.values()):
+        return (f"every open record re-owned {time.monotonic() - started:.2f} s later (`idsync status`, "
+                "`idsync review list`)")
+    return (f"still owned after {wait:g} s: {_count(owned)} (no rule placed them? `idsync review list`; is idsync "
+            "running? `make run`)")
 
 
 def _watch(org: OrgAdmin, upn: str, *, active: bool, wait: float) -> str:
@@ -148,8 +183,11 @@ def _act(args: argparse.Namespace, env: dict[str, str]) -> int:
     upn = args.upn
     if args.command == "disable" and not upn:
         members = graph.users("accountEnabled eq true and userType eq 'Member'")
-        upn = next((u["userPrincipalName"] for u in members
-                    if (sf := org.user(u["userPrincipalName"])) and sf["IsActive"]), None)
+        blockers = _blockers(env)
+        active = {u["userPrincipalName"]: sf["Id"] for u in members
+                  if (sf := org.user(u["userPrincipalName"])) and sf["IsActive"] and sf["Id"] not in blockers}
+        owners = org.open_record_owners()
+        upn = next((u for u, sf_id in active.items() if sf_id in owners), None) or next(iter(active), None)
         if upn is None:
             print("no enabled member with an active Salesforce user left", file=sys.stderr)
             return 1
@@ -158,11 +196,22 @@ def _act(args: argparse.Namespace, env: dict[str, str]) -> int:
         (graph.disable if args.command == "disable" else graph.enable)(upn)
         print(f"{args.command}d {upn} in Entra (through Graph); watching Salesforce for up to {args.wait:g} s")
         print(_watch(org, upn, active=args.command == "enable", wait=args.wait))
-    print(_both_sides(graph, org, upn))
+        if args.command == "disable" and args.wait > 0:  # the transfer follows the revocation: give it 30 s
+            print(_watch_records(org, upn, wait=max(args.wait, 30.0)))
+    print(_both_sides(graph, org, upn, records=args.command == "show"))
     if args.command == "show":
         print(f"  Entra groups: {', '.join(graph.groups_of(upn)) or '-'}")
         print(_view_text(org.view(graph.user(upn)["userPrincipalName"])))
     return 0
+
+
+def _blockers(env: dict[str, str]) -> dict[str, str]:
+    """Users the org would refuse to deactivate (the sandbox's control API), so the demo leaver is a plain one."""
+    response = httpx.get(f"{env['IDSYNC_SANDBOX_ADMIN_URL']}/_sandbox/salesforce/deactivation-blockers",
+                         headers={"Authorization": f"Bearer {env['IDSYNC_SANDBOX_ADMIN_TOKEN']}"},
+                         verify=ssl.create_default_context(cafile=env["IDSYNC_CA_BUNDLE"]), trust_env=False, timeout=30)
+    response.raise_for_status()
+    return dict(response.json())
 
 
 def _problem(err: Exception, args: argparse.Namespace, env: dict[str, str]) -> str | None:

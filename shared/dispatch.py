@@ -49,9 +49,13 @@ SYNC_TASK_FOR_KIND: dict[EventKind, str] = {
     EventKind.USER_ENABLED: "sync.reactivate_user",
 }
 
+#: Tasks no event kind maps to: a worker or an operator names them. `revocation.retry_deactivation` tries a blocked
+#: deactivation again (parked on a schedule by `shared.deactivation_retries`, or at once by `idsync review resolve`).
+SCHEDULED_TASKS: frozenset[str] = frozenset({"revocation.retry_deactivation"})
+
 #: Every task a message may name. Publishing, republishing (parking, DLQ replay) and hand-offs refuse any other
 #: name, so a typo or a renamed task fails at the sender instead of becoming an unroutable message.
-TASK_NAMES: frozenset[str] = frozenset({*TASK_FOR_KIND.values(), *SYNC_TASK_FOR_KIND.values()})
+TASK_NAMES: frozenset[str] = frozenset({*TASK_FOR_KIND.values(), *SYNC_TASK_FOR_KIND.values(), *SCHEDULED_TASKS})
 
 
 class UnknownTask(ValueError):

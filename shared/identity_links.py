@@ -8,10 +8,11 @@ Why each exists:
   (docs/decisions.md#events-are-hints). The tombstone holds the time the revocation was observed; only newer events
   may act. A reactivation clears it with a compare-and-delete (`clear_tombstone_if`): only the value it read and
   acted on, never a newer one a revocation wrote meanwhile.
-- review: some revocations cannot finish (Salesforce refuses to deactivate the last admin or a default owner). The
-  user stays frozen and a human must act; that is a review item, not a dead letter (nothing to replay). Each item has
-  a stable short `id` (kept while the item is updated) for `idsync review show ID` and, later, `resolve`.
-- pending transfer: the ownership-transfer follow-up after a revocation is recorded here until its worker exists.
+- review: some work cannot finish without a person (Salesforce refuses to deactivate a default owner; a leaver's
+  record no rule can place). The user stays frozen and a human must act; that is a review item, not a dead letter.
+  One item per identity and topic ("deactivation", "ownership", ...), each with a stable short `id` (kept while the
+  item is updated) for `idsync review show ID` and `idsync review resolve ID`.
+- pending transfer: a leaver whose records are being (or wait to be) given new owners; cleared when done.
 """
 
 from __future__ import annotations
@@ -163,33 +164,35 @@ class IdentityLinks:
         code: str | None = None,
         correlation_id: str | None = None,
         topic: str | None = None,
+        fix: str | None = None,
+        extra: dict[str, Any] | None = None,
         where: str | None = None,
         candidates: list[str] | None = None,
     ) -> dict[str, Any]:
-        """One open item per identity and topic; a repeat updates it (duplicate events must not multiply review
-        work) and keeps its id and creation time. Returns the stored item.
-
-        `topic` None is the identity's revocation item (a blocked deactivation); provisioning items carry a topic
-        (e.g. "match" or "field:Title") so one user may have several, each resolved on its own."""
+        """One open item per identity and `topic` (e.g. "deactivation", "ownership", "match:match"); a repeat
+        updates it (duplicate events must not multiply review work) and keeps its id and creation time. `fix` says
+        what the admin does; `extra` holds what the item is about (e.g. the records no rule could place); `where`
+        names the mapping line, `candidates` the Salesforce users a matching review is about. Returns the item."""
         now = time.time()
         key = review_key(entra_id, topic)
         raw = self.redis.hget(REVIEWS_KEY, key)
         previous: dict[str, Any] = json.loads(raw) if raw else {}
         item = {
-            "id": _with_id(entra_id, previous)["id"] if previous else _new_review_id(),
+            "id": _with_id(key, previous)["id"] if previous else _new_review_id(),
+            "key": key,
             "entra_id": entra_id,
+            "topic": topic,
             "upn": upn or previous.get("upn"),
             "sf_user_id": sf_user_id,
             "reason": reason,
             "code": code,
             "detail": detail,
+            "fix": fix,
             "correlation_id": correlation_id,
             "created_at": previous.get("created_at", now),
             "updated_at": now,
+            **(extra or {}),
         }
-        if topic is not None:
-            item["topic"] = topic
-            item["key"] = key
         if where:
             item["where"] = where
         if candidates:
@@ -197,34 +200,40 @@ class IdentityLinks:
         self.redis.hset(REVIEWS_KEY, key, json.dumps(item))
         return item
 
-    def topics_of(self, entra_id: str) -> set[str]:
-        """The provisioning review topics open for a user (its revocation item, topic None, not included)."""
-        prefix = review_key(entra_id, "")
-        return {str(k)[len(prefix):] for k, _ in self.redis.hscan_iter(REVIEWS_KEY, match=f"{prefix}*", count=500)}
-
-    def resolve_topic(self, entra_id: str, topic: str) -> bool:
-        return bool(self.redis.hdel(REVIEWS_KEY, review_key(entra_id, topic)))
-
     def list_reviews(self) -> list[dict[str, Any]]:
         items = [_with_id(str(key), json.loads(raw)) for key, raw in self.redis.hgetall(REVIEWS_KEY).items()]
         return sorted(items, key=lambda item: item["created_at"])
 
     def get_review(self, key: str) -> dict[str, Any] | None:
-        """By review id, or by Entra object id (what the audit trail and logs carry)."""
+        """By review id, by stored key, or by Entra object id (what the audit trail and logs carry; the oldest of
+        that identity's items)."""
         raw = self.redis.hget(REVIEWS_KEY, key)
         if raw:
             return _with_id(key, json.loads(raw))
-        return next((item for item in self.list_reviews() if item["id"] == key), None)
+        items = self.list_reviews()
+        return next((item for item in items if item["id"] == key), None) or next(
+            (item for item in items if item.get("entra_id") == key), None)
+
+    def review(self, entra_id: str, topic: str | None) -> dict[str, Any] | None:
+        """The open item of one identity on one topic, if any."""
+        key = review_key(entra_id, topic)
+        raw = self.redis.hget(REVIEWS_KEY, key)
+        return _with_id(key, json.loads(raw)) if raw else None
 
     def review_count(self) -> int:
         return int(self.redis.hlen(REVIEWS_KEY))
 
-    def resolve_review(self, key: str) -> bool:
-        """Close an item by its storage key (the Entra id for a revocation item) or by its review id."""
-        if self.redis.hdel(REVIEWS_KEY, key):
-            return True
-        item = self.get_review(key)
-        return bool(item and self.redis.hdel(REVIEWS_KEY, item.get("key") or item["entra_id"]))
+    def resolve_review(self, entra_id: str, topic: str | None = None) -> bool:
+        """Close the identity's item on `topic` (None: the item stored under the bare key given)."""
+        return bool(self.redis.hdel(REVIEWS_KEY, review_key(entra_id, topic)))
+
+    def topics_of(self, entra_id: str) -> set[str]:
+        """The topics of a user's open items (the bare-id item, topic None, not included)."""
+        prefix = review_key(entra_id, "")
+        return {str(k)[len(prefix):] for k, _ in self.redis.hscan_iter(REVIEWS_KEY, match=f"{prefix}*", count=500)}
+
+    def resolve_topic(self, entra_id: str, topic: str) -> bool:
+        return self.resolve_review(entra_id, topic)
 
     # --- pending ownership transfers ---------------------------------------------------------------------------
 
@@ -248,20 +257,23 @@ class IdentityLinks:
         return bool(self.redis.hdel(TRANSFERS_KEY, entra_id))
 
 
-def review_key(entra_id: str, topic: str | None) -> str:
-    """Where an item is stored: the Entra id alone for the revocation item, `entra_id|topic` otherwise."""
-    return entra_id if topic is None else f"{entra_id}|{topic}"
-
 
 def _new_review_id() -> str:
     """Short enough to type, random enough never to collide among open review items."""
     return uuid.uuid4().hex[:10]
 
 
-def _with_id(entra_id: str, item: dict[str, Any]) -> dict[str, Any]:
-    """Items stored before review ids existed get a stable one derived from their Entra id."""
+def review_key(entra_id: str, topic: str | None) -> str:
+    """Where an item is stored: the bare Entra id (items written before topics existed), or `entra_id#topic`."""
+    return entra_id if topic is None else f"{entra_id}#{topic}"
+
+
+def _with_id(key: str, item: dict[str, Any]) -> dict[str, Any]:
+    """Items stored before review ids existed get a stable one derived from their key."""
     if not item.get("id"):
-        item["id"] = entra_id.replace("-", "")[:10]
+        item["id"] = key.replace("-", "")[:10]
+    item.setdefault("key", key)
+    item.setdefault("entra_id", key.partition("#")[0])
     return item
 
 

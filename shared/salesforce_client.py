@@ -328,6 +328,19 @@ class SalesforceClient:
             results.extend(chunk or [])
         return results
 
+    def request_text(self, method: str, path: str, *, body: str | None = None,
+                     content_type: str = "application/json", accept: str = "application/json") -> str:
+        """One admitted call to a REST resource below `/services/data/vXX.X/`, answered as text: Bulk API 2.0
+        takes and returns CSV, which `restful` (JSON only) cannot carry. Errors are mapped like every other call."""
+
+        def op(sf: Salesforce) -> str:
+            # simple-salesforce's own request helper: raises SalesforceError on >= 300, like `restful`.
+            response = sf._call_salesforce(method, sf.base_url + path, name=path, data=body,
+                                           headers={"Content-Type": content_type, "Accept": accept})
+            return str(response.text)
+
+        return self._call(op)
+
     def close(self) -> None:
         self._session.close()
 

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     park_threshold_s: float = Field(default=120.0, gt=0)  # longer delays go to the parking zset, not countdowns
     dlq_max_entries: int = Field(default=10_000, gt=0)
     dlq_max_age_days: float = Field(default=30.0, gt=0)
+    # A deactivation Salesforce refuses (default lead owner, workflow user...) is tried again this often (the user
+    # stays frozen meanwhile); `idsync review resolve ID --retry` tries at once.
+    deactivation_retry_s: float = Field(default=900.0, gt=0)
 
     # --- Rate limits
     graph_requests_per_s: float = Field(default=50.0, gt=0)

@@ -21,65 +21,44 @@ from typing import Any, TypeVar
 
 from celery import shared_task
 
+from shared import deactivation_retries
 from shared.audit import audit
 from shared.dispatch import SYNC_TASK_FOR_KIND, PendingWork, publish
+from shared.entra_status import (  # noqa: F401 - re-exported: the sync lane imports these from here
+    DISABLED,
+    ENABLED,
+    GRAPH_SELECT,
+    HARD_DELETED,
+    SOFT_DELETED,
+    EntraState,
+    read_entra_user,
+)
 from shared.errors import NotFound, PermanentError
 from shared.events import EventKind, IdentityEvent
 from shared.identity_links import IdentityLinks
 from shared.logging import get_logger
+from shared.offboarding.blockers import DEACTIVATION_BLOCKER_CODES, describe_blocker
+from shared.offboarding.leave_of_absence import on_leave_of_absence
+from shared.offboarding.mapping_access import current_mapping
 from workers.base import IdentityTask
 
 log = get_logger("idsync.revocation")
 T = TypeVar("T")
 
-GRAPH_SELECT = ["id", "accountEnabled", "userPrincipalName", "mail", "employeeId", "userType"]
-
 #: Salesforce error codes meaning "this user cannot be deactivated until someone changes org data".
-DEACTIVATION_BLOCKERS = frozenset({"FIELD_INTEGRITY_EXCEPTION", "CANNOT_DISABLE_LAST_ADMIN"})
-
-ENABLED = "enabled"
-DISABLED = "disabled"
-SOFT_DELETED = "soft_deleted"
-HARD_DELETED = "hard_deleted"
-OUT_OF_SCOPE = "out_of_scope"  # enabled in Entra, but the mapping no longer covers the user
-
-
-@dataclass(frozen=True)
-class EntraState:
-    """What Graph says about a user right now."""
-
-    status: str
-    upn: str | None
-
-    @property
-    def enabled(self) -> bool:
-        return self.status == ENABLED
+DEACTIVATION_BLOCKERS = DEACTIVATION_BLOCKER_CODES
+#: Review items about a blocked deactivation are kept under this topic (`IdentityLinks.add_review`).
+DEACTIVATION_TOPIC = "deactivation"
+#: The outcome for a disabled user on leave of absence: frozen, still active, nothing reassigned.
+FROZEN_ON_LEAVE = "frozen_leave_of_absence"
+#: Entra status of a user the mapping no longer covers (enabled in Entra, out of scope): deprovisioned as a leaver.
+OUT_OF_SCOPE = "out_of_scope"
 
 
 @dataclass(frozen=True)
 class SalesforceUser:
     id: str
     is_active: bool | None  # None: found by stored link only, state not read
-
-
-def read_entra_user(graph: Any, entra_id: str) -> EntraState:
-    """Enabled, disabled, soft-deleted (in deletedItems) or hard-deleted (gone everywhere)."""
-    user = graph.get_user(entra_id, select=GRAPH_SELECT)
-    if user is not None:
-        status = DISABLED if user.get("accountEnabled") is False else ENABLED
-        return EntraState(status, user.get("userPrincipalName"))
-    deleted = graph.get_deleted_user(entra_id)
-    if deleted is not None:
-        return EntraState(SOFT_DELETED, _undeleted_upn(entra_id, deleted.get("userPrincipalName")))
-    return EntraState(HARD_DELETED, None)
-
-
-def _undeleted_upn(entra_id: str, upn: str | None) -> str | None:
-    """Graph renames a soft-deleted user's UPN to `{objectId without dashes}{original UPN}`."""
-    prefix = entra_id.replace("-", "")
-    if upn and upn.startswith(prefix) and len(upn) > len(prefix):
-        return upn[len(prefix) :]
-    return upn
 
 
 def find_salesforce_user(sf: Any, links: IdentityLinks, entra_id: str, upn: str | None) -> SalesforceUser | None:
@@ -131,11 +110,14 @@ def relink_on_not_found(
     return found, act(found)
 
 
-def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState, rule: str | None = None) -> str:
-    """The one revocation path (check_user, revoke_user and deprovision_user end here); returns the outcome.
+def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState, rule: str | None = None, *,
+           follow_up: bool = True) -> str:
+    """The one revocation path (check_user, revoke_user, deprovision_user and retry_deactivation end here);
+    returns the outcome.
 
     `rule` names the policy for the audit trail when it is more than the Entra account state (e.g. the scope rule
-    a user left)."""
+    a user left). `follow_up`: publish the ownership transfer afterwards (a scheduled deactivation retry publishes
+    it only once the deactivation went through)."""
     ctx = task.ctx
     policy = rule or _rule(state)
     links, redis, entra_id, cid = ctx.links, ctx.redis, event.object_id, event.correlation_id
@@ -158,7 +140,10 @@ def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState, rule: st
             sf.freeze_user(found.id, login)
             audit(redis, "freeze", entra_id, found.id, "done", cid, upn=upn, before={"IsFrozen": False},
                   after={"IsFrozen": True}, rule=policy, source_event=event.id)
-        return _deactivate(sf, links, redis, entra_id, found.id, cid, upn)
+        # Decided after the freeze, so the leave-of-absence lookup (a Graph call) never delays the log-in block.
+        if leave_of_absence(task, entra_id, state):
+            return FROZEN_ON_LEAVE
+        return _deactivate(task, event, sf, found.id, upn)
 
     acted_on, result = relink_on_not_found(sf, links, redis, entra_id, state.upn, cid, user, freeze_and_deactivate)
     if acted_on is None or result is None:
@@ -170,8 +155,9 @@ def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState, rule: st
     # observed_at: when a producer first saw the change; revocation latency = this record's ts - observed_at.
     audit(redis, "revoke", entra_id, user.id, outcome, cid, entra_status=state.status,
           observed_at=event.observed_at.timestamp(), upn=upn, rule=policy, source_event=event.id,
-          before={"IsActive": user.is_active}, after={"IsActive": outcome == "frozen_blocked"})
-    publish(task.app, event.follow_up(EventKind.OWNERSHIP_TRANSFER))
+          before={"IsActive": user.is_active}, after={"IsActive": outcome in ("frozen_blocked", FROZEN_ON_LEAVE)})
+    if follow_up and outcome != FROZEN_ON_LEAVE:
+        publish(task.app, event.follow_up(EventKind.OWNERSHIP_TRANSFER))
     return outcome
 
 
@@ -180,23 +166,47 @@ def _rule(state: EntraState) -> str:
     return f"leaver:entra_{state.status}"
 
 
-def _deactivate(
-    sf: Any, links: IdentityLinks, redis: Any, entra_id: str, sf_user_id: str, cid: str, upn: str | None
-) -> str:
+def _deactivate(task: IdentityTask, event: IdentityEvent, sf: Any, sf_user_id: str, upn: str | None) -> str:
+    """Deactivate; a blocker leaves the user frozen, opens (or updates) a review item naming the blocker and its
+    fix, and schedules a retry. Success closes an open blocker item."""
+    ctx = task.ctx
+    links, redis, entra_id, cid = ctx.links, ctx.redis, event.object_id, event.correlation_id
     try:
         sf.deactivate_user(sf_user_id)
     except PermanentError as exc:
         if exc.code not in DEACTIVATION_BLOCKERS:
             raise
-        detail = f"user is frozen but Salesforce refuses deactivation: {exc.code}: {exc.message}"
+        blocker = describe_blocker(exc.code, exc.message)
+        detail = (f"frozen (cannot log in) but not deactivated: {blocker.describe()} Salesforce said: {exc.code}: "
+                  f"{exc.message}. idsync retries every {ctx.settings.deactivation_retry_s / 60:g} min, or now with "
+                  "`idsync review resolve ID --retry`")
         links.add_review(entra_id, sf_user_id, "deactivation_blocked", detail, upn=upn, code=exc.code,
-                         correlation_id=cid)
+                         correlation_id=cid, topic=DEACTIVATION_TOPIC, fix=blocker.fix,
+                         extra={"blocker": blocker.kind})
         audit(redis, "deactivate", entra_id, sf_user_id, "blocked", cid, code=exc.code, reason=exc.message,
-              upn=upn)
+              upn=upn, blocker=blocker.kind)
+        deactivation_retries.schedule(redis, event, ctx.settings.deactivation_retry_s)
         return "frozen_blocked"
     audit(redis, "deactivate", entra_id, sf_user_id, "done", cid, upn=upn, before={"IsActive": True},
           after={"IsActive": False})
+    if links.resolve_review(entra_id, DEACTIVATION_TOPIC) or _resolve_legacy_blocker(links, entra_id):
+        audit(redis, "review_resolved", entra_id, sf_user_id, "deactivated", cid, upn=upn, topic=DEACTIVATION_TOPIC)
     return "revoked"
+
+
+def _resolve_legacy_blocker(links: IdentityLinks, entra_id: str) -> bool:
+    """An item a version without review topics stored under the bare Entra id."""
+    item = links.review(entra_id, None)
+    return item is not None and item.get("reason") == "deactivation_blocked" and links.resolve_review(entra_id)
+
+
+def leave_of_absence(task: IdentityTask, entra_id: str, state: EntraState) -> bool:
+    """Leave-of-absence hook: a disabled member of a configured group is frozen only (no deactivation, no
+    ownership transfer). Costs one Graph call, and only when the mapping names such groups."""
+    if state.status != DISABLED:
+        return False
+    mapping = current_mapping(task.ctx.settings)
+    return on_leave_of_absence(task.ctx.graph(task.lane), entra_id, state.status, mapping)
 
 
 def hand_to_sync(task: IdentityTask, event: IdentityEvent) -> str:
@@ -240,6 +250,7 @@ def deprovision_user(self: IdentityTask, event: dict[str, Any]) -> str:
     lane, with the mapped groups read again."""
     from shared.engine import Catalog, EntraUser, desired_user, graph_properties
     from shared.group_membership import GroupMembership
+    from shared.offboarding.scope import mark_left_scope
     from shared.provisioning.entra_reader import resolve_groups
     from shared.provisioning.mapping_store import NoMapping
 
@@ -270,10 +281,12 @@ def deprovision_user(self: IdentityTask, event: dict[str, Any]) -> str:
             # stop the ping-pong between the lanes and let a person look; the user stays as they are.
             ctx.links.add_review(evt.object_id, None, "provisioning",
                                  f"{entra.upn}: planned out of scope, but Graph says in scope ({desired.reason}); "
-                                 "left unchanged", upn=entra.upn, code="SCOPE_DISAGREEMENT", topic="scope")
+                                 "left unchanged", upn=entra.upn, code="SCOPE_DISAGREEMENT", topic="sync:scope")
             return "still_in_scope"
         snapshots = GroupMembership(ctx.redis)
         for group_id in groups.ids:
             snapshots.refresh(graph, group_id)
         return hand_to_sync(self, evt)
+    # the ownership transfer re-reads Graph, sees an enabled user and would keep their records: mark them a leaver
+    mark_left_scope(ctx.redis, evt.object_id)
     return revoke(self, evt, EntraState(OUT_OF_SCOPE, entra.upn), rule=f"leaver: {desired.reason}")

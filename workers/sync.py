@@ -13,7 +13,7 @@ Salesforce; revocation tasks never ask.
   back the others (that user gets a review item).
 - `sync.group_changed`: re-reads a mapped group's members (or a mapped group's, when a nested group changed) and
   marks who joined or left dirty.
-- `sync.transfer_ownership`: records a pending transfer (the leaver's records; see the leavers issue).
+- `sync.transfer_ownership` (workers/ownership_transfer.py): the leaver's open records get new owners.
 Without a mapping file (a real tenant that has not configured joiners and movers) the lane still turns users idsync
 revoked back on when Entra re-enables them (`_reactivation_only`).
 """
@@ -151,7 +151,7 @@ def _poisoned(task: IdentityTask, claimed: Claimed, err: Exception) -> None:
     task.ctx.links.add_review(claimed.entra_id, None, "provisioning",
                               f"planning or applying this user failed: {type(err).__name__}: {str(err)[:300]}; "
                               "fix the cause, then `idsync sync-user` this user", code="INTERNAL_ERROR",
-                              topic="internal")
+                              topic="sync:internal")
 
 
 def _reactivation_only(task: IdentityTask, claimed: Claimed) -> str:
@@ -224,14 +224,4 @@ def group_changed(self: IdentityTask, event: dict[str, Any]) -> str:
     return "members_marked"
 
 
-@shared_task(base=IdentityTask, bind=True, name="sync.transfer_ownership")
-def transfer_ownership(self: IdentityTask, event: dict[str, Any]) -> str:
-    """Records the transfer as pending (keyed by identity, so duplicates collapse); the transfer is a later issue."""
-    _wait_if_paused(self)
-    evt = IdentityEvent.from_message(event)
-    links = self.ctx.links
-    link = links.get_link(evt.object_id)
-    sf_user_id = link.sf_user_id if link else None
-    links.add_pending_transfer(evt.object_id, sf_user_id, evt.correlation_id)
-    audit(self.ctx.redis, "transfer_ownership", evt.object_id, sf_user_id, "pending", evt.correlation_id)
-    return "transfer_pending"
+# `sync.transfer_ownership` lives in workers/ownership_transfer.py (leavers in depth).

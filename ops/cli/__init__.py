@@ -14,7 +14,17 @@ from collections.abc import Sequence
 
 import typer
 
-from ops.cli import audit, config, dlq, inspect, mapping, review, service, sync_user  # noqa: F401 - registers the commands
+from ops.cli import (  # noqa: F401 - registers the commands
+    audit,
+    config,
+    dlq,
+    inspect,
+    mapping,
+    offboard,
+    review,
+    service,
+    sync_user,
+)
 from ops.cli.app import app
 from ops.cli.dlq import parse_duration
 

@@ -2,8 +2,9 @@
 
 `check` prints every problem as `FILE:LINE:COL: message (fix: ...)` (the form editors and CI annotate), one per line,
 and exits 1 when there is any. With a tenant configured (or a running sandbox) it also checks every name — profiles,
-roles, permission sets and groups, licences, public groups, queues, User fields, Entra groups — against the org and
-the tenant (`shared.engine.check_names`); `--offline` skips that.
+roles, permission sets and groups, licences, public groups, queues, User fields, Entra groups, and the
+`offboarding:` section's users, queues and the objects they take — against the org and the tenant
+(`shared.engine.check_names`); `--offline` skips that.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def _is_object_id(ref: str) -> bool:
 def mapping_check(
     file: Annotated[Path, typer.Argument(help="the mapping file (YAML)")],
     offline: Annotated[bool, typer.Option("--offline", help="do not check names against the org and tenant")] = False,
+    org: Annotated[bool, typer.Option("--org", help="check names against the org and tenant (the default when "
+                                                     "credentials are configured)")] = False,
 ) -> None:
     """Validate a mapping file: every problem with its line, column and fix."""
     from shared.mapping import check_mapping_text
@@ -77,6 +80,8 @@ def mapping_check(
     if not problems and not offline:
         online, note = _online_problems(text, file)
         problems = list(online)
+        if note.startswith("names checked") or org:
+            problems += _org_problems(text, str(file))
     for problem in problems:
         typer.echo(str(problem))
     if problems:
@@ -94,3 +99,21 @@ def mapping_schema() -> None:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "idsync mapping"
     typer.echo(json.dumps(schema, indent=2))
+
+
+def _org_problems(text: str, filename: str) -> list[Any]:
+    """The names of a valid mapping checked against the org and the tenant."""
+    from ops.cli.app import settings
+    from shared.graph_client import GraphClient
+    from shared.mapping import parse_mapping_text
+    from shared.offboarding.names import check_offboarding_names, read_org_facts
+    from shared.salesforce_client import SalesforceClient
+
+    current = settings()
+    mapping = parse_mapping_text(text, filename)
+    sf, graph = SalesforceClient(current), GraphClient(current)
+    try:
+        return list(check_offboarding_names(mapping, read_org_facts(sf, mapping, graph)))
+    finally:
+        sf.close()
+        graph.close()

@@ -1,8 +1,11 @@
-"""`idsync review ...`: revocations that need a person, e.g. Salesforce refused to deactivate the last admin or a
-default owner. The user is frozen (cannot log in) but still active; the item says why and what Salesforce answered.
+"""`idsync review ...`: work that needs a person. Salesforce refused to deactivate a user (a default lead owner, the
+last admin...: the user is frozen but still active), or a leaver's open records no rule could place. Each item says
+why, what Salesforce answered and what the admin does (where in Setup).
 
-Items live in `shared/identity_links.py`, one per identity, each with a stable short id. `resolve` (closing an item
-once the blocker is removed) comes with the feature that acts on it; this group is where it will live.
+Items live in `shared/identity_links.py`, one per identity and topic, each with a stable short id. `resolve ID`
+takes ONE action, named by an option: `--retry` (blocked deactivations and unplaced records: try again now; the
+item closes itself when that succeeds). Matching reviews get their own actions (`--link`, `--create`, `--ignore`)
+here too: each action is an option and `_ACTIONS` says which reasons it applies to.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from ops.cli.app import app, console
 from ops.cli.app import settings as _settings
 from ops.time_display import when, with_iso_times
 
-review_app = typer.Typer(help="Revocations that need a person (blocked deactivations).", no_args_is_help=True)
+review_app = typer.Typer(help="Work that needs a person (blocked deactivations, records no rule could place).",
+                         no_args_is_help=True)
 app.add_typer(review_app, name="review")
 
 
@@ -67,6 +71,9 @@ def review_show(
         ("reason", item["reason"]),
         ("Salesforce code", item.get("code") or "-"),
         ("detail", item["detail"]),
+        ("fix", item.get("fix") or "-"),
+        *([("records", f"{item.get('record_count')} (first {len(item['records'])} listed in --json)")]
+          if item.get("records") else []),
         ("opened", when(item.get("created_at"))),
         ("last seen", when(item.get("updated_at"))),
         ("correlation id", item.get("correlation_id") or "-"),
@@ -75,23 +82,66 @@ def review_show(
     typer.echo("\n".join(f"{name.ljust(width)}  {value}" for name, value in rows))
 
 
+#: Which review reasons each action of `resolve` applies to, and the task that carries it out.
+_ACTIONS: dict[str, dict[str, str]] = {
+    "retry": {"deactivation_blocked": "revocation.retry_deactivation", "records_unplaced": "sync.transfer_ownership"},
+}
+
+
 @review_app.command("resolve")
 def review_resolve(
     item_id: Annotated[str, typer.Argument(help="review id (see `idsync review list`)")],
+    retry: Annotated[bool, typer.Option("--retry", help="try again now (a blocked deactivation, unplaced records)")]
+    = False,
     link: Annotated[str | None, typer.Option("--link", help="link the user to this Salesforce user id")] = None,
     create: Annotated[bool, typer.Option("--create", help="create a new Salesforce user instead of matching")] = False,
     ignore: Annotated[bool, typer.Option("--ignore", help="close it and do not raise it again for this user")] = False,
 ) -> None:
-    """Decide a matching or provisioning review: link to a given Salesforce user, create a new one, or ignore it.
-    The user is then planned again (by the running sync workers)."""
+    """Act on a review item: --retry (a blocked deactivation, unplaced records), or for a matching or provisioning
+    item --link SFID, --create or --ignore (the user is then planned again by the sync workers)."""
+    chosen = [name for name, given in (("retry", retry), ("link", link is not None), ("create", create),
+                                        ("ignore", ignore)) if given]
+    if len(chosen) != 1:
+        typer.echo("idsync: review resolve: choose one action: --retry, --link SFID, --create or --ignore", err=True)
+        raise typer.Exit(2)
+    if chosen[0] != "retry":
+        _decide(item_id, link, create)
+        return
+    action = "retry"
+    links = _links()
+    item = links.get_review(item_id)
+    if item is None:
+        typer.echo(f"idsync: no review item {item_id} (see `idsync review list`)", err=True)
+        raise typer.Exit(1)
+    task = _ACTIONS[action].get(item["reason"])
+    if task is None:
+        typer.echo(f"idsync: --{action} does not apply to a '{item['reason']}' item", err=True)
+        raise typer.Exit(1)
+    from shared import audit as audit_mod
+    from shared.audit_events import operator_actor
+    from shared.dispatch import publish
+    from shared.events import EventKind, EventSource, IdentityEvent
+
+    settings = _settings()
+    kind = EventKind.OWNERSHIP_TRANSFER if task.startswith("sync.") else EventKind.USER_DISABLED
+    event = IdentityEvent(kind=kind, source=EventSource.OPERATOR, tenant=settings.graph_tenant_id or "",
+                          object_id=item["entra_id"])
+    publish(components.celery_app(settings), event, task)
+    audit_mod.audit(components.redis_client(settings), "review_action", item["entra_id"], item.get("sf_user_id"),
+                    action, event.correlation_id, upn=item.get("upn"), actor=operator_actor(), review_id=item["id"],
+                    reason=item["reason"], task=task)
+    console.print(f"{action} queued ({task}): the item closes when it succeeds; `idsync review show {item['id']}`",
+                  markup=False)
+
+
+def _decide(item_id: str, link: str | None, create: bool) -> None:
+    """--link / --create / --ignore: what the next plan of this user does (`shared.provisioning.review_decisions`)."""
     from shared.audit import audit
     from shared.audit_events import operator_actor
     from shared.dirty_users import DirtyUsers
     from shared.dispatch import schedule_drain
     from shared.provisioning.review_decisions import ReviewDecisions
 
-    if sum((link is not None, create, ignore)) != 1:
-        raise typer.BadParameter("give exactly one of --link SFID, --create or --ignore")
     settings = _settings()
     links = _links()
     item = links.get_review(item_id)
@@ -111,7 +161,7 @@ def review_resolve(
     else:
         decisions.ignore(entra_id, topic)
         decision = "ignored for this user"
-    links.resolve_review(item.get("key") or entra_id)
+    links.resolve_review(entra_id, topic)
     audit(links.redis, "review_resolved", entra_id, link, decision, item.get("correlation_id"),
           upn=item.get("upn"), actor=operator_actor(), review_id=item["id"], topic=topic)
     backlog = DirtyUsers(links.redis)

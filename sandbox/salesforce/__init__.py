@@ -53,6 +53,7 @@ def install(state: Any) -> list[BaseRoute]:
     from sandbox.salesforce import oauth
 
     state.org = Org(clock=state.clock, config=state.config, lock=state.lock)
+    state.org.faults = state.faults
     oauth.prepare_connected_app(state)
     return [
         *oauth.oauth_routes(state),

@@ -103,6 +103,8 @@ class Org:
     ) -> None:
         self.clock = clock
         self.config = config
+        #: the sandbox's fault switches (set by `install`; None for an org built alone in tests)
+        self.faults: Any = None
         self.lock = lock or threading.RLock()
         self.schema: dict[str, ObjectDef] = dict(schema or default_schema())
         self._lower = {name.lower(): od for name, od in self.schema.items()}

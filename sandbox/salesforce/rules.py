@@ -19,10 +19,16 @@ product classifies errors by `errorCode`:
 - Assigning an inactive owner: INACTIVE_OWNER_OR_USER for every ownable object unless
   `salesforce.allow_inactive_owner_assignment` (the org setting "Update Records with Inactive Owners"); editing a
   Contact or Task whose owner is inactive fails the same way even with the setting.
+- Validation rules (`salesforce.validation_rules`, "Object.Field=Value"): a save leaving that value fails with
+  FIELD_CUSTOM_VALIDATION_EXCEPTION and the rule's message, as an org's own validation rule does.
+- The `record_lock_rate` fault: an update of a CRM record fails alone with UNABLE_TO_LOCK_ROW "unable to obtain
+  exclusive access to this record" (another transaction holds the row), so collections and bulk jobs see per-record
+  lock errors among successes.
 """
 
 from __future__ import annotations
 
+import random
 import re
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -34,6 +40,7 @@ from sandbox.salesforce.schema import FieldInfo, ObjectDef
 if TYPE_CHECKING:
     from sandbox.salesforce.org import Org
 
+_lock_rng = random.Random()
 _EMAIL_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 
 DUPLICATE_USERNAME_MESSAGE = (
@@ -457,6 +464,27 @@ def _object_rules(org: Org, od: ObjectDef, rec: dict[str, Any], old: dict[str, A
         rec["DeveloperName"] = developer_name(rec["Name"] or "")
     if od.ownable:
         _owner_rules(org, od, rec, old)
+    _validation_rules(org, od, rec)
+
+
+def _validation_rules(org: Org, od: ObjectDef, rec: dict[str, Any]) -> None:
+    for rule in org.config.get("salesforce.validation_rules", []) or []:
+        target, _, expected = str(rule).partition("=")
+        sobject, _, field_name = target.partition(".")
+        if sobject != od.name or field_name not in rec:
+            continue
+        value = rec[field_name]
+        same = value == expected or (isinstance(value, str) and normalize_id(expected) == value)
+        if same:
+            raise err("FIELD_CUSTOM_VALIDATION_EXCEPTION",
+                      f"{od.label} records may not have {field_name} = {expected} (validation rule)", [field_name])
+
+
+def _lock_fault(org: Org, od: ObjectDef, rec: dict[str, Any]) -> None:
+    faults = org.faults
+    rate = float(faults.get("salesforce.record_lock_rate", 0) or 0) if faults is not None else 0.0
+    if rate > 0 and od.ownable and _lock_rng.random() < rate:
+        raise err("UNABLE_TO_LOCK_ROW", f"unable to obtain exclusive access to this record or 1 records: {rec['Id']}")
 
 
 def insert(org: Org, od: ObjectDef, values: dict[str, Any], actor: str | None) -> str:
@@ -489,6 +517,7 @@ def insert(org: Org, od: ObjectDef, values: dict[str, Any], actor: str | None) -
 def update(org: Org, od: ObjectDef, old: dict[str, Any], values: dict[str, Any], actor: str | None) -> None:
     if not od.updateable:
         raise err("INVALID_TYPE_FOR_OPERATION", f"entity type cannot be updated: {od.label}")
+    _lock_fault(org, od, old)
     clean = coerce_body(org, od, values, insert=False)
     nulls = [k for k, v in clean.items() if v is None and not od.fields[k].nillable and od.fields[k].type != "boolean"]
     if nulls:

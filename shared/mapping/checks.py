@@ -8,6 +8,7 @@ fields) are checked elsewhere (`shared.engine.names.check_names`), because that 
 from __future__ import annotations
 
 from shared.mapping.model import RESERVED_FIELDS, Mapping, parse_match_rule
+from shared.mapping.offboarding import offboarding_problems
 from shared.mapping.source import Path
 
 Problem = tuple[Path, str, str | None]  # (where, message, fix)
@@ -57,4 +58,6 @@ def semantic_problems(mapping: Mapping) -> list[Problem]:
                 or rule.permission_set_licenses or rule.public_groups or rule.queues):
             problems.append((("group_rules", index), f"the rule for '{rule.group}' grants nothing",
                              "add a profile, role, permission_sets, ... or remove the rule"))
+    if mapping.offboarding is not None:
+        problems.extend(offboarding_problems(mapping.offboarding))
     return problems

@@ -5,7 +5,7 @@ an error it names the line and the closest valid key. Why frozen: one loaded map
 swapped whole on reload), so nothing may change it in place.
 
 Top-level keys: `version`, `scope`, `username`, `attributes`, `locale`, `manager`, `link_field`, `group_rules`,
-`matching`. docs/mapping.md is the reference of every key.
+`matching`, `offboarding` (its model: `shared.mapping.offboarding`). docs/mapping.md is the reference of every key.
 
 The model describes the file; `shared.mapping.compiled` turns it once into the fast form the engine runs, and
 `Mapping.where(path)` names the file line a rule came from (the loader attaches its source map).
@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.mapping.offboarding import Offboarding
 from shared.mapping.transforms import Template, TransformStep, parse_path
 
 if TYPE_CHECKING:
@@ -342,6 +343,8 @@ class Mapping(_Model):
                                                              "Entra_Object_Id__c")
     group_rules: list[GroupRule] = Field(default_factory=list)
     matching: MatchingSpec = Field(default_factory=MatchingSpec)
+    offboarding: Offboarding | None = Field(default=None, description="leavers: who gets their open records, leave "
+                                            "of absence, licence reclaim (docs/offboarding.md)")
 
     _source: SourceMap | None = PrivateAttr(default=None)
 

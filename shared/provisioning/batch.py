@@ -57,6 +57,8 @@ from shared.provisioning.state_reader import StateReader, UserContext
 log = get_logger("idsync.provisioning")
 
 WAITING_PREFIX = "idsync:sync:waiting_for_manager"  # set per manager's Entra id: reports to plan once linked
+#: Review topics the sync lane raises (and closes once a plan no longer raises them) all start with this.
+SYNC_TOPIC = "sync:"
 LICENCE_BLOCKED_KEY = "idsync:sync:licence_blocked"  # zset: users waiting for a free seat (beat retries them)
 
 _UNKNOWN_NAMES = frozenset({ReviewCode.UNKNOWN_PROFILE, ReviewCode.UNKNOWN_ROLE, ReviewCode.UNKNOWN_PERMISSION_SET,
@@ -164,7 +166,7 @@ class AuditRecorder:
         message = f"{plan_.upn}: {what}: {failure.code}: {failure.message}"
         if where:
             message += f" (mapping: {where})"
-        topic = "licence" if failure.licence else f"salesforce:{change.kind.value}:{target}"
+        topic = f"{SYNC_TOPIC}licence" if failure.licence else f"{SYNC_TOPIC}salesforce:{change.kind.value}:{target}"
         if self.decisions.ignored(plan_.entra_id, topic):
             return
         if failure.licence:
@@ -175,7 +177,7 @@ class AuditRecorder:
         self.raised.setdefault(plan_.entra_id, set()).add(topic)
 
     def review(self, item: ReviewItem, sf_user_id: str | None) -> None:
-        topic = f"{item.code.value}:{item.target}"
+        topic = f"{SYNC_TOPIC}{item.code.value}:{item.target}"
         if self.decisions.ignored(item.entra_id, topic):
             return
         self.links.add_review(item.entra_id, sf_user_id, "provisioning" if item.code.value != "match" else "match",
@@ -349,9 +351,9 @@ def _reactivate_if_wanted(deps: SyncDeps, links: IdentityLinks, ctx: UserContext
             links.add_review(p.entra_id, str(user["Id"]), "provisioning",
                              f"{p.upn}: enabled and in scope in Entra, but inactive in Salesforce, and idsync did not "
                              "deactivate them: activate the user in Salesforce (Setup > Users) if that is right",
-                             upn=p.upn, code="INACTIVE_IN_SALESFORCE", topic="inactive",
+                             upn=p.upn, code="INACTIVE_IN_SALESFORCE", topic=f"{SYNC_TOPIC}inactive",
                              correlation_id=correlation_id)
-            recorder.raised.setdefault(p.entra_id, set()).add("inactive")
+            recorder.raised.setdefault(p.entra_id, set()).add(f"{SYNC_TOPIC}inactive")
         return None
 
     def back_to_revocation() -> None:
@@ -447,8 +449,11 @@ def _wait_for_manager(redis: Any, links: IdentityLinks, backlog: DirtyUsers, ent
 
 
 def _close_resolved_reviews(links: IdentityLinks, entra_id: str, raised: set[str], p: Plan) -> None:
-    """A provisioning review the latest plan no longer raises is resolved (the mapping or the data was fixed)."""
+    """A provisioning review the latest plan no longer raises is resolved (the mapping or the data was fixed).
+    Only the sync lane's own topics: a blocked deactivation or unplaced records are closed by their own work."""
     for topic in links.topics_of(entra_id) - raised:
-        if topic == "licence" and p.action is PlanAction.REVIEW:
+        if not topic.startswith(SYNC_TOPIC) or topic in (f"{SYNC_TOPIC}internal", f"{SYNC_TOPIC}scope"):
+            continue
+        if topic == f"{SYNC_TOPIC}licence" and p.action is PlanAction.REVIEW:
             continue
         links.resolve_topic(entra_id, topic)

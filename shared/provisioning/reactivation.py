@@ -18,6 +18,7 @@ from typing import Any
 
 from shared.audit import audit
 from shared.identity_links import IdentityLinks
+from shared.offboarding.scope import clear_left_scope
 
 RULE = "joiner:entra_enabled"
 
@@ -61,6 +62,7 @@ def reactivate_revoked(
         audit(redis, "sync_user", entra_id, sf_user_id, "handed_to_revocation", correlation_id,
               reason="revoked_during_reactivation", upn=upn)
         return "handed_to_revocation"
+    clear_left_scope(redis, entra_id)  # back in scope: a later transfer must not treat them as a leaver
     outcome = "reactivated" if changed else "in_sync"
     audit(redis, "sync_user", entra_id, sf_user_id, outcome, correlation_id, upn=upn, source_event=source_event,
           observed_at=observed_at)

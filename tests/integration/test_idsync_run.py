@@ -145,6 +145,27 @@ def test_idsync_run_revokes_a_disabled_user_and_status_shows_it(service, wait_fo
     _check_audit_trail_and_metrics(service.cwd, service.env(), target, wait_for)
 
 
+def test_the_try_a_leaver_steps_reown_the_leaver_s_open_records_per_the_demo_contract(service, wait_for):
+    """README "Try a leaver", as a new user types it: `sandbox.tenant disable` picks a member who owns open records,
+    who is frozen and deactivated, and whose open records all get new owners; status and review list answer."""
+    wait_for(lambda: {s["resource"] for s in service.status()["subscriptions"]} == {"/users", "/groups"},
+             timeout=90, interval=0.5, what="subscriptions")
+    done = subprocess.run([sys.executable, "-m", "sandbox.tenant", "disable"], cwd=service.cwd, env=_clean_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Salesforce user deactivated" in done.stdout
+    assert "every open record re-owned" in done.stdout, done.stdout
+    upn = done.stdout.split("disabled ", 1)[1].split(" in Entra", 1)[0]
+    shown = subprocess.run([sys.executable, "-m", "sandbox.tenant", "show", upn], cwd=service.cwd, env=_clean_env(),
+                           capture_output=True, text=True, timeout=60)
+    assert "IsActive=False IsFrozen=True; open records owned: none" in shown.stdout, shown.stdout
+    status = service.status()
+    assert status["pending_ownership_transfers"] == 0
+    listed = subprocess.run([sys.executable, "-m", "ops", "review", "list"], cwd=service.cwd, env=_clean_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and "Review items" in listed.stdout
+
+
 def test_the_redis_password_never_appears_in_the_output_and_secret_files_are_private(service, wait_for):
     env = service.env()
     password = env["IDSYNC_REDIS_URL"].split("@")[0].removeprefix("redis://:")

@@ -54,3 +54,35 @@ def test_an_unknown_review_item_is_one_line_and_a_non_zero_exit(redis_server, tm
     result = _run(redis_server, tmp_path, "show", "nope")
     assert result.returncode == 1 and "no review item nope" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def _queued(redis_client, queue: str) -> list[str]:
+    return [json.loads(raw)["headers"]["task"] for raw in redis_client.lrange(queue, 0, -1)]
+
+
+def test_review_resolve_retry_queues_the_deactivation_retry_at_once(redis_server, redis_client, blocked, tmp_path):
+    result = _run(redis_server, tmp_path, "resolve", blocked["id"], "--retry")
+    assert result.returncode == 0, result.stderr
+    assert "revocation.retry_deactivation" in result.stdout
+    assert _queued(redis_client, "revocation") == ["revocation.retry_deactivation"]
+    assert IdentityLinks(redis_client).get_review(blocked["id"]) is not None  # closes only when the retry succeeds
+
+
+def test_review_resolve_retry_of_unplaced_records_runs_the_transfer_again(redis_server, redis_client, tmp_path):
+    item = IdentityLinks(redis_client).add_review(
+        "0a1b2c3d-0000-4000-8000-000000000010", "005000000000010AAA", "records_unplaced", "2 open records ...",
+        topic="ownership", fix="...", extra={"records": [], "record_count": 2})
+    result = _run(redis_server, tmp_path, "resolve", item["id"], "--retry")
+    assert result.returncode == 0, result.stderr
+    assert _queued(redis_client, "sync") == ["sync.transfer_ownership"]
+
+
+def test_review_resolve_needs_one_action_and_an_item_it_applies_to(redis_server, redis_client, tmp_path):
+    item = IdentityLinks(redis_client).add_review("0a1b2c3d-0000-4000-8000-000000000011", None, "match_several",
+                                                  "two Salesforce users match", topic="matching")
+    no_action = _run(redis_server, tmp_path, "resolve", item["id"])
+    assert no_action.returncode == 2 and "choose one action: --retry" in no_action.stderr
+    wrong = _run(redis_server, tmp_path, "resolve", item["id"], "--retry")
+    assert wrong.returncode == 1 and "--retry does not apply to a 'match_several' item" in wrong.stderr
+    assert "Traceback" not in wrong.stdout + wrong.stderr + no_action.stderr
+    assert redis_client.llen("revocation") == 0 and redis_client.llen("sync") == 0

@@ -83,6 +83,28 @@ def test_removed_users_map_to_soft_and_hard_deletes():
     assert user_event_kind({"id": "a", "displayName": "x"}) is EventKind.USER_CHANGED
 
 
+def test_a_user_restored_from_deleted_items_is_sent_for_reactivation_and_a_disabled_one_for_revocation(
+    graph, celery_app, redis_client, settings, checkpoints
+):
+    """A restore shows up in delta as the user again, without @removed: enabled -> the sync lane, which reactivates
+    and unfreezes what idsync revoked at the soft delete; restored while disabled -> the revocation lane."""
+    checkpoints.save("users", DELTA1)
+    graph.script("users", DELTA1, [page([user("u5", **{"@removed": {"reason": "changed"}}),
+                                         user("u6", **{"@removed": {"reason": "changed"}})], delta_link=DELTA2)])
+    poller = DeltaPoller(graph, celery_app, redis_client, settings)
+    poller.run_round("users")
+    assert kinds(redis_client, "revocation") == [("u5", "user.soft_deleted"), ("u6", "user.soft_deleted")]
+    redis_client.delete("revocation", *redis_client.keys("idsync:pending:*"))  # the revocations ran
+
+    graph.script("users", DELTA2, [page([user("u5", accountEnabled=True), user("u6", accountEnabled=False)],
+                                        delta_link=f"{GRAPH}/users/delta?$deltatoken=d3")])
+    poller.run_round("users")
+    assert [(m["event"]["object_id"], m["headers"]["task"]) for m in queued(redis_client, "sync")] == [
+        ("u5", "sync.user_changed")]
+    assert [(m["event"]["object_id"], m["headers"]["task"]) for m in queued(redis_client, "revocation")] == [
+        ("u6", "revocation.revoke_user")]
+
+
 def test_duplicates_in_a_round_collapse_and_an_earlier_disable_is_not_forgotten(
     graph, celery_app, redis_client, settings
 ):

@@ -117,3 +117,19 @@ def test_enable_says_when_nothing_reactivated_the_user(sandbox: SandboxServer, t
     assert main(["--env-file", _env_file(sandbox, tmp_path), "enable", upn, "--wait", "0.2"]) == 0
     assert ("Salesforce user still inactive (idsync reactivates only users it deactivated itself) after 0.2 s"
             in capsys.readouterr().out)
+
+
+def test_show_lists_the_user_s_open_records_in_salesforce(sandbox: SandboxServer, tmp_path, capsys):
+    from sandbox.salesforce.records import give_records
+
+    org = sandbox.state.org
+    with sandbox.state.lock:
+        upns = [u["userPrincipalName"] for u in sandbox.state.directory.users.values() if u.get("userType") == "Member"]
+    upn, sf_id = next((upn, ids[0]) for upn in upns if (ids := org.lookup(org.schema["User"], "Username", upn)))
+    made = give_records(org, sf_id, {"Opportunity": 2, "Case": 1}, {"Opportunity": 1})
+    assert main(["--env-file", _env_file(sandbox, tmp_path), "show", upn]) == 0
+    out = capsys.readouterr().out
+    assert "open records owned:" in out
+    for record_id in made["open"]["Opportunity"] + made["open"]["Case"]:
+        assert record_id in out
+    assert made["closed"]["Opportunity"][0] not in out  # closed records are not "open records"

@@ -54,13 +54,30 @@ class _Recorder:
         return [(name, args) for name, args in self.calls if not name.startswith(("get_", "find_"))]
 
 
+class FakeResponse:
+    def __init__(self, body: dict[str, Any]) -> None:
+        self._body = body
+
+    def json(self) -> dict[str, Any]:
+        return self._body
+
+
 class FakeGraph(_Recorder):
-    """Users by id; `deleted` holds soft-deleted users (Graph's deletedItems)."""
+    """Users by id; `deleted` holds soft-deleted users (Graph's deletedItems); `groups_of` a user's transitive groups
+    (`{"id", "displayName"}`), served through `request` as `users/{id}/transitiveMemberOf`."""
 
     def __init__(self) -> None:
         super().__init__()
         self.users: dict[str, dict[str, Any]] = {}
         self.deleted: dict[str, dict[str, Any]] = {}
+        self.groups_of: dict[str, list[dict[str, Any]]] = {}
+
+    def request(self, method: str, path: str, **_: Any) -> FakeResponse:
+        self._record("request", method, path)
+        user_id, _sep, relation = path.removeprefix("users/").partition("/")
+        if relation == "transitiveMemberOf":
+            return FakeResponse({"value": self.groups_of.get(user_id, [])})
+        raise NotFound(f"no {path}", service="graph", status=404, code="Request_ResourceNotFound")
 
     def add_user(self, user_id: str, upn: str, enabled: bool = True) -> None:
         self.users[user_id] = {"id": user_id, "userPrincipalName": upn, "accountEnabled": enabled}
@@ -119,6 +136,11 @@ class FakeSalesforce(_Recorder):
             if username and user["Username"] == username:
                 return dict(user)
         return None
+
+    def query_many(self, soqls: list[str]) -> list[list[dict[str, Any]]]:
+        """No CRM records here: every query answers empty (the ownership transfer then has nothing to move)."""
+        self._record("get_many", len(soqls))
+        return [[] for _ in soqls]
 
     def get_user_login(self, user_id: str) -> dict[str, Any] | None:
         self._record("get_user_login", user_id)

@@ -14,6 +14,7 @@ TASKS = {
     "revocation.check_user",
     "revocation.revoke_user",
     "revocation.deprovision_user",
+    "revocation.retry_deactivation",
     "sync.user_changed",
     "sync.drain_users",
     "sync.reactivate_user",

@@ -190,7 +190,7 @@ def test_two_possible_salesforce_users_make_a_review_item_and_nothing_is_written
     assert "mapping.yaml:" in (item.get("where") or "")
 
     ReviewDecisions(redis_client).force_create(user["id"])  # `idsync review resolve ID --create`
-    deps_links(deps).resolve_review(item["id"])
+    deps_links(deps).resolve_review(item["entra_id"], item["topic"])
     assert _run(deps, user["id"]).outcomes[user["id"]] == "created"
     assert org.view(user["userPrincipalName"]) is not None
 
@@ -223,7 +223,7 @@ def test_no_free_licence_is_a_review_item_and_the_user_is_retried_later(deps, te
         report = _run(deps, user["id"])
         assert report.outcomes[user["id"]] == "review"
         [item] = [i for i in deps_links(deps).list_reviews() if i["entra_id"] == user["id"]]
-        assert item["code"] == "LICENSE_LIMIT_EXCEEDED" and item["topic"] == "licence"
+        assert item["code"] == "LICENSE_LIMIT_EXCEEDED" and item["topic"] == "sync:licence"
         assert redis_client.zscore("idsync:sync:licence_blocked", user["id"]) is not None
     finally:
         sandbox.state.org.set_total_licenses("Salesforce", used + 1000)
