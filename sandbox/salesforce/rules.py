@@ -436,6 +436,24 @@ def _owner_rules(org: Org, od: ObjectDef, rec: dict[str, Any], old: dict[str, An
                   f"operation performed with inactive user [{owner}] as owner of {od.label.lower()}", [])
 
 
+# ---------------------------------------------------------------------------------------------- validation rules
+def _validation_rules(org: Org, od: ObjectDef, rec: dict[str, Any]) -> None:
+    """The org's validation rules (config `salesforce.validation_rules`), checked on every insert and update like
+    Salesforce does after the system rules: a record that matches a rule's condition is refused with the rule's
+    message as FIELD_CUSTOM_VALIDATION_EXCEPTION, naming the field the rule displays its error on."""
+    for rule in org.config.get("salesforce.validation_rules", []) or []:
+        if str(rule.get("object", "")).lower() != od.name.lower():
+            continue
+        f = od.field(str(rule.get("field", "")))
+        if f is None:
+            continue
+        value = rec.get(f.name)
+        text = "" if value is None else str(value)
+        hit = not text if rule.get("blank") else bool(re.search(str(rule.get("pattern", "")), text))
+        if hit:
+            raise err("FIELD_CUSTOM_VALIDATION_EXCEPTION", str(rule.get("message") or "validation rule"), [f.name])
+
+
 # ---------------------------------------------------------------------------------------------- entry points
 def _object_rules(org: Org, od: ObjectDef, rec: dict[str, Any], old: dict[str, Any] | None) -> None:
     name = od.name
@@ -476,6 +494,7 @@ def insert(org: Org, od: ObjectDef, values: dict[str, Any], actor: str | None) -
     if missing:
         raise err("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{', '.join(missing)}]", missing)
     _object_rules(org, od, rec, None)
+    _validation_rules(org, od, rec)
     compute(org, od, rec, None)
     _check_unique(org, od, rec, None)
     org.put(od.name, rec)
@@ -494,6 +513,7 @@ def update(org: Org, od: ObjectDef, old: dict[str, Any], values: dict[str, Any],
     rec = dict(old)
     rec.update(clean)
     _object_rules(org, od, rec, old)
+    _validation_rules(org, od, rec)
     compute(org, od, rec, old)
     _check_unique(org, od, rec, old)
     now = org.now_str()
