@@ -35,6 +35,8 @@ TASK_FOR_KIND: dict[EventKind, str] = {
     EventKind.USER_ENABLED: "sync.reactivate_user",
     EventKind.GROUP_CHANGED: "sync.group_changed",
     EventKind.OWNERSHIP_TRANSFER: "sync.transfer_ownership",
+    # An approved Salesforce request for a new Entra account (the reverse flow; `producers/request_poller.py`).
+    EventKind.REQUEST_APPROVED: "sync.provision_request",
 }
 
 #: Sync-lane tasks a worker names for a hand-off, where the kind alone would pick the other lane: an "updated" user
@@ -45,9 +47,25 @@ SYNC_TASK_FOR_KIND: dict[EventKind, str] = {
     EventKind.USER_ENABLED: "sync.reactivate_user",
 }
 
+#: The CRM Contact of a user: B2B guests (routed here by userType instead of to provisioning), removals of a
+#: Contact-linked user (after the revocation lane's work), and Contact-linked employees. `sync.contact_refresh` is
+#: the same work for a report whose manager changed, without fanning out further.
+CONTACT_TASK = "sync.contact_changed"
+CONTACT_REFRESH_TASK = "sync.contact_refresh"
+CONTACT_TASKS: frozenset[str] = frozenset({CONTACT_TASK, CONTACT_REFRESH_TASK})
+
 #: Every task a message may name. Publishing, republishing (parking, DLQ replay) and hand-offs refuse any other
 #: name, so a typo or a renamed task fails at the sender instead of becoming an unroutable message.
-TASK_NAMES: frozenset[str] = frozenset({*TASK_FOR_KIND.values(), *SYNC_TASK_FOR_KIND.values()})
+TASK_NAMES: frozenset[str] = frozenset({*TASK_FOR_KIND.values(), *SYNC_TASK_FOR_KIND.values(), *CONTACT_TASKS})
+
+
+def sync_task_for(user_type: str | None) -> str:
+    """The sync-lane task for an enabled user's update: a B2B guest's (userType Guest) goes to their CRM Contact (a
+    partner is a Contact, not a Salesforce user), anyone else's to provisioning. Producers and the revocation
+    lane's hand-off both ask here, so the rule lives in one place."""
+    if (user_type or "").casefold() == "guest":
+        return CONTACT_TASK
+    return SYNC_TASK_FOR_KIND[EventKind.USER_CHANGED]
 
 
 class UnknownTask(ValueError):

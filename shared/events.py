@@ -21,6 +21,7 @@ class EventKind(StrEnum):
     USER_ENABLED = "user.enabled"  # re-enabled: reactivation on the sync lane
     GROUP_CHANGED = "group.changed"
     OWNERSHIP_TRANSFER = "user.ownership_transfer"  # follow-up after a revocation
+    REQUEST_APPROVED = "request.approved"  # object_id: a Salesforce User_Provisioning_Request__c Id
 
 
 class EventSource(StrEnum):
@@ -29,6 +30,7 @@ class EventSource(StrEnum):
     REPLAY = "replay"
     WORKER = "worker"
     OPERATOR = "operator"
+    SALESFORCE = "salesforce"  # the request poller
 
 
 #: Kinds that can only mean "access must go": they take the revocation lane straight away.
@@ -48,7 +50,7 @@ class IdentityEvent(BaseModel):
     kind: EventKind
     source: EventSource
     tenant: str
-    object_id: str  # Entra object id (user or group)
+    object_id: str  # Entra object id (user or group); a Salesforce request Id for REQUEST_APPROVED
     observed_at: datetime = Field(default_factory=_now)
     correlation_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
 

@@ -21,12 +21,13 @@ from typing import Any, TypeVar
 from celery import shared_task
 
 from shared.audit import audit
-from shared.dispatch import SYNC_TASK_FOR_KIND, PendingWork, publish
+from shared.dispatch import PendingWork, publish, sync_task_for
 from shared.errors import NotFound, PermanentError
 from shared.events import EventKind, IdentityEvent
 from shared.identity_links import IdentityLinks
 from shared.logging import get_logger
 from workers.base import IdentityTask
+from workers.guests import follow_up_removal
 
 log = get_logger("idsync.revocation")
 T = TypeVar("T")
@@ -48,6 +49,7 @@ class EntraState:
 
     status: str
     upn: str | None
+    user_type: str | None = None  # Member or Guest, when Graph said
 
     @property
     def enabled(self) -> bool:
@@ -65,7 +67,7 @@ def read_entra_user(graph: Any, entra_id: str) -> EntraState:
     user = graph.get_user(entra_id, select=GRAPH_SELECT)
     if user is not None:
         status = DISABLED if user.get("accountEnabled") is False else ENABLED
-        return EntraState(status, user.get("userPrincipalName"))
+        return EntraState(status, user.get("userPrincipalName"), user.get("userType"))
     deleted = graph.get_deleted_user(entra_id)
     if deleted is not None:
         return EntraState(SOFT_DELETED, _undeleted_upn(entra_id, deleted.get("userPrincipalName")))
@@ -193,9 +195,10 @@ def _deactivate(
     return "revoked"
 
 
-def hand_to_sync(task: IdentityTask, event: IdentityEvent) -> str:
-    """The user is enabled and present: nothing to revoke; the sync lane reconciles (same correlation id)."""
-    publish(task.app, event.follow_up(EventKind.USER_CHANGED), SYNC_TASK_FOR_KIND[EventKind.USER_CHANGED])
+def hand_to_sync(task: IdentityTask, event: IdentityEvent, user_type: str | None = None) -> str:
+    """The user is enabled and present: nothing to revoke; the sync lane reconciles (same correlation id). A B2B
+    guest goes to their CRM Contact instead (`shared.dispatch.sync_task_for`)."""
+    publish(task.app, event.follow_up(EventKind.USER_CHANGED), sync_task_for(user_type))
     return "handed_to_sync"
 
 
@@ -209,8 +212,11 @@ def revoke_or_hand_off(task: IdentityTask, message: dict[str, Any]) -> str:
     PendingWork(task.ctx.redis).clear(task.name, evt.object_id)
     state = read_entra_user(task.ctx.graph(task.lane), evt.object_id)
     if state.enabled:
-        return hand_to_sync(task, evt)
-    return revoke(task, evt, state)
+        return hand_to_sync(task, evt, state.user_type)
+    outcome = revoke(task, evt, state)
+    # After the revocation, never before it: a Contact-linked user (a B2B guest) gets their Contact marked inactive.
+    follow_up_removal(task.app, task.ctx.redis, evt)
+    return outcome
 
 
 @shared_task(base=IdentityTask, bind=True, name="revocation.check_user")
