@@ -267,6 +267,7 @@ def plan_contact(subject: CrmSubject, mapping: Mapping, match: ContactMatch, met
         return ContactPlan("review", reason=match.message or "matching needs a person")
     values, rules, problems = wanted_contact_values(subject, mapping, metas, guest=guest)
     if match.kind == "create":
+        values = {k: v for k, v in values.items() if v is not None}  # an empty field needs no value on insert
         if not values.get("LastName"):
             return ContactPlan("review", problems=tuple(problems), reason="the Contact's LastName would be empty "
                                "(guests.contact.LastName)")

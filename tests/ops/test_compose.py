@@ -97,6 +97,9 @@ def test_the_request_poller_runs_only_with_the_requests_profile():
 
     plain = json.loads(_config("--format", "json", env=REQUIRED).stdout)["services"]
     assert "request-poller" not in plain  # the reverse flow is off unless configured
-    result = _config("--profile", "requests", "--format", "json", env=REQUIRED)
+    result = subprocess.run(
+        [_compose(), "--profile", "requests", "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],
+        capture_output=True, text=True, env={**os.environ, **REQUIRED}, cwd=ROOT, timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["services"]["request-poller"]["command"] == ["request-poller"]
