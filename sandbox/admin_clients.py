@@ -73,6 +73,27 @@ class GraphAdmin:
     def delete(self, id_or_upn: str) -> None:
         self.http.delete(f"/users/{id_or_upn}").raise_for_status()
 
+    def invite(self, email: str, display_name: str | None = None) -> dict[str, Any]:
+        """`POST /invitations` as an admin inviting a B2B guest; returns the invitation (with `invitedUser.id`)."""
+        body = {"invitedUserEmailAddress": email, "inviteRedirectUrl": "https://myapps.microsoft.com",
+                "sendInvitationMessage": False}
+        if display_name:
+            body["invitedUserDisplayName"] = display_name
+        return dict(self.http.post("/invitations", json=body).raise_for_status().json())
+
+    def group(self, display_name: str) -> dict[str, Any] | None:
+        quoted = display_name.replace("'", "''")
+        found = self.http.get("/groups", params={"$filter": f"displayName eq '{quoted}'",
+                                                 "$select": "id,displayName"}).raise_for_status().json()["value"]
+        return found[0] if found else None
+
+    def add_member(self, group_id: str, user_id: str) -> None:
+        ref = {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{user_id}"}
+        self.http.post(f"/groups/{group_id}/members/$ref", json=ref).raise_for_status()
+
+    def update(self, id_or_upn: str, **values: Any) -> None:
+        self.http.patch(f"/users/{id_or_upn}", json=values).raise_for_status()
+
 
 class OrgAdmin:
     """A Salesforce admin looking at the org through simple-salesforce (direct mode, client-credentials token)."""
@@ -91,6 +112,19 @@ class OrgAdmin:
         rows = self.sf.query_all(format_soql("SELECT Id, IsActive, Username FROM User WHERE Username = {}",
                                              username))["records"]
         return rows[0] if rows else None
+
+    def contacts(self, email: str) -> list[dict[str, Any]]:
+        soql = format_soql("SELECT Id, FirstName, LastName, Email, AccountId, Account.Name, Entra_Object_Id__c, "
+                           "Entra_Status__c, Invitation_State__c, Relationship__c FROM Contact WHERE Email = {}",
+                           email)
+        return list(self.sf.query_all(soql)["records"])
+
+    def insert_request(self, **fields: Any) -> str:
+        """A User_Provisioning_Request__c inserted through the REST API, as a Salesforce user (or a Flow) would."""
+        return str(self.sf.User_Provisioning_Request__c.create(fields)["id"])
+
+    def request(self, request_id: str) -> dict[str, Any]:
+        return dict(self.sf.User_Provisioning_Request__c.get(request_id))
 
     def frozen(self, user_id: str) -> bool:
         rows = self.sf.query_all(format_soql("SELECT IsFrozen FROM UserLogin WHERE UserId = {}", user_id))["records"]
