@@ -1,8 +1,9 @@
 """`sync.provision_request`: an approved Salesforce request becomes an Entra account (`shared.user_requests`).
 
 On the sync lane: it is joiner work, never urgent like a revocation. A second delivery of the same request while
-the first runs (the poller's overlap, a redelivery) finds the request's lock taken and is parked until the lock
-would expire; by then the first one has finished and the request reads Completed.
+the first runs (the poller's overlap, a redelivery) finds the request's lock taken and is parked for a few seconds
+(never dropped: the holder may be a worker that died, whose lock expires); it then finds the request Completed, or
+takes over.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from workers.base import IdentityTask
 
 #: The request lock outlives the task's hard time limit by this much, so a killed worker's lock expires soon after.
 LOCK_MARGIN_S = 30.0
+#: A duplicate delivery looks again this soon at the latest (or when the lock would expire, if sooner): by then the
+#: holder has usually finished and the request reads Completed.
+BUSY_RECHECK_S = 5.0
 
 
 @shared_task(base=IdentityTask, bind=True, name="sync.provision_request")
@@ -34,5 +38,5 @@ def provision_request(self: IdentityTask, event: dict[str, Any]) -> str:
     try:
         return fulfil_request(deps, evt.object_id, correlation_id=evt.correlation_id, source_event=evt.id)
     except RequestBusy as busy:
-        self.defer(busy.retry_after_s, "request_busy")
+        self.defer(min(busy.retry_after_s, BUSY_RECHECK_S), "request_busy")
         raise AssertionError("unreachable") from busy  # defer always raises
