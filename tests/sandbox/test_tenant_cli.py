@@ -116,3 +116,31 @@ def test_enable_says_when_nothing_reactivated_the_user(sandbox: SandboxServer, t
     assert main(["--env-file", _env_file(sandbox, tmp_path), "enable", upn, "--wait", "0.2"]) == 0
     assert ("Salesforce user still inactive (idsync reactivates only users it deactivated itself) after 0.2 s"
             in capsys.readouterr().out)
+
+
+def test_invite_creates_a_pending_guest_through_graph_and_watches_salesforce(sandbox: SandboxServer, tmp_path,
+                                                                           capsys):
+    code = main(["--env-file", _env_file(sandbox, tmp_path), "invite", "kim@partner.example.org", "--name",
+                 "Kim Park", "--group", "Contractors", "--wait", "0"])
+    out = capsys.readouterr().out
+    assert code == 1 and "no Contact for kim@partner.example.org after 0 s (is idsync running?" in out
+    with sandbox.state.lock:
+        d = sandbox.state.directory
+        guest = next(u for u in d.users.values() if u.get("mail") == "kim@partner.example.org")
+        groups = {d.groups[g]["displayName"] for g in d.member_of.get(guest["id"], ())}
+    assert (guest["userType"], guest["externalUserState"], guest["displayName"]) == (
+        "Guest", "PendingAcceptance", "Kim Park")
+    assert groups == {"Contractors"}
+
+
+def test_request_inserts_an_approved_request_through_the_salesforce_api(sandbox: SandboxServer, tmp_path, capsys):
+    code = main(["--env-file", _env_file(sandbox, tmp_path), "request", "--first", "Ana", "--last", "Lima",
+                 "--department", "Finance", "--wait", "0"])
+    out = capsys.readouterr().out
+    assert code == 1 and "request still Approved after 0 s" in out
+    request_id = out.split()[3]
+    org = OrgAdmin(sandbox.env())
+    record = org.request(request_id)
+    assert (record["Status__c"], record["Request_Type__c"], record["First_Name__c"], record["Last_Name__c"],
+            record["Department__c"], record["Entra_Groups__c"]) == (
+        "Approved", "Create", "Ana", "Lima", "Finance", "All Employees")
