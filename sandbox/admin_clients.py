@@ -121,10 +121,12 @@ class OrgAdmin:
 
     def insert_request(self, **fields: Any) -> str:
         """A User_Provisioning_Request__c inserted through the REST API, as a Salesforce user (or a Flow) would."""
-        return str(self.sf.User_Provisioning_Request__c.create(fields)["id"])
+        requests: Any = getattr(self.sf, "User_Provisioning_Request__c")  # noqa: B009 - simple-salesforce's typing
+        return str(requests.create(fields)["id"])
 
     def request(self, request_id: str) -> dict[str, Any]:
-        return dict(self.sf.User_Provisioning_Request__c.get(request_id))
+        requests: Any = getattr(self.sf, "User_Provisioning_Request__c")  # noqa: B009 - simple-salesforce's typing
+        return dict(requests.get(request_id))
 
     def frozen(self, user_id: str) -> bool:
         rows = self.sf.query_all(format_soql("SELECT IsFrozen FROM UserLogin WHERE UserId = {}", user_id))["records"]
