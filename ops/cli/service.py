@@ -153,11 +153,13 @@ def request_poller(once: Annotated[bool, typer.Option(help="run one round and ex
 
     settings = _settings()
     configure_logging(settings)
+    if not components.requests_enabled(settings):
+        typer.echo("idsync: the reverse flow is off — set requests: {enabled: true} in the mapping file "
+                   "(docs/guests-and-requests.md)", err=True)
+        raise typer.Exit(2)
     poller = components.request_poller(settings)
     spec = poller.spec()
-    if spec is None:
-        typer.echo("idsync: the reverse flow is off (set requests: {enabled: true} in the mapping file — "
-                   "docs/guests-and-requests.md)", err=True)
+    if spec is None:  # the file changed in between
         raise typer.Exit(2)
     if once:
         console.print(poller.run_round(spec))
