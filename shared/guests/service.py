@@ -168,6 +168,11 @@ def _resolve_account(ctx: _Context, decision: AccountDecision) -> tuple[str | No
     spec = deps.mapping.guests
     assert spec is not None and decision.domain is not None
     field_name = decision.match_field
+    metas = sfio.field_metas(sf, "Account")
+    missing = [f for f in dict.fromkeys((field_name, spec.accounts.key_field)) if f and metas and f not in metas]
+    if missing:
+        return (f"the org's Account object has no field {missing[0]} (guests.accounts): deploy ops/salesforce or "
+                f"change the mapping")
 
     def find() -> tuple[str | None, str | None]:
         if not field_name:
