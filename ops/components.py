@@ -69,3 +69,26 @@ def delta_poller(settings: Settings) -> Any:
 
     return DeltaPoller(graph_client(settings), celery_app(settings), redis_client(settings), settings,
                        start_from_now=settings.delta_start_from_now)
+
+
+def salesforce_client(settings: Settings, lane: str = "sync") -> Any:
+    from shared.salesforce_client import SalesforceClient
+
+    require_tenant(settings)
+    return SalesforceClient(settings, limiter=limiter(settings), lane=lane)
+
+
+def requests_enabled(settings: Settings) -> bool:
+    """True when the running mapping turns the reverse flow on (`requests: {enabled: true}`)."""
+    from shared.running_mapping import current_mapping
+
+    spec = current_mapping(settings).requests
+    return bool(spec is not None and spec.enabled)
+
+
+def request_poller(settings: Settings) -> Any:
+    from producers.request_poller import RequestPoller
+    from shared.running_mapping import current_mapping
+
+    return RequestPoller(salesforce_client(settings), celery_app(settings), redis_client(settings),
+                         settings.graph_tenant_id or "default", lambda: current_mapping(settings))

@@ -28,8 +28,8 @@ from shared.settings_sources import read_env_values
 
 #: Stop order: producers first, then workers, then what everything else depends on.
 # The audit writer after the workers: it chains and delivers what they audited while stopping.
-STOP_ORDER = ("poller", "webhook", "beat", "flower", "worker-sync", "worker-revocation", "audit-writer", "sandbox",
-              "redis")
+STOP_ORDER = ("poller", "request-poller", "webhook", "beat", "flower", "worker-sync", "worker-revocation",
+              "audit-writer", "sandbox", "redis")
 SANDBOX_RESTART_NOTE = "; the sandbox reseeds on start: its users, groups, Salesforce data and subscriptions are new"
 
 
@@ -128,7 +128,25 @@ class Supervisor:
             ("audit-writer", ("audit-writer",)),
         ):
             self._adopt(Supervised(name, self._idsync_launcher(*args)))
+        if self._requests_enabled():
+            self._adopt(Supervised("request-poller", self._idsync_launcher("request-poller")))
         self._print_urls()
+
+    def _requests_enabled(self) -> bool:
+        """The request poller runs only when the mapping turns the reverse flow on; a mapping that does not load
+        is said once here (the workers report its problems in detail) and the poller stays off."""
+        from shared.mapping import MappingError
+        from shared.running_mapping import current_mapping
+
+        try:
+            spec = current_mapping(self.settings).requests
+        except MappingError as err:
+            self.echo(f"request poller off: the mapping does not load ({str(err)[:200]})")
+            return False
+        if spec is None or not spec.enabled:
+            return False
+        self.urls["requests"] = f"polling Salesforce every {spec.poll_interval_s:g} s for approved requests"
+        return True
 
     def _adopt(self, component: Supervised) -> None:
         """Start a component for the first time and put it under supervision."""

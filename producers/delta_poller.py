@@ -34,7 +34,7 @@ from urllib.parse import unquote, urlsplit
 
 from producers.checkpoints import DeltaCheckpoints
 from producers.poller_lease import LEASE_S, PollerBusy, PollerLease
-from shared.dispatch import COLLAPSED, PendingWork, TaskSender, publish
+from shared.dispatch import COLLAPSED, PendingWork, TaskSender, publish, sync_task_for
 from shared.errors import DeltaExpired, RateLimited, RetryableError
 from shared.events import EventKind, EventSource, IdentityEvent
 from shared.logging import get_logger
@@ -113,9 +113,10 @@ def user_event_kind(item: dict[str, Any]) -> EventKind:
 def _task_for(kind: EventKind, item: dict[str, Any]) -> str | None:
     """Delta, unlike a notification, tells us the user is enabled: such updates skip the revocation lane's triage
     and go straight to sync. This keeps an initial full enumeration (every user, once) off the revocation lane,
-    where it would otherwise sit in front of real leavers."""
+    where it would otherwise sit in front of real leavers. A B2B guest (userType Guest) goes to their CRM Contact
+    (`sync.contact_changed`) rather than to provisioning."""
     if kind is EventKind.USER_CHANGED and item.get("accountEnabled") is True:
-        return "sync.user_changed"
+        return sync_task_for(item.get("userType"))
     return None  # the dispatch table decides
 
 

@@ -75,6 +75,8 @@ def _check_value(section: str, key: str, value: Any, default: Any) -> Any:
         if not isinstance(value, str):
             raise ValueError(f"{name} must be a string")
         return value
+    if name == "salesforce.validation_rules":
+        return _validation_rules(value)
     if isinstance(default, list):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"{name} must be a list of strings")
@@ -85,12 +87,45 @@ def _check_value(section: str, key: str, value: Any, default: Any) -> Any:
                 raise ValueError(f"{name}: unknown kind {unknown[0]!r} (allowed: {allowed})")
             if not value:
                 raise ValueError(f"{name} must name at least one kind")
-        if name == "salesforce.validation_rules":
-            bad = [v for v in value if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*\.[A-Za-z][A-Za-z0-9_]*=.*", v)]
-            if bad:
-                raise ValueError(f"{name}: {bad[0]!r} is not Object.Field=Value")
         return list(value)
     return value
+
+
+_RULE_KEYS = {"object", "field", "pattern", "blank", "message", "name"}
+
+
+def _validation_rules(value: Any) -> list[Any]:
+    """`salesforce.validation_rules`: a list of {object, field, pattern | blank, message[, name]} or of the short form
+    "Object.Field=Value"."""
+
+    name = "salesforce.validation_rules"
+    if not isinstance(value, list):
+        raise ValueError(f"{name} must be a list of rules")
+    rules: list[Any] = []
+    for n, rule in enumerate(value):
+        where = f"{name}[{n}]"
+        if isinstance(rule, str):  # the short form: "Object.Field=Value"
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*\.[A-Za-z][A-Za-z0-9_]*=.*", rule):
+                raise ValueError(f"{where}: {rule!r} is not Object.Field=Value")
+            rules.append(rule)
+            continue
+        if not isinstance(rule, dict):
+            raise ValueError(f"{where} must be an object or Object.Field=Value")
+        unknown = set(rule) - _RULE_KEYS
+        if unknown:
+            raise ValueError(f"{where}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(_RULE_KEYS))})")
+        for key in ("object", "field", "message"):
+            if not isinstance(rule.get(key), str) or not rule[key]:
+                raise ValueError(f"{where}.{key} must be a non-empty string")
+        if ("pattern" in rule) == bool(rule.get("blank")):
+            raise ValueError(f"{where} needs exactly one of pattern or blank: true")
+        if "pattern" in rule:
+            try:
+                re.compile(str(rule["pattern"]))
+            except re.error as err:
+                raise ValueError(f"{where}.pattern: {err}") from None
+        rules.append(dict(rule))
+    return rules
 
 
 def validate_patch(defaults: dict[str, dict[str, Any]], patch: Any) -> dict[str, dict[str, Any]]:

@@ -91,8 +91,9 @@ class GraphAdmin:
         created: dict[str, Any] = self.http.post("/users", json=body).raise_for_status().json()
         return created
 
-    def update(self, id_or_upn: str, changes: dict[str, Any]) -> None:
-        self.http.patch(f"/users/{id_or_upn}", json=changes).raise_for_status()
+    def update(self, id_or_upn: str, changes: dict[str, Any] | None = None, **values: Any) -> None:
+        """PATCH the user with `changes` and/or keyword values (a None value clears the attribute)."""
+        self.http.patch(f"/users/{id_or_upn}", json={**(changes or {}), **values}).raise_for_status()
 
     def set_manager(self, id_or_upn: str, manager: str) -> None:
         manager_id = self.user(manager)["id"]
@@ -128,6 +129,18 @@ class GraphAdmin:
         """Hard delete: remove a soft-deleted user from deleted items for good."""
         self.http.delete(f"/directory/deletedItems/{object_id}").raise_for_status()
 
+    def invite(self, email: str, display_name: str | None = None) -> dict[str, Any]:
+        """`POST /invitations` as an admin inviting a B2B guest; returns the invitation (with `invitedUser.id`)."""
+        body = {"invitedUserEmailAddress": email, "inviteRedirectUrl": "https://myapps.microsoft.com",
+                "sendInvitationMessage": False}
+        if display_name:
+            body["invitedUserDisplayName"] = display_name
+        return dict(self.http.post("/invitations", json=body).raise_for_status().json())
+
+    def add_member(self, group_id: str, user_id: str) -> None:
+        ref = {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{user_id}"}
+        self.http.post(f"/groups/{group_id}/members/$ref", json=ref).raise_for_status()
+
 
 
 class OrgAdmin:
@@ -147,6 +160,21 @@ class OrgAdmin:
         rows = self.sf.query_all(format_soql("SELECT Id, IsActive, Username FROM User WHERE Username = {}",
                                              username))["records"]
         return rows[0] if rows else None
+
+    def contacts(self, email: str) -> list[dict[str, Any]]:
+        soql = format_soql("SELECT Id, FirstName, LastName, Email, AccountId, Account.Name, Entra_Object_Id__c, "
+                           "Entra_Status__c, Invitation_State__c, Relationship__c FROM Contact WHERE Email = {}",
+                           email)
+        return list(self.sf.query_all(soql)["records"])
+
+    def insert_request(self, **fields: Any) -> str:
+        """A User_Provisioning_Request__c inserted through the REST API, as a Salesforce user (or a Flow) would."""
+        requests: Any = getattr(self.sf, "User_Provisioning_Request__c")  # noqa: B009 - simple-salesforce's typing
+        return str(requests.create(fields)["id"])
+
+    def request(self, request_id: str) -> dict[str, Any]:
+        requests: Any = getattr(self.sf, "User_Provisioning_Request__c")  # noqa: B009 - simple-salesforce's typing
+        return dict(requests.get(request_id))
 
     def frozen(self, user_id: str) -> bool:
         rows = self.sf.query_all(format_soql("SELECT IsFrozen FROM UserLogin WHERE UserId = {}", user_id))["records"]

@@ -47,7 +47,8 @@ DEFAULT_CONFIG: dict[str, dict[str, Any]] = {
         "other_org_usernames": ["taken@otherorg.example.com"],
         "default_api_version": "62.0",
         "allow_inactive_owner_assignment": False,  # org setting "Update Records with Inactive Owners"
-        # validation rules as "Object.Field=Value": a write leaving that value fails FIELD_CUSTOM_VALIDATION_EXCEPTION
+        # validation rules: {"object", "field", "pattern" (regex searched in the value) or "blank": true, "message",
+        # "name"}, or "Object.Field=Value"; a saved record that matches fails with FIELD_CUSTOM_VALIDATION_EXCEPTION
         "validation_rules": [],
     },
 }
@@ -63,6 +64,7 @@ DEFAULT_FAULTS: dict[str, dict[str, Any]] = {
     "graph": {
         "throttle_rate": 0.0,  # share of requests answered 429 regardless of budget
         "throttle_retry_after_s": 2,
+        "throttle_paths": [],  # path prefixes below /v1.0 (e.g. "/invitations"): throttle_rate applies only there
         "notification_drop_rate": 0.0,
         "notification_duplicate_rate": 0.0,
         "latency_ms": 0,

@@ -11,6 +11,12 @@
     python -m sandbox.tenant set-manager UPN MANAGER_UPN
     python -m sandbox.tenant sf-assign UPN API_Only    # as a Salesforce admin, by hand: idsync leaves it alone
 Every change goes through Graph; then the command watches Salesforce until idsync's change shows (`--wait`).
+    python -m sandbox.tenant invite EMAIL [--name "Ana Lima"] [--group Distributors]
+                                               # a B2B guest, via Graph; watch Salesforce for the Contact
+    python -m sandbox.tenant accept EMAIL      # the guest redeems the invitation (Contact: Invitation_State__c)
+    python -m sandbox.tenant request --first Ana --last Lima [--groups "All Employees;Marketing"] [--type Invite]
+                                               # an Approved User_Provisioning_Request__c, via the Salesforce API;
+                                               # watch it complete and the Salesforce user appear
 
 It is how a person tries a leaver without writing code; changes go through Graph, so idsync sees them exactly as it
 would see a real admin's.
@@ -22,7 +28,7 @@ import argparse
 import ssl
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -163,6 +169,97 @@ def _mover(args: argparse.Namespace, graph: GraphAdmin, org: OrgAdmin) -> int:
     return 0
 
 
+def _poll(fetch: Callable[[], Any], wait: float) -> tuple[Any, float]:
+    """`fetch()` until it returns something truthy or `wait` passes: (the last value, seconds it took)."""
+    started = time.monotonic()
+    value = fetch()
+    while not value and time.monotonic() - started < wait:
+        time.sleep(0.05)
+        value = fetch()
+    return value, time.monotonic() - started
+
+
+def _guest_id(graph: GraphAdmin, email: str) -> str:
+    found = graph.users(f"mail eq '{email}'", select="id,userPrincipalName,mail")
+    if not found:
+        raise LookupError(f"no guest with mail {email} in Entra — invite them first")
+    return str(found[0]["id"])
+
+
+def _invite(args: argparse.Namespace, graph: GraphAdmin, org: OrgAdmin) -> int:
+    email = args.email.strip().lower()
+    invitation = graph.invite(email, args.name)
+    user_id = invitation["invitedUser"]["id"]
+    if args.group:
+        try:
+            graph.add_member(graph.group(args.group)["id"], user_id)
+        except LookupError:
+            print(f"no Entra group {args.group!r}: invited without it", file=sys.stderr)
+    print(f"invited {email} as a B2B guest in Entra (through Graph: POST /invitations, status "
+          f"{invitation['status']}); watching Salesforce for up to {args.wait:g} s")
+
+    def contact() -> dict[str, Any] | None:
+        rows = org.contacts(email)
+        return rows[0] if rows else None
+
+    found, took = _poll(contact, args.wait)
+    if not found:
+        print(f"no Contact for {email} after {args.wait:g} s (is idsync running? `make run`)")
+        return 1
+    account = (found.get("Account") or {}).get("Name") or "no Account"
+    print(f"Contact {found['FirstName'] or ''} {found['LastName']} under Account '{account}' "
+          f"{took:.2f} s after the invitation (Relationship__c={found['Relationship__c']}, "
+          f"Invitation_State__c={found['Invitation_State__c']})".replace("  ", " "))
+    return 0
+
+
+def _accept(args: argparse.Namespace, env: dict[str, str], graph: GraphAdmin, org: OrgAdmin) -> int:
+    email = args.email.strip().lower()
+    user_id = _guest_id(graph, email)
+    with httpx.Client(verify=ssl.create_default_context(cafile=env["IDSYNC_CA_BUNDLE"]), trust_env=False,
+                      timeout=30) as client:
+        client.post(f"{env['IDSYNC_SANDBOX_ADMIN_URL']}/_sandbox/graph/invitations/{user_id}/accept",
+                    headers={"Authorization": f"Bearer {env['IDSYNC_SANDBOX_ADMIN_TOKEN']}"}).raise_for_status()
+    print(f"{email} redeemed the invitation (externalUserState Accepted); watching Salesforce for up to "
+          f"{args.wait:g} s")
+    found, took = _poll(lambda: [c for c in org.contacts(email) if c["Invitation_State__c"] == "Accepted"],
+                        args.wait)
+    print(f"Contact updated {took:.2f} s later" if found else f"Contact not updated after {args.wait:g} s")
+    return 0 if found else 1
+
+
+def _request(args: argparse.Namespace, org: OrgAdmin) -> int:
+    fields = {"Name": f"{args.type} {args.first or ''} {args.last}".replace("  ", " ")[:80],
+              "Request_Type__c": args.type, "Status__c": "Approved", "First_Name__c": args.first,
+              "Last_Name__c": args.last, "Email__c": args.email, "Department__c": args.department,
+              "Job_Title__c": args.title, "Manager_UPN__c": args.manager, "Entra_Groups__c": args.groups}
+    request_id = org.insert_request(**{k: v for k, v in fields.items() if v})
+    print(f"inserted Approved request {request_id} in Salesforce (REST API); watching for up to {args.wait:g} s")
+    started = time.monotonic()
+    done, took = _poll(lambda: (r := org.request(request_id))["Status__c"] in ("Completed", "Failed") and r,
+                       args.wait)
+    if not done:
+        print(f"request still {org.request(request_id)['Status__c']} after {args.wait:g} s (is idsync running with "
+              f"requests enabled? `make run`)")
+        return 1
+    if done["Status__c"] == "Failed":
+        print(f"request Failed after {took:.2f} s: {done['Error__c']}")
+        return 1
+    upn = done["Requested_For__c"]
+    print(f"request Completed {took:.2f} s after insertion: Entra user {upn or done['Email__c']} "
+          f"({done['Entra_Id__c']})")
+    if args.type == "Invite" or not upn:
+        return 0
+    left = max(0.0, args.wait - (time.monotonic() - started))
+    user, _took = _poll(lambda: org.user(upn.lower()), left)
+    total = time.monotonic() - started
+    if user:
+        print(f"Salesforce user {user['Username']} provisioned {total:.2f} s after the request was inserted")
+        return 0
+    print(f"no Salesforce user {upn} yet after {args.wait:g} s (provisioning runs on the sync lane)")
+    return 1
+
+
 def _act(args: argparse.Namespace, env: dict[str, str]) -> int:
     graph, org = GraphAdmin(env), OrgAdmin(env)
     if args.command in ("create-user", "add-to-group", "remove-from-group", "set", "set-manager"):
@@ -173,6 +270,12 @@ def _act(args: argparse.Namespace, env: dict[str, str]) -> int:
         print(f"assigned {args.permission_set} to {username} in Salesforce, by hand (not through idsync)")
         print(_view_text(org.view(username)))
         return 0
+    if args.command == "invite":
+        return _invite(args, graph, org)
+    if args.command == "accept":
+        return _accept(args, env, graph, org)
+    if args.command == "request":
+        return _request(args, org)
     if args.command == "list":
         for user in graph.users():
             sf = org.user(user["userPrincipalName"])
@@ -229,6 +332,8 @@ def _problem(err: Exception, args: argparse.Namespace, env: dict[str, str]) -> s
         return f"{' '.join(str(err).split())[:200]} — {start} again"
     if isinstance(err, SalesforceError):
         return f"Salesforce API error {err.status} — see the sandbox log"
+    if isinstance(err, LookupError) and not isinstance(err, KeyError):
+        return str(err)
     if isinstance(err, KeyError):
         return f"{args.env_file} has no {err.args[0]} — it is written by the sandbox; {start} again"
     if isinstance(err, LookupError):
@@ -274,6 +379,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     assign.add_argument("permission_set", help="the permission set's API name, e.g. API_Only")
     for cmd in (create, setter, manager, sub.choices["add-to-group"], sub.choices["remove-from-group"]):
         cmd.add_argument("--wait", type=float, default=10.0, help="seconds to watch Salesforce (default: 10)")
+
+
+    invite = sub.add_parser("invite", help="invite a B2B guest through Graph, watch Salesforce for the Contact")
+    invite.add_argument("email")
+    invite.add_argument("--name", help="display name (default: the address's local part)")
+    invite.add_argument("--group", help="an Entra group to add the guest to (e.g. Distributors)")
+    invite.add_argument("--wait", type=float, default=10.0, help="seconds to watch Salesforce (default: 10)")
+    accept = sub.add_parser("accept", help="the guest redeems the invitation")
+    accept.add_argument("email")
+    accept.add_argument("--wait", type=float, default=10.0)
+    request = sub.add_parser("request", help="insert an Approved User_Provisioning_Request__c, watch it complete")
+    request.add_argument("--first", help="First_Name__c")
+    request.add_argument("--last", required=True, help="Last_Name__c")
+    request.add_argument("--type", choices=["Create", "Invite"], default="Create", help="Request_Type__c")
+    request.add_argument("--email", help="Email__c (required for Invite)")
+    request.add_argument("--groups", default="All Employees", help="Entra_Groups__c, ';'-separated "
+                         "(default: All Employees, the demo mapping's scope)")
+    request.add_argument("--department")
+    request.add_argument("--title")
+    request.add_argument("--manager", help="Manager_UPN__c")
+    request.add_argument("--wait", type=float, default=30.0, help="seconds to watch (default: 30)")
     args = parser.parse_args(argv)
     try:
         env = read_env_file(args.env_file)

@@ -39,6 +39,8 @@ TASK_FOR_KIND: dict[EventKind, str] = {
     EventKind.USER_OUT_OF_SCOPE: "revocation.deprovision_user",
     # Hints for users are coalesced in the sync backlog (shared/dirty_users.py); this drains it in batches.
     EventKind.SYNC_BACKLOG: "sync.drain_users",
+    # An approved Salesforce request for a new Entra account (the reverse flow; `producers/request_poller.py`).
+    EventKind.REQUEST_APPROVED: "sync.provision_request",
 }
 
 #: Sync-lane tasks a worker names for a hand-off, where the kind alone would pick the other lane: an "updated" user
@@ -53,9 +55,26 @@ SYNC_TASK_FOR_KIND: dict[EventKind, str] = {
 #: deactivation again (parked on a schedule by `shared.deactivation_retries`, or at once by `idsync review resolve`).
 SCHEDULED_TASKS: frozenset[str] = frozenset({"revocation.retry_deactivation"})
 
+#: The CRM Contact of a user: B2B guests (routed here by userType instead of to provisioning), removals of a
+#: Contact-linked user (after the revocation lane's work), and Contact-linked employees. `sync.contact_refresh` is
+#: the same work for a report whose manager changed, without fanning out further.
+CONTACT_TASK = "sync.contact_changed"
+CONTACT_REFRESH_TASK = "sync.contact_refresh"
+CONTACT_TASKS: frozenset[str] = frozenset({CONTACT_TASK, CONTACT_REFRESH_TASK})
+
 #: Every task a message may name. Publishing, republishing (parking, DLQ replay) and hand-offs refuse any other
 #: name, so a typo or a renamed task fails at the sender instead of becoming an unroutable message.
-TASK_NAMES: frozenset[str] = frozenset({*TASK_FOR_KIND.values(), *SYNC_TASK_FOR_KIND.values(), *SCHEDULED_TASKS})
+TASK_NAMES: frozenset[str] = frozenset({*TASK_FOR_KIND.values(), *SYNC_TASK_FOR_KIND.values(), *SCHEDULED_TASKS,
+                                        *CONTACT_TASKS})
+
+
+def sync_task_for(user_type: str | None) -> str:
+    """The sync-lane task for an enabled user's update: a B2B guest's (userType Guest) goes to their CRM Contact (a
+    partner is a Contact, not a Salesforce user), anyone else's to provisioning. Producers and the revocation
+    lane's hand-off both ask here, so the rule lives in one place."""
+    if (user_type or "").casefold() == "guest":
+        return CONTACT_TASK
+    return SYNC_TASK_FOR_KIND[EventKind.USER_CHANGED]
 
 
 class UnknownTask(ValueError):

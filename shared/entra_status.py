@@ -23,6 +23,7 @@ class EntraState:
 
     status: str
     upn: str | None
+    user_type: str | None = None  # Member or Guest, when Graph said
 
     @property
     def enabled(self) -> bool:
@@ -34,7 +35,7 @@ def read_entra_user(graph: Any, entra_id: str) -> EntraState:
     user = graph.get_user(entra_id, select=GRAPH_SELECT)
     if user is not None:
         status = DISABLED if user.get("accountEnabled") is False else ENABLED
-        return EntraState(status, user.get("userPrincipalName"))
+        return EntraState(status, user.get("userPrincipalName"), user.get("userType"))
     deleted = graph.get_deleted_user(entra_id)
     if deleted is not None:
         return EntraState(SOFT_DELETED, undeleted_upn(entra_id, deleted.get("userPrincipalName")))

@@ -23,6 +23,7 @@ class EventKind(StrEnum):
     OWNERSHIP_TRANSFER = "user.ownership_transfer"  # follow-up after a revocation
     USER_OUT_OF_SCOPE = "user.out_of_scope"  # a linked user the mapping no longer covers: a leaver, verified live
     SYNC_BACKLOG = "sync.backlog"  # users are waiting in the sync backlog: a batch task should drain it
+    REQUEST_APPROVED = "request.approved"  # object_id: a Salesforce User_Provisioning_Request__c Id
 
 
 class EventSource(StrEnum):
@@ -31,6 +32,7 @@ class EventSource(StrEnum):
     REPLAY = "replay"
     WORKER = "worker"
     OPERATOR = "operator"
+    SALESFORCE = "salesforce"  # the request poller
 
 
 #: Kinds that can only mean "access must go": they take the revocation lane straight away.
@@ -50,7 +52,7 @@ class IdentityEvent(BaseModel):
     kind: EventKind
     source: EventSource
     tenant: str
-    object_id: str  # Entra object id (user or group)
+    object_id: str  # Entra object id (user or group); a Salesforce request Id for REQUEST_APPROVED
     observed_at: datetime = Field(default_factory=_now)
     correlation_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
 

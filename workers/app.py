@@ -36,7 +36,8 @@ SOFT_SHUTDOWN_TIMEOUT_S = 10.0
 #: The soft time limit fires this long before the hard one, so a task can log and give up cleanly.
 SOFT_LIMIT_MARGIN_S = 10
 
-TASK_MODULES = ["workers.revocation", "workers.sync", "workers.ownership_transfer", "workers.deactivation_retry"]
+TASK_MODULES = ["workers.revocation", "workers.sync", "workers.ownership_transfer", "workers.deactivation_retry",
+                "workers.guests", "workers.requests"]
 
 
 def celery_config(settings: Settings, polling_interval_s: float = POLLING_INTERVAL_S) -> dict[str, Any]:

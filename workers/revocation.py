@@ -23,7 +23,7 @@ from celery import shared_task
 
 from shared import deactivation_retries
 from shared.audit import audit
-from shared.dispatch import SYNC_TASK_FOR_KIND, PendingWork, publish
+from shared.dispatch import PendingWork, publish, sync_task_for
 from shared.entra_status import (  # noqa: F401 - re-exported: the sync lane imports these from here
     DISABLED,
     ENABLED,
@@ -41,6 +41,7 @@ from shared.offboarding.blockers import DEACTIVATION_BLOCKER_CODES, describe_blo
 from shared.offboarding.leave_of_absence import on_leave_of_absence
 from shared.offboarding.mapping_access import current_mapping
 from workers.base import IdentityTask
+from workers.guests import follow_up_removal
 
 log = get_logger("idsync.revocation")
 T = TypeVar("T")
@@ -209,9 +210,10 @@ def leave_of_absence(task: IdentityTask, entra_id: str, state: EntraState) -> bo
     return on_leave_of_absence(task.ctx.graph(task.lane), entra_id, state.status, mapping)
 
 
-def hand_to_sync(task: IdentityTask, event: IdentityEvent) -> str:
-    """The user is enabled and present: nothing to revoke; the sync lane reconciles (same correlation id)."""
-    publish(task.app, event.follow_up(EventKind.USER_CHANGED), SYNC_TASK_FOR_KIND[EventKind.USER_CHANGED],
+def hand_to_sync(task: IdentityTask, event: IdentityEvent, user_type: str | None = None) -> str:
+    """The user is enabled and present: nothing to revoke; the sync lane reconciles (same correlation id): a member
+    goes to the sync backlog, a B2B guest to their CRM Contact (`shared.dispatch.sync_task_for`)."""
+    publish(task.app, event.follow_up(EventKind.USER_CHANGED), sync_task_for(user_type),
             pending=PendingWork(task.ctx.redis))
     return "handed_to_sync"
 
@@ -226,8 +228,11 @@ def revoke_or_hand_off(task: IdentityTask, message: dict[str, Any]) -> str:
     PendingWork(task.ctx.redis).clear(task.name, evt.object_id)
     state = read_entra_user(task.ctx.graph(task.lane), evt.object_id)
     if state.enabled:
-        return hand_to_sync(task, evt)
-    return revoke(task, evt, state)
+        return hand_to_sync(task, evt, state.user_type)
+    outcome = revoke(task, evt, state)
+    # After the revocation, never before it: a Contact-linked user (a B2B guest) gets their Contact marked inactive.
+    follow_up_removal(task.app, task.ctx.redis, evt)
+    return outcome
 
 
 @shared_task(base=IdentityTask, bind=True, name="revocation.check_user")

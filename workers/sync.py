@@ -28,7 +28,7 @@ from celery import shared_task
 
 from shared.audit import audit
 from shared.dirty_users import Claimed, DirtyUsers
-from shared.dispatch import publish, schedule_drain
+from shared.dispatch import CONTACT_TASK, publish, schedule_drain
 from shared.errors import RetryableError
 from shared.events import EventKind, EventSource, IdentityEvent
 from shared.limiter import SYNC_PAUSE_RECHECK_S
@@ -141,8 +141,27 @@ def _run_batch(task: IdentityTask, deps: Any, backlog: DirtyUsers, claimed: list
         return retry
     done = [e for e in ids if e not in set(report.retry)]
     backlog.ack(done)
+    _contacts_follow(task, deps, done, report)
     log.info("sync_batch_done", users=len(ids), sf_calls=report.sf_calls, outcomes=report.count())
     return list(report.retry)
+
+
+def _contacts_follow(task: IdentityTask, deps: Any, ids: list[str], report: Any) -> None:
+    """Members whose Salesforce Contact mirrors their Entra data (enrichment) get their Contact refreshed too:
+    those linked to a Contact or shown on a report's Contact, or every member with `enrichment.employees: true`."""
+    from shared.events import EventSource
+    from workers.guests import contact_follow_ups
+
+    event = IdentityEvent(kind=EventKind.USER_CHANGED, source=EventSource.WORKER, tenant=_tenant(task),
+                          object_id="batch")
+    mapping = deps.mappings.current()
+    present = [e for e in ids if e in report.plans]
+    if mapping.enrichment is not None and mapping.enrichment.employees:
+        for entra_id in present:
+            publish(task.app, IdentityEvent(kind=EventKind.USER_CHANGED, source=EventSource.WORKER,
+                                            tenant=event.tenant, object_id=entra_id), CONTACT_TASK)
+        return
+    contact_follow_ups(task.app, task.ctx.redis, event, present)
 
 
 def _poisoned(task: IdentityTask, claimed: Claimed, err: Exception) -> None:

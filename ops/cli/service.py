@@ -146,6 +146,27 @@ def poll(once: Annotated[bool, typer.Option(help="run one users+groups round and
     poller.run_forever(stop_on_signals())
 
 
+@app.command("request-poller")
+def request_poller(once: Annotated[bool, typer.Option(help="run one round and exit")] = False) -> None:
+    """Poll Salesforce for approved User_Provisioning_Request__c records (only when the mapping enables requests)."""
+    from shared.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(settings)
+    if not components.requests_enabled(settings):
+        typer.echo("idsync: the reverse flow is off — set requests: {enabled: true} in the mapping file "
+                   "(docs/guests-and-requests.md)", err=True)
+        raise typer.Exit(2)
+    poller = components.request_poller(settings)
+    spec = poller.spec()
+    if spec is None:  # the file changed in between
+        raise typer.Exit(2)
+    if once:
+        console.print(poller.run_round(spec))
+        return
+    poller.run_forever(stop_on_signals())
+
+
 @app.command()
 def beat() -> None:
     """Run the scheduler: re-enqueue parked messages when due; create and renew Graph subscriptions."""

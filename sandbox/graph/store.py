@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from sandbox.graph.errors import bad_request, not_found
 
+#: the properties of `onPremisesExtensionAttributes` (Exchange custom attributes 1-15)
+EXTENSION_ATTRIBUTES: frozenset[str] = frozenset(f"extensionAttribute{n}" for n in range(1, 16))
 #: every user property the sandbox stores (https://learn.microsoft.com/graph/api/resources/user); a user's Graph JSON
 #: has all of them
 USER_PROPERTIES: tuple[str, ...] = (
@@ -49,6 +51,7 @@ USER_PROPERTIES: tuple[str, ...] = (
     "officeLocation",
     "onPremisesDistinguishedName",
     "onPremisesDomainName",
+    "onPremisesExtensionAttributes",
     "onPremisesImmutableId",
     "onPremisesLastSyncDateTime",
     "onPremisesSamAccountName",
@@ -328,6 +331,12 @@ class Directory:
             if key == "employeeOrgData" and value is not None:
                 if not isinstance(value, dict) or set(value) - {"division", "costCenter", "@odata.type"}:
                     raise invalid
+            if key == "onPremisesExtensionAttributes" and value is not None:
+                # Cloud-only users may set these 15 strings (up to 1024 characters each) on create and update.
+                if not isinstance(value, dict) or set(value) - EXTENSION_ATTRIBUTES - {"@odata.type"} or any(
+                    v is not None and (not isinstance(v, str) or len(v) > 1024) for v in value.values()
+                ):
+                    raise invalid
             if key == "userType" and value not in ("Member", "Guest"):
                 raise invalid
             if isinstance(value, str) and len(value) > _USER_MAX_LEN.get(key, 1024):
@@ -404,6 +413,8 @@ class Directory:
                     continue
                 if k not in USER_PROPERTIES:
                     continue
+                if k == "onPremisesExtensionAttributes" and isinstance(v, dict):
+                    v = {**(user.get(k) or {}), **{n: x for n, x in v.items() if n != "@odata.type"}}  # merged
                 if user.get(k) != v:
                     user[k] = v
                     changed.append(k)

@@ -87,6 +87,11 @@ def charge(state: Any, request: Any, cost: int, write: bool = False) -> dict[str
     tenant = state.creds.tenant_id
     now = state.clock.time()
     rate = float(state.faults.get("graph.throttle_rate", 0.0) or 0.0)
+    paths = state.faults.get("graph.throttle_paths", []) or []
+    if paths:  # a fault aimed at some endpoints only (e.g. invitations), the rest of Graph answering normally
+        path = str(getattr(request, "path", None) or getattr(getattr(request, "url", None), "path", "") or "")
+        path = path.removeprefix("/v1.0")
+        rate = rate if any(path.lower().startswith(str(p).lower()) for p in paths) else 0.0
     if rate > 0 and random.random() < rate:
         after = float(state.faults.get("graph.throttle_retry_after_s", 2) or 1)
         raise _too_many(state, app_id, after, "ReadWrite" if write else "Read", "ResourceUnitLimitExceeded")

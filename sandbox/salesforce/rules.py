@@ -19,7 +19,8 @@ product classifies errors by `errorCode`:
 - Assigning an inactive owner: INACTIVE_OWNER_OR_USER for every ownable object unless
   `salesforce.allow_inactive_owner_assignment` (the org setting "Update Records with Inactive Owners"); editing a
   Contact or Task whose owner is inactive fails the same way even with the setting.
-- Validation rules (`salesforce.validation_rules`, "Object.Field=Value"): a save leaving that value fails with
+- Validation rules (`salesforce.validation_rules`, {object, field, pattern|blank, message} or "Object.Field=Value"):
+  a save leaving that value fails with
   FIELD_CUSTOM_VALIDATION_EXCEPTION and the rule's message, as an org's own validation rule does.
 - The `record_lock_rate` fault: an update of a CRM record fails alone with UNABLE_TO_LOCK_ROW "unable to obtain
   exclusive access to this record" (another transaction holds the row), so collections and bulk jobs see per-record
@@ -445,6 +446,37 @@ def _owner_rules(org: Org, od: ObjectDef, rec: dict[str, Any], old: dict[str, An
                   f"operation performed with inactive user [{owner}] as owner of {od.label.lower()}", [])
 
 
+# ---------------------------------------------------------------------------------------------- validation rules
+def _validation_rules(org: Org, od: ObjectDef, rec: dict[str, Any]) -> None:
+    """The org's validation rules (config `salesforce.validation_rules`), checked on every insert and update like
+    Salesforce does after the system rules: a record that matches a rule's condition is refused with the rule's
+    message as FIELD_CUSTOM_VALIDATION_EXCEPTION, naming the field the rule displays its error on.
+
+    A rule is either {"object", "field", "pattern" (a regex searched in the value) or "blank": true, "message"} or
+    the short form "Object.Field=Value" (the record may not hold exactly that value; ids compare in 15 or 18
+    characters)."""
+    for rule in org.config.get("salesforce.validation_rules", []) or []:
+        if isinstance(rule, str):
+            target, _, expected = rule.partition("=")
+            sobject, _, field_name = target.partition(".")
+            if sobject != od.name or field_name not in rec:
+                continue
+            value = rec[field_name]
+            if value == expected or (isinstance(value, str) and normalize_id(expected) == value):
+                raise err("FIELD_CUSTOM_VALIDATION_EXCEPTION",
+                          f"{od.label} records may not have {field_name} = {expected} (validation rule)", [field_name])
+            continue
+        if str(rule.get("object", "")).lower() != od.name.lower():
+            continue
+        f = od.field(str(rule.get("field", "")))
+        if f is None:
+            continue
+        text = "" if rec.get(f.name) is None else str(rec.get(f.name))
+        hit = not text if rule.get("blank") else bool(re.search(str(rule.get("pattern", "")), text))
+        if hit:
+            raise err("FIELD_CUSTOM_VALIDATION_EXCEPTION", str(rule.get("message") or "validation rule"), [f.name])
+
+
 # ---------------------------------------------------------------------------------------------- entry points
 def _object_rules(org: Org, od: ObjectDef, rec: dict[str, Any], old: dict[str, Any] | None) -> None:
     name = od.name
@@ -465,19 +497,6 @@ def _object_rules(org: Org, od: ObjectDef, rec: dict[str, Any], old: dict[str, A
     if od.ownable:
         _owner_rules(org, od, rec, old)
     _validation_rules(org, od, rec)
-
-
-def _validation_rules(org: Org, od: ObjectDef, rec: dict[str, Any]) -> None:
-    for rule in org.config.get("salesforce.validation_rules", []) or []:
-        target, _, expected = str(rule).partition("=")
-        sobject, _, field_name = target.partition(".")
-        if sobject != od.name or field_name not in rec:
-            continue
-        value = rec[field_name]
-        same = value == expected or (isinstance(value, str) and normalize_id(expected) == value)
-        if same:
-            raise err("FIELD_CUSTOM_VALIDATION_EXCEPTION",
-                      f"{od.label} records may not have {field_name} = {expected} (validation rule)", [field_name])
 
 
 def _lock_fault(org: Org, od: ObjectDef, rec: dict[str, Any]) -> None:

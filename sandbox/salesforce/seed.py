@@ -20,6 +20,8 @@ What the org holds after `seed_org` (all drawn from `random.Random(seed)`, so th
   disabled in Entra but active here (the leavers a first `make run` revokes), two legacy org-only users;
 - accounts, contacts, open and closed opportunities, leads (some owned by the lead queue), cases, tasks owned by
   active seeded users, and a default lead owner (deactivation blocker) and a default case owner.
+- three Accounts for B2B guests: the catch-all "Individual Guests", "Northwind Partner Network" (Email_Domain__c =
+  the first guest domain) and "Agency Example Inc" (the second guest domain, by Website only).
 """
 
 from __future__ import annotations
@@ -27,12 +29,15 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from sandbox.graph.seed import GUEST_DOMAINS
 from sandbox.salesforce.org import Org
 from sandbox.salesforce.rules import compute
 
 ORG_DOMAIN = "idsync-sandbox.example.com"
 TIME_ZONES = ["America/Los_Angeles", "America/New_York", "Europe/London", "Europe/Berlin", "Europe/Paris",
               "Asia/Tokyo", "Australia/Sydney"]
+#: The Account holding Contacts of guests with public mail addresses (the demo mapping's catch-all).
+CATCH_ALL_ACCOUNT = "Individual Guests"
 LOCALES = ["en_US", "en_GB", "de_DE", "fr_FR", "ja_JP", "en_AU"]
 
 
@@ -305,6 +310,18 @@ def seed_org(state: Any, *, tenant_users: list[dict[str, Any]], seed: int, overl
                 OwnerId=groups["Lead_Queue"]["Id"] if queue_owned else owners[i % len(owners)]["Id"],
                 Status=rng.choice(["Open - Not Contacted", "Working - Contacted", "Closed - Converted"]),
                 IsConverted=i % 5 == 4)
+        # Accounts for B2B guests (no random draws: the rest of the org stays as it was for the same seed): a
+        # catch-all for guests with public mail addresses, one partner found by its Email_Domain__c, one found by
+        # the demo mapping's domain map (by Name), both for domains the tenant's seeded guests come from.
+        guest_accounts = {
+            "catch_all": crm("Account", accounts, Name=CATCH_ALL_ACCOUNT, Type="Other", OwnerId=admin["Id"],
+                             Description="Contacts of B2B guests with public mail addresses"),
+            "by_domain_field": crm("Account", accounts, Name="Northwind Partner Network", Type="Partner",
+                                   OwnerId=admin["Id"], Email_Domain__c=GUEST_DOMAINS[0],
+                                   Website=f"https://www.{GUEST_DOMAINS[0]}"),
+            "by_domain_map": crm("Account", accounts, Name="Agency Example Inc", Type="Customer - Channel",
+                                 OwnerId=admin["Id"], Website=f"https://{GUEST_DOMAINS[1]}"),
+        }
         for name, rows in (("Account", accounts), ("Contact", contacts), ("Opportunity", opps), ("Lead", leads),
                            ("Case", cases), ("Task", tasks)):
             org.bulk_load(name, rows)
@@ -327,6 +344,7 @@ def seed_org(state: Any, *, tenant_users: list[dict[str, Any]], seed: int, overl
         "queues": {k: v["Id"] for k, v in groups.items() if v["Type"] == "Queue"},
         "groups": {k: v["Id"] for k, v in groups.items() if v["Type"] == "Regular"},
         "roles": {k: v["Id"] for k, v in roles.items()},
+        "guest_accounts": {k: v["Id"] for k, v in guest_accounts.items()},
         "licenses": {"Salesforce": sf_lic["Id"], "Chatter Free": chatter["Id"], "Sales Cloud User PSL": psl["Id"]},
     }
     org.seed_info = summary

@@ -4,6 +4,9 @@
 `check_mapping_text` is what `idsync mapping check` runs.
 """
 
+from shared.mapping.model import Mapping  # first: the CRM section modules import it while it completes
+
+# isort: split
 from shared.mapping.loader import (
     MappingError,
     MappingProblem,
@@ -11,6 +14,5 @@ from shared.mapping.loader import (
     load_mapping,
     parse_mapping_text,
 )
-from shared.mapping.model import Mapping
 
 __all__ = ["Mapping", "MappingError", "MappingProblem", "check_mapping_text", "load_mapping", "parse_mapping_text"]

@@ -7,6 +7,8 @@ fields) are checked elsewhere (`shared.engine.names.check_names`), because that 
 
 from __future__ import annotations
 
+from shared.mapping.enrichment import enrichment_problems
+from shared.mapping.guests import guest_problems
 from shared.mapping.model import RESERVED_FIELDS, Mapping, parse_match_rule
 from shared.mapping.offboarding import offboarding_problems
 from shared.mapping.source import Path
@@ -53,6 +55,8 @@ def semantic_problems(mapping: Mapping) -> list[Problem]:
                                  f"rule '{text}' compares {name}, which this mapping gives no value",
                                  f"add attributes.{name}, or drop it from the rule"))
 
+    problems.extend(crm_problems(mapping))
+
     for index, rule in enumerate(mapping.group_rules):
         if not (rule.profile or rule.role or rule.permission_sets or rule.permission_set_groups
                 or rule.permission_set_licenses or rule.public_groups or rule.queues):
@@ -60,4 +64,18 @@ def semantic_problems(mapping: Mapping) -> list[Problem]:
                              "add a profile, role, permission_sets, ... or remove the rule"))
     if mapping.offboarding is not None:
         problems.extend(offboarding_problems(mapping.offboarding))
+    return problems
+
+
+def crm_problems(mapping: Mapping) -> list[Problem]:
+    """The `guests:`, `enrichment:` and `requests:` sections, each checked by its own module."""
+    problems: list[Problem] = []
+    guest_fields: set[str] = set()
+    guest_link: str | None = None
+    if mapping.guests is not None:
+        problems.extend(guest_problems(mapping.guests))
+        guest_fields = set(mapping.guests.contact)
+        guest_link = mapping.guests.link_field
+    if mapping.enrichment is not None:
+        problems.extend(enrichment_problems(mapping.enrichment, guest_fields, guest_link))
     return problems

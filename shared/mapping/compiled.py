@@ -274,3 +274,7 @@ def _locale_table(overrides: dict[str, LocaleValues], default: LocaleValues) -> 
         table[code.casefold()] = _complete(values, BUILT_IN.get(code, fallback_tuple), f"locale.countries.{key}")
         table[key.casefold()] = table[code.casefold()]
     return table
+
+
+#: The same compilation for the other sections that map fields like `attributes:` (guests, enrichment).
+compile_attribute = _compile_attribute

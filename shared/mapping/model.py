@@ -5,7 +5,8 @@ an error it names the line and the closest valid key. Why frozen: one loaded map
 swapped whole on reload), so nothing may change it in place.
 
 Top-level keys: `version`, `scope`, `username`, `attributes`, `locale`, `manager`, `link_field`, `group_rules`,
-`matching`, `offboarding` (its model: `shared.mapping.offboarding`). docs/mapping.md is the reference of every key.
+`matching`, `offboarding` (its model: `shared.mapping.offboarding`), and the CRM sections `guests`, `enrichment`,
+`requests` (each in its own module). docs/mapping.md is the reference of every key.
 
 The model describes the file; `shared.mapping.compiled` turns it once into the fast form the engine runs, and
 `Mapping.where(path)` names the file line a rule came from (the loader attaches its source map).
@@ -33,7 +34,10 @@ from shared.mapping.transforms import Template, TransformStep, parse_path
 
 if TYPE_CHECKING:
     from shared.mapping.compiled import CompiledMapping
+    from shared.mapping.enrichment import EnrichmentSpec
+    from shared.mapping.guests import GuestsSpec
     from shared.mapping.source import SourceMap
+    from shared.mapping.user_requests import RequestsSpec
 
 FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -329,6 +333,7 @@ class MatchingSpec(_Model):
 # ------------------------------------------------------------------------------------------------------ the mapping
 
 
+
 class Mapping(_Model):
     """The whole mapping file."""
 
@@ -345,6 +350,10 @@ class Mapping(_Model):
     matching: MatchingSpec = Field(default_factory=MatchingSpec)
     offboarding: Offboarding | None = Field(default=None, description="leavers: who gets their open records, leave "
                                             "of absence, licence reclaim (docs/offboarding.md)")
+    guests: GuestsSpec | None = Field(default=None, description="B2B guests -> Contacts under their company's "
+                                      "Account (docs/guests-and-requests.md)")
+    enrichment: EnrichmentSpec | None = Field(default=None, description="Entra org data -> linked Contacts")
+    requests: RequestsSpec | None = Field(default=None, description="approved Salesforce requests -> Entra accounts")
 
     _source: SourceMap | None = PrivateAttr(default=None)
 
@@ -395,3 +404,13 @@ class Mapping(_Model):
         from shared.mapping.compiled import CompiledMapping
 
         return CompiledMapping(self)
+
+
+# The CRM sections are models of their own modules, built on AttributeSpec and the field checks above: imported once
+# those exist, then the Mapping's annotations naming them are resolved. (`shared.mapping` imports this module first.)
+from shared.mapping.enrichment import EnrichmentSpec  # noqa: E402
+from shared.mapping.guests import GuestsSpec  # noqa: E402
+from shared.mapping.user_requests import RequestsSpec  # noqa: E402
+
+Mapping.model_rebuild(_types_namespace={"EnrichmentSpec": EnrichmentSpec, "GuestsSpec": GuestsSpec,
+                                        "RequestsSpec": RequestsSpec})

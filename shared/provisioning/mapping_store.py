@@ -41,8 +41,9 @@ def mapping_path(settings: Any) -> Path | None:
     """The file this deployment maps with, or None when joiners and movers are not configured."""
     if settings.mapping_file:
         return Path(settings.mapping_file)
-    if getattr(settings, "sandbox_mode", False) and EXAMPLE_MAPPING.exists():
-        return EXAMPLE_MAPPING
+    sandbox = getattr(settings, "sandbox_mode", False) or not getattr(settings, "tenant_configured", True)
+    if sandbox and EXAMPLE_MAPPING.exists():
+        return EXAMPLE_MAPPING  # the bundled sandbox (or no tenant at all): the demo mapping
     return None
 
 

@@ -186,3 +186,14 @@ def test_status_shows_the_last_delta_error_per_resource(redis_server, redis_clie
     human = _run(redis_server, tmp_path, "status")
     assert human.returncode == 0
     assert "ValueError: refusing a link outside" in " ".join(human.stdout.split())
+
+
+def test_the_request_poller_says_in_one_line_when_the_mapping_leaves_requests_off(redis_server, tmp_path):
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text("requests: {enabled: false}\n")
+    env = {"PATH": "/usr/bin:/bin", "IDSYNC_REDIS_URL": redis_server.url, "IDSYNC_MAPPING_FILE": str(mapping)}
+    result = subprocess.run([sys.executable, "-m", "ops", "request-poller", "--once"], cwd=tmp_path,
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("idsync: the reverse flow is off — set requests: {enabled: true} in the mapping "
+                                     "file (docs/guests-and-requests.md)")

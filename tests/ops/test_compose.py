@@ -90,3 +90,16 @@ def test_compose_runs_the_audit_writer_and_provisioned_prometheus_and_grafana():
     refused = _config("-q", env={**{k: v for k, v in os.environ.items() if k != "IDSYNC_AUDIT_HMAC_KEY"},
                                  **missing})
     assert refused.returncode != 0 and "IDSYNC_AUDIT_HMAC_KEY" in refused.stderr
+
+
+def test_the_request_poller_runs_only_with_the_requests_profile():
+    import json
+
+    plain = json.loads(_config("--format", "json", env=REQUIRED).stdout)["services"]
+    assert "request-poller" not in plain  # the reverse flow is off unless configured
+    result = subprocess.run(
+        [_compose(), "--profile", "requests", "-f", str(ROOT / "docker-compose.yml"), "config", "--format", "json"],
+        capture_output=True, text=True, env={**os.environ, **REQUIRED}, cwd=ROOT, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["services"]["request-poller"]["command"] == ["request-poller"]

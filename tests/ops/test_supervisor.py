@@ -233,3 +233,21 @@ def test_stop_ends_components_in_order_producers_before_workers_before_redis(sup
     stopped = order_file.read_text().split()
     assert stopped[-1] == "redis"
     assert set(stopped) == set(names)
+
+
+def test_the_request_poller_is_supervised_only_when_the_mapping_enables_requests(tmp_path: Path):
+    def supervisor_with(mapping_text: str) -> tuple[Supervisor, list[str]]:
+        path = tmp_path / f"m{abs(hash(mapping_text))}.yaml"
+        path.write_text(mapping_text)
+        lines: list[str] = []
+        return Supervisor(load_settings(_env_file=None, mapping_file=path), var_dir=tmp_path / "var",
+                          echo=lines.append), lines
+
+    on, _ = supervisor_with("requests: {enabled: true, poll_interval_s: 7}\n")
+    assert on._requests_enabled() is True
+    assert on.urls["requests"] == "polling Salesforce every 7 s for approved requests"
+    off, _ = supervisor_with("requests: {enabled: false}\n")
+    assert off._requests_enabled() is False and "requests" not in off.urls
+    broken, lines = supervisor_with("requests: {enabeld: true}\n")
+    assert broken._requests_enabled() is False
+    assert lines and lines[0].startswith("request poller off: the mapping does not load")

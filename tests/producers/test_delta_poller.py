@@ -76,6 +76,21 @@ def test_a_disabled_user_goes_to_the_revocation_lane_as_user_disabled(
     assert checkpoints.get("users") == DELTA2
 
 
+def test_an_enabled_guest_goes_to_their_crm_contact_and_a_disabled_one_to_the_revocation_lane(
+    graph, celery_app, redis_client, settings, checkpoints
+):
+    checkpoints.save("users", DELTA1)
+    graph.script("users", DELTA1, [page([
+        user("g1", accountEnabled=True, userType="Guest", externalUserState="Accepted"),
+        user("g2", accountEnabled=False, userType="Guest"),
+        user("m1", accountEnabled=True, userType="Member"),
+    ], delta_link=DELTA2)])
+    DeltaPoller(graph, celery_app, redis_client, settings).run_round("users")
+    tasks = {m["event"]["object_id"]: m["headers"]["task"] for q in ("sync", "revocation")
+             for m in queued(redis_client, q)}
+    assert tasks == {"g1": "sync.contact_changed", "g2": "revocation.revoke_user", "m1": "sync.user_changed"}
+
+
 def test_removed_users_map_to_soft_and_hard_deletes():
     assert user_event_kind({"id": "a", "@removed": {"reason": "changed"}}) is EventKind.USER_SOFT_DELETED
     assert user_event_kind({"id": "a", "@removed": {"reason": "deleted"}}) is EventKind.USER_HARD_DELETED

@@ -321,3 +321,25 @@ def test_writes_are_also_limited_by_the_write_bucket(g: Graph) -> None:
     r = g.patch(f"/v1.0/users/{user}", {"jobTitle": "Two"})
     assert r.status_code == 429 and r.headers["x-ms-throttle-information"] == "WriteLimitExceeded"
     assert g.get(f"/v1.0/users/{user}").status_code == 200  # reads still pass while writes are throttled
+
+
+def test_extension_attributes_are_set_on_create_merged_on_patch_and_validated(g: Graph) -> None:
+    user = g.new_user("walter.skinner", onPremisesExtensionAttributes={"extensionAttribute15": "a0Y000000000001AAA"})
+    g.patch(f"/v1.0/users/{user['id']}", {"onPremisesExtensionAttributes": {"extensionAttribute1": "one"}})
+    got = g.get(f"/v1.0/users/{user['id']}?$select=onPremisesExtensionAttributes").json()
+    assert got["onPremisesExtensionAttributes"] == {"extensionAttribute15": "a0Y000000000001AAA",
+                                                    "extensionAttribute1": "one"}
+    bad = g.patch(f"/v1.0/users/{user['id']}", {"onPremisesExtensionAttributes": {"extensionAttribute16": "x"}})
+    assert bad.status_code == 400
+
+
+def test_throttle_paths_aim_the_throttle_fault_at_invitations_only(g: Graph) -> None:
+    g.state.faults.patch({"graph": {"throttle_rate": 1.0, "throttle_paths": ["/invitations"]}})
+    invite = g.post("/v1.0/invitations", {"invitedUserEmailAddress": "eve@vendor.example.io",
+                                          "inviteRedirectUrl": "https://myapps.microsoft.com"})
+    assert invite.status_code == 429 and invite.headers["Retry-After"].isdigit()
+    assert g.get("/v1.0/users?$top=1").status_code == 200
+    g.state.faults.patch({"graph": {"throttle_rate": 0.0}})
+    again = g.post("/v1.0/invitations", {"invitedUserEmailAddress": "eve@vendor.example.io",
+                                         "inviteRedirectUrl": "https://myapps.microsoft.com"})
+    assert again.status_code == 201

@@ -252,3 +252,32 @@ def test_the_last_active_system_administrator_cannot_be_deactivated(sandbox):
         org.rollback(txn)
     assert info.value.error_code == "CANNOT_DISABLE_LAST_ADMIN"
     assert all(org.live["User"][a]["ProfileId"] == org.seed_info["profiles"]["System Administrator"] for a in admins)
+
+
+def test_a_configured_validation_rule_refuses_matching_saves_with_its_message(sandbox, sf):
+    from sandbox.admin import apply_patch
+    from sandbox.config import DEFAULT_CONFIG
+
+    rule = {"object": "Contact", "field": "Email", "pattern": r"@competitor\.example$", "name": "No_Competitors",
+            "message": "Contacts from competitors are not allowed"}
+    apply_patch(sandbox.state.config, DEFAULT_CONFIG, {"salesforce": {"validation_rules": [rule]}})
+    try:
+        with pytest.raises(SalesforceMalformedRequest) as info:
+            sf.Contact.create({"LastName": "Rival", "Email": "spy@competitor.example"})
+        err = error_of(info)
+        assert err["errorCode"] == "FIELD_CUSTOM_VALIDATION_EXCEPTION"
+        assert err["message"] == "Contacts from competitors are not allowed" and err["fields"] == ["Email"]
+        ok = sf.Contact.create({"LastName": "Friend", "Email": "pal@friends.example"})
+        with pytest.raises(SalesforceMalformedRequest):  # updates are checked too
+            sf.Contact.update(ok["id"], {"Email": "pal@competitor.example"})
+    finally:
+        apply_patch(sandbox.state.config, DEFAULT_CONFIG, {"salesforce": {"validation_rules": None}})
+
+
+def test_a_malformed_validation_rule_is_rejected_with_its_position():
+    from sandbox.admin import validate_patch
+    from sandbox.config import DEFAULT_CONFIG
+
+    with pytest.raises(ValueError, match=r"validation_rules\[0\] needs exactly one of pattern or blank"):
+        validate_patch(DEFAULT_CONFIG, {"salesforce": {"validation_rules": [
+            {"object": "Contact", "field": "Email", "message": "m"}]}})

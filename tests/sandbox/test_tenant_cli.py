@@ -133,3 +133,31 @@ def test_show_lists_the_user_s_open_records_in_salesforce(sandbox: SandboxServer
     for record_id in made["open"]["Opportunity"] + made["open"]["Case"]:
         assert record_id in out
     assert made["closed"]["Opportunity"][0] not in out  # closed records are not "open records"
+
+
+def test_invite_creates_a_pending_guest_through_graph_and_watches_salesforce(sandbox: SandboxServer, tmp_path,
+                                                                           capsys):
+    code = main(["--env-file", _env_file(sandbox, tmp_path), "invite", "kim@partner.example.org", "--name",
+                 "Kim Park", "--group", "Contractors", "--wait", "0"])
+    out = capsys.readouterr().out
+    assert code == 1 and "no Contact for kim@partner.example.org after 0 s (is idsync running?" in out
+    with sandbox.state.lock:
+        d = sandbox.state.directory
+        guest = next(u for u in d.users.values() if u.get("mail") == "kim@partner.example.org")
+        groups = {d.groups[g]["displayName"] for g in d.member_of.get(guest["id"], ())}
+    assert (guest["userType"], guest["externalUserState"], guest["displayName"]) == (
+        "Guest", "PendingAcceptance", "Kim Park")
+    assert groups == {"Contractors"}
+
+
+def test_request_inserts_an_approved_request_through_the_salesforce_api(sandbox: SandboxServer, tmp_path, capsys):
+    code = main(["--env-file", _env_file(sandbox, tmp_path), "request", "--first", "Ana", "--last", "Lima",
+                 "--department", "Finance", "--wait", "0"])
+    out = capsys.readouterr().out
+    assert code == 1 and "request still Approved after 0 s" in out
+    request_id = out.split()[3]
+    org = OrgAdmin(sandbox.env())
+    record = org.request(request_id)
+    assert (record["Status__c"], record["Request_Type__c"], record["First_Name__c"], record["Last_Name__c"],
+            record["Department__c"], record["Entra_Groups__c"]) == (
+        "Approved", "Create", "Ana", "Lima", "Finance", "All Employees")

@@ -6,6 +6,7 @@ from structlog.testing import capture_logs
 
 from shared.dispatch import (
     COLLAPSED,
+    CONTACT_TASKS,
     PENDING_CLAIM_TTL_S,
     SCHEDULED_TASKS,
     SYNC_TASK_FOR_KIND,
@@ -65,8 +66,9 @@ def test_events_round_trip_through_a_json_message():
 
 
 def test_every_task_a_message_may_name_is_in_the_table_and_hand_offs_to_sync_stay_on_the_sync_lane():
-    assert TASK_NAMES == {*TASK_FOR_KIND.values(), *SYNC_TASK_FOR_KIND.values(), *SCHEDULED_TASKS}
+    assert TASK_NAMES == {*TASK_FOR_KIND.values(), *SYNC_TASK_FOR_KIND.values(), *SCHEDULED_TASKS, *CONTACT_TASKS}
     assert {lane_of(name) for name in SCHEDULED_TASKS} == {"revocation"}  # a blocked deactivation's retry
+    assert {lane_of(name) for name in CONTACT_TASKS} == {"sync"}
     assert {lane_of(name) for name in SYNC_TASK_FOR_KIND.values()} == {"sync"}
     assert known_task("sync.user_changed") == "sync.user_changed"
     with pytest.raises(UnknownTask, match="sync.user_chnaged"):

@@ -20,6 +20,9 @@ TASKS = {
     "sync.reactivate_user",
     "sync.transfer_ownership",
     "sync.group_changed",
+    "sync.contact_changed",
+    "sync.contact_refresh",
+    "sync.provision_request",
 }
 
 

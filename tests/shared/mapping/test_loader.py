@@ -199,7 +199,8 @@ def test_match_rules_are_fields_joined_by_and() -> None:
 def test_the_json_schema_describes_the_file_including_shorthands() -> None:
     schema = Mapping.model_json_schema()
     assert set(schema["properties"]) == {"version", "scope", "username", "attributes", "locale", "manager",
-                                         "link_field", "group_rules", "matching", "offboarding"}
+                                         "link_field", "group_rules", "matching", "offboarding", "guests",
+                                         "enrichment", "requests"}
     entry = schema["properties"]["attributes"]["additionalProperties"]
     assert {"type": "string"} in entry["anyOf"]  # `Title: jobTitle`
     json.dumps(schema)
