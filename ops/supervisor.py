@@ -135,11 +135,14 @@ class Supervisor:
     def _requests_enabled(self) -> bool:
         """The request poller runs only when the mapping turns the reverse flow on; a mapping that does not load
         is said once here (the workers report its problems in detail) and the poller stays off."""
-        from shared.mapping import MappingError
-        from shared.running_mapping import current_mapping
+        from shared.mapping import MappingError, load_mapping
+        from shared.provisioning.mapping_store import mapping_path
 
+        path = mapping_path(self.settings)
+        if path is None:
+            return False
         try:
-            spec = current_mapping(self.settings).requests
+            spec = load_mapping(path).requests
         except MappingError as err:
             self.echo(f"request poller off: the mapping does not load ({str(err)[:200]})")
             return False

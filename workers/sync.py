@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from shared.audit import audit
 from shared.dirty_users import Claimed, DirtyUsers
@@ -93,7 +94,9 @@ def drain_users(self: IdentityTask, event: dict[str, Any]) -> str:
     backlog = DirtyUsers(ctx.redis)
     backlog.drain_started()
     deps = ctx.provisioning(self.lane, self.app)
-    deadline = time.monotonic() + DRAIN_BUDGET_S
+    # hand over well before the task's time limit: a batch started late must still finish inside it
+    budget = min(DRAIN_BUDGET_S, ctx.settings.task_time_limit_s / 3)
+    deadline = time.monotonic() + budget
     batches = users = 0
     retry: list[str] = []
     while time.monotonic() < deadline:
@@ -126,7 +129,9 @@ def _run_batch(task: IdentityTask, deps: Any, backlog: DirtyUsers, claimed: list
             _reactivation_only(task, c)
         backlog.ack(ids)
         return []
-    except RetryableError:
+    except (RetryableError, SoftTimeLimitExceeded):
+        # the whole batch could not finish (a service is throttling or down, or the batch ran out of time): put
+        # everyone back and let the base task retry the drain with backoff
         backlog.release(ids)
         raise
     except Exception as err:

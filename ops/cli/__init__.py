@@ -31,6 +31,17 @@ from ops.cli.dlq import parse_duration
 __all__ = ["app", "main", "parse_duration"]
 
 
+def _quiet_logging() -> None:
+    """Before any command runs: library log lines go to stderr, warnings and up only, so a command's answer on stdout
+    (`--json` included) is never mixed with them. The long-running components (worker, webhook, poller, beat...)
+    configure their own logging from the settings when they start."""
+    from types import SimpleNamespace
+
+    from shared.logging import configure_logging
+
+    configure_logging(SimpleNamespace(log_json=None, log_level="WARNING"))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the CLI; an expected failure (settings, Redis, Graph/Salesforce, files, usage) exits with one line.
 
@@ -39,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     from ops.cli.errors import click_exceptions, report, usage_line
 
+    _quiet_logging()
     try:
         code = app(args=list(argv) if argv is not None else None, prog_name="idsync", standalone_mode=False)
     except SystemExit:

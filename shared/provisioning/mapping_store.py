@@ -41,9 +41,8 @@ def mapping_path(settings: Any) -> Path | None:
     """The file this deployment maps with, or None when joiners and movers are not configured."""
     if settings.mapping_file:
         return Path(settings.mapping_file)
-    sandbox = getattr(settings, "sandbox_mode", False) or not getattr(settings, "tenant_configured", True)
-    if sandbox and EXAMPLE_MAPPING.exists():
-        return EXAMPLE_MAPPING  # the bundled sandbox (or no tenant at all): the demo mapping
+    if getattr(settings, "sandbox_mode", False) and EXAMPLE_MAPPING.exists():
+        return EXAMPLE_MAPPING  # the bundled sandbox: the demo mapping
     return None
 
 
@@ -120,7 +119,9 @@ class MappingStore:
             self._loaded = Loaded(mapping, self.path, mtime, time.time())
             self._failed_version = None
             self.last_error = None
-            log.info("mapping_loaded", path=str(self.path), reloaded=previous is not None)
+            # a first load is routine (debug); a reload is news for whoever edits the file
+            (log.info if previous is not None else log.debug)("mapping_loaded", path=str(self.path),
+                                                              reloaded=previous is not None)
             self._record()
 
     def _failed(self, message: str, version: int | None) -> None:

@@ -278,6 +278,7 @@ def test_idsync_offboard_dry_run_shows_the_plan_and_the_real_run_executes_it(sta
     made = give_records(_org(stack), sf_user["Id"], {"Opportunity": 3, "Lead": 2})
     preview = _cli(stack, "offboard", user["userPrincipalName"], "--dry-run", "--json")
     assert preview.returncode == 0, preview.stderr
+    assert preview.stdout.lstrip().startswith("{"), preview.stdout[:500] + preview.stderr[-500:]
     plan = json.loads(preview.stdout)
     assert plan["preview"] is True and plan["mode"] == "offboard"  # enabled: what disabling would do
     to = {m["id"]: m["to"] for m in plan["moves"]}

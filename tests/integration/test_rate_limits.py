@@ -118,7 +118,11 @@ def test_graph_429_makes_every_worker_wait_retry_after(stack, wait_for):
     assert len(refused_locally()) == len(throttled_attempts) - len(throttled)
     # After the fault cleared every event was processed, none dead-lettered.
     assert [r["status"] for r in requests if r["status"] != 429] == [200] * len(user_ids)
-    assert stack.redis.llen("sync") == len(user_ids)  # each handed its user to the sync lane
+    # each handed its user to the sync lane: into the backlog, with one drain message for all of them
+    from shared.dirty_users import DirtyUsers
+
+    assert stack.redis.llen("sync") == 1
+    assert {c.entra_id for c in DirtyUsers(stack.redis).claim(100, lease_s=60)} == set(user_ids)
     assert DeadLetterQueue(stack.redis, 100, 86_400).list(limit=10) == []
 
 
@@ -166,12 +170,16 @@ def test_salesforce_usage_threshold_pauses_sync_but_not_revocation(stack, wait_f
     publish(celery, _event(stack, EventKind.USER_DISABLED, leaver["id"]))  # -> revocation.revoke_user
 
     wait_for(lambda: stack.audit("revoke", leaver["id"]), timeout=30, what="the revocation")
-    wait_for(lambda: _parked(stack, "sync.reactivate_user", returner["id"]), timeout=30, what="the parked sync")
+    # the hint went to the sync backlog; the drain that would apply it waits, parked, while the pause lasts
+    wait_for(lambda: _parked(stack, "sync.drain_users", "backlog"), timeout=30, what="the parked sync drain")
+    from shared.dirty_users import DIRTY_KEY
+
+    assert stack.redis.zscore(DIRTY_KEY, returner["id"]) is not None
 
     assert [r["outcome"] for r in stack.audit("revoke", leaver["id"])] == ["revoked"]
     assert [r["outcome"] for r in stack.audit("deactivate", leaver["id"])] == ["done"]
     assert parking.count(stack.redis) >= 1
-    (parked,) = _parked(stack, "sync.reactivate_user", returner["id"])
+    (parked,) = _parked(stack, "sync.drain_users", "backlog")
     assert parked.queue == "sync"
     assert parked.due_at > time.time()
     assert stack.audit("activate", returner["id"]) == []
