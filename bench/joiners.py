@@ -156,8 +156,8 @@ def main() -> int:
         want = len(set(linked) | have)
         from shared.dispatch import publish
         from shared.events import EventKind, EventSource, IdentityEvent
-        from workers.app import create_app
         from shared.settings import load_settings
+        from workers.app import create_app
 
         settings = load_settings(_env_file=None, **{k.removeprefix("IDSYNC_").lower(): v for k, v in env.items()
                                                     if k.startswith("IDSYNC_") and not k.startswith("IDSYNC_RUN_")})
