@@ -118,7 +118,7 @@ def main() -> int:
     procs: list[subprocess.Popen[bytes]] = []
     log = open(tmp / "workers.log", "ab")  # noqa: SIM115 - closed at exit
     try:
-        for n in range(args.workers):
+        for _worker in range(args.workers):
             procs.append(subprocess.Popen([sys.executable, "-m", "ops", "worker", "--lane", "sync",
                                            "--concurrency", "1"], env=env, stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True))
