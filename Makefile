@@ -42,6 +42,8 @@ lock: install
 bench: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/sandbox_scale.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/revocation_latency.py
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/joiners.py
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/offboarding.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

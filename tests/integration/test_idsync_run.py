@@ -128,26 +128,10 @@ def _leaver_is_revoked(
     return target
 
 
-def test_idsync_run_revokes_a_disabled_user_and_status_shows_it(service, wait_for, admin_clients):
-    env = service.env()
-    assert re.fullmatch(r"redis://:[A-Za-z0-9_-]{24,}@127\.0\.0\.1:\d+/0", env["IDSYNC_REDIS_URL"])
-    assert env["IDSYNC_RUN_WEBHOOK_URL"].endswith("/graph/notifications")
-    assert env["IDSYNC_RUN_FLOWER_URL"].startswith("http://127.0.0.1:")
-    # the beat process creates the Graph subscriptions once the webhook answers the validation handshake
-    subscribed = wait_for(lambda: {s["resource"] for s in service.status()["subscriptions"]} == {"/users", "/groups"},
-                          timeout=90, interval=0.5, what="both subscriptions in `idsync status --json`")
-    assert subscribed is True
-
-    target = _leaver_is_revoked(service, wait_for, admin_clients, skip=0)
-
-    status = service.status()
-    assert set(status["lanes"]) == {"revocation", "sync"}
-    _check_audit_trail_and_metrics(service.cwd, service.env(), target, wait_for)
-
-
 def test_the_try_a_leaver_steps_reown_the_leaver_s_open_records_per_the_demo_contract(service, wait_for):
-    """README "Try a leaver", as a new user types it: `sandbox.tenant disable` picks a member who owns open records,
-    who is frozen and deactivated, and whose open records all get new owners; status and review list answer."""
+    """README "Try a leaver", as a new user types it first thing: `sandbox.tenant disable` picks a member who owns
+    open records, who is frozen and deactivated, and whose open records all get new owners; status and review list
+    answer. (First in the module: later tests' leavers use up the seeded record owners.)"""
     wait_for(lambda: {s["resource"] for s in service.status()["subscriptions"]} == {"/users", "/groups"},
              timeout=90, interval=0.5, what="subscriptions")
     done = subprocess.run([sys.executable, "-m", "sandbox.tenant", "disable"], cwd=service.cwd, env=_clean_env(),
@@ -164,6 +148,23 @@ def test_the_try_a_leaver_steps_reown_the_leaver_s_open_records_per_the_demo_con
     listed = subprocess.run([sys.executable, "-m", "ops", "review", "list"], cwd=service.cwd, env=_clean_env(),
                             capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0 and "Review items" in listed.stdout
+
+
+def test_idsync_run_revokes_a_disabled_user_and_status_shows_it(service, wait_for, admin_clients):
+    env = service.env()
+    assert re.fullmatch(r"redis://:[A-Za-z0-9_-]{24,}@127\.0\.0\.1:\d+/0", env["IDSYNC_REDIS_URL"])
+    assert env["IDSYNC_RUN_WEBHOOK_URL"].endswith("/graph/notifications")
+    assert env["IDSYNC_RUN_FLOWER_URL"].startswith("http://127.0.0.1:")
+    # the beat process creates the Graph subscriptions once the webhook answers the validation handshake
+    subscribed = wait_for(lambda: {s["resource"] for s in service.status()["subscriptions"]} == {"/users", "/groups"},
+                          timeout=90, interval=0.5, what="both subscriptions in `idsync status --json`")
+    assert subscribed is True
+
+    target = _leaver_is_revoked(service, wait_for, admin_clients, skip=0)
+
+    status = service.status()
+    assert set(status["lanes"]) == {"revocation", "sync"}
+    _check_audit_trail_and_metrics(service.cwd, service.env(), target, wait_for)
 
 
 def test_the_redis_password_never_appears_in_the_output_and_secret_files_are_private(service, wait_for):
