@@ -122,6 +122,9 @@ class DirtyUsers:
     def in_flight(self) -> int:
         return int(self.redis.zcard(INFLIGHT_KEY))
 
+    def in_flight_ids(self) -> set[str]:
+        return {str(m) for m in self.redis.zrange(INFLIGHT_KEY, 0, -1)}
+
     def oldest_age(self, now: float | None = None) -> float | None:
         first = self.redis.zrange(DIRTY_KEY, 0, 0, withscores=True)
         if not first:

@@ -49,8 +49,11 @@ BATCH_SIZE = 200
 DRAIN_BUDGET_S = 20.0
 #: A claimed user comes back to the backlog if its worker has not finished the batch by then (it died).
 LEASE_S = 240.0
-#: A drain waits this long for more hints when it finds a small backlog, so a burst becomes one batch.
-COALESCE_S = 0.15
+#: A drain that finds a small backlog waits while it is still growing (a burst of hints becomes full batches of 200,
+#: each costing the same few Salesforce calls as a batch of one), checking every `COALESCE_STEP_S`, at most
+#: `COALESCE_MAX_S` in all: a lone joiner waits one step.
+COALESCE_STEP_S = 0.15
+COALESCE_MAX_S = 2.0
 
 
 def _wait_if_paused(task: IdentityTask) -> None:
@@ -100,8 +103,7 @@ def drain_users(self: IdentityTask, event: dict[str, Any]) -> str:
     batches = users = 0
     retry: list[str] = []
     while time.monotonic() < deadline:
-        if backlog.pending() < BATCH_SIZE:
-            time.sleep(COALESCE_S)
+        _coalesce(backlog)
         claimed = backlog.claim(BATCH_SIZE, LEASE_S)
         if not claimed:
             break
@@ -117,6 +119,18 @@ def drain_users(self: IdentityTask, event: dict[str, Any]) -> str:
         schedule_drain(self.app, backlog, _tenant(self))
     log.info("sync_drain_done", batches=batches, users=users, pending=backlog.pending())
     return "drained"
+
+
+def _coalesce(backlog: DirtyUsers) -> None:
+    """Wait while a small backlog is still growing, so that a burst is claimed as full batches."""
+    waited, seen = 0.0, backlog.pending()
+    while seen < BATCH_SIZE and waited < COALESCE_MAX_S:
+        time.sleep(COALESCE_STEP_S)
+        waited += COALESCE_STEP_S
+        now = backlog.pending()
+        if now == seen:
+            return
+        seen = now
 
 
 def _run_batch(task: IdentityTask, deps: Any, backlog: DirtyUsers, claimed: list[Claimed]) -> list[str]:

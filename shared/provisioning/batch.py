@@ -214,9 +214,17 @@ def prepare_groups(deps: SyncDeps, mapping: Mapping, snapshots: GroupMembership,
     """Resolve the mapping's groups and read any snapshot never read; its members are planned (joiners)."""
     groups = resolve_groups(deps.graph, deps.redis, mapping)
     for group_id in sorted(snapshots.not_ready(groups.ids)):
-        changed = snapshots.refresh(deps.graph, group_id)
-        if not deps.settings.delta_start_from_now:
-            backlog.mark(sorted(changed - exclude))
+        # One worker reads a group for the first time; the others wait for it: two first reads would each plan
+        # every member again (and the second would re-plan users the first batches already provisioned).
+        lock = deps.redis.lock(f"idsync:gm:first_read:{group_id}", timeout=120, blocking_timeout=60)
+        with lock:
+            if not snapshots.not_ready([group_id]):
+                continue  # another worker read it while this one waited
+            changed = snapshots.refresh(deps.graph, group_id)
+            if not deps.settings.delta_start_from_now:
+                # everyone in a group read for the first time is planned, except the users batches are planning
+                # right now (their plans use this snapshot or one their worker just read)
+                backlog.mark(sorted(changed - exclude - backlog.in_flight_ids()))
         log.info("group_snapshot_read", group_id=group_id, group=groups.names.get(group_id), members=len(changed))
     if groups.unresolved:
         log.warning("mapping_groups_unresolved", groups=list(groups.unresolved))
