@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from shared.delta_keys import delta_key
+
 #: A half-finished round's memory lives one day: long enough for any retry, short enough to never leak.
 ROUND_SET_TTL_S = 24 * 3600
 #: The stored error message is for a human glance in `idsync status`, not a log: keep it short.
@@ -38,7 +40,7 @@ class DeltaCheckpoints:
         self.tenant = tenant
 
     def _key(self, resource: str, part: str) -> str:
-        return f"idsync:delta:{self.tenant}:{resource}:{part}"
+        return delta_key(self.tenant, resource, part)
 
     # --- the deltaLink
 

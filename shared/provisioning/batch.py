@@ -24,6 +24,7 @@ from typing import Any
 
 from shared.audit import append_many
 from shared.audit_events import AuditEvent
+from shared.delta_keys import users_enumerated
 from shared.dirty_users import Claimed, DirtyUsers
 from shared.dispatch import TaskSender, publish
 from shared.engine import (
@@ -221,9 +222,11 @@ def prepare_groups(deps: SyncDeps, mapping: Mapping, snapshots: GroupMembership,
             if not snapshots.not_ready([group_id]):
                 continue  # another worker read it while this one waited
             changed = snapshots.refresh(deps.graph, group_id)
-            if not deps.settings.delta_start_from_now:
+            if not deps.settings.delta_start_from_now and users_enumerated(deps.redis, deps.settings):
                 # everyone in a group read for the first time is planned, except the users batches are planning
-                # right now (their plans use this snapshot or one their worker just read)
+                # right now (their plans use this snapshot or one their worker just read). While the poller's
+                # first full round is still running it hints every user anyway: marking them here too would
+                # re-plan (as no-ops) the users it has already hinted and provisioned.
                 backlog.mark(sorted(changed - exclude - backlog.in_flight_ids()))
         log.info("group_snapshot_read", group_id=group_id, group=groups.names.get(group_id), members=len(changed))
     if groups.unresolved:

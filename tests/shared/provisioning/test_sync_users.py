@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from sandbox.admin_clients import GraphAdmin, OrgAdmin
+from shared.delta_keys import delta_key, tenant_of
 from shared.dirty_users import DirtyUsers
 from shared.engine import PlanAction
+from shared.group_membership import GroupMembership
 from shared.provisioning.batch import BatchReport, SyncDeps, sync_users
 from shared.provisioning.group_events import members_changed
 from shared.provisioning.review_decisions import ReviewDecisions
@@ -287,3 +289,19 @@ def test_a_batch_of_users_costs_one_salesforce_read_in_steady_state(deps, tenant
     report = _run(deps, *[u["id"] for u in users])
     assert report.count() == {"updated": 5}
     assert report.sf_calls == 2  # one composite read (users + entitlements) and one collections update for all five
+
+
+def test_a_group_read_for_the_first_time_plans_its_members_only_once_the_poller_has_enumerated_users(deps, tenant):
+    """Before the poller's first full round has saved a link it hints every user itself; marking the group's members
+    as well would plan them twice. After it, a newly mapped group's members are known only from this read."""
+    backlog = DirtyUsers(deps.redis)
+    deps.redis.flushdb()
+    sync_users(deps, [], dry_run=True)
+    assert backlog.pending() == 0  # no users deltaLink yet: the poller's first round covers everyone
+
+    deps.redis.flushdb()
+    deps.redis.set(delta_key(tenant_of(deps.settings), "users", "link"), "https://graph.example/delta?token=1")
+    sync_users(deps, [], dry_run=True)
+    west = GroupMembership(deps.redis).members(tenant.group("Sales Team West")["id"])
+    assert west
+    assert {str(m) for m in deps.redis.zrange("idsync:sync:dirty", 0, -1)} >= west
