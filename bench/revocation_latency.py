@@ -316,7 +316,9 @@ class Bench:
 
             sandbox.server.socket = _TcpSocketModule()  # type: ignore[assignment]
         self.workdir = workdir
-        n_users = max(1000, 4 * (args.users + WARMUP_USERS))
+        # enough revocable members (not every seeded user is one) for every round: warm-up + 2 scenarios per mode
+        rounds = 2 if args.audit == "both" else 1
+        n_users = max(1000, 2 * (WARMUP_USERS + 2 * args.users * rounds))
         self.server = SandboxServer(workdir / "sandbox", users=n_users, groups=4, seed=11, overlap=1.0)
         self.redis_server = EmbeddedRedis(workdir / "redis")
         self.procs: Processes | None = None
