@@ -166,16 +166,17 @@ class HeldUser:
     entra_id: str
     sf_user_id: str | None
     upn: str | None
-    at: float | None = None
+    held_at: float | None = None
     rule: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps({"sf_user_id": self.sf_user_id, "upn": self.upn, "at": self.at, "rule": self.rule})
+        return json.dumps({"sf_user_id": self.sf_user_id, "upn": self.upn, "held_at": self.held_at,
+                           "rule": self.rule})
 
     @classmethod
     def from_json(cls, entra_id: str, raw: str) -> HeldUser:
         data = json.loads(raw)
-        return cls(entra_id, data.get("sf_user_id"), data.get("upn"), data.get("at"), data.get("rule"))
+        return cls(entra_id, data.get("sf_user_id"), data.get("upn"), data.get("held_at"), data.get("rule"))
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ class HeldRun:
     mode: str
     count: int
     reason: str
-    since: float
+    held_at: float
     linked_total: int
 
 
@@ -379,7 +380,7 @@ class DeprovisionGuard:
         """Every user recorded in a run, oldest first."""
         raw = self.redis.hgetall(run_users_key(run_id))
         users = [HeldUser.from_json(str(e), str(v)) for e, v in raw.items()]
-        return sorted(users, key=lambda u: (u.at or 0.0, u.entra_id))
+        return sorted(users, key=lambda u: (u.held_at or 0.0, u.entra_id))
 
     def held_runs(self) -> list[HeldRun]:
         """Runs waiting for `idsync approve` / `idsync reject`, oldest first."""
@@ -423,6 +424,13 @@ def _audit_users(redis: Any, action: str, run_id: str, users: Iterable[HeldUser]
 
 def _count_held(mode: str, n: int) -> None:
     metrics.GUARD_HELD.labels(mode).inc(n)
+
+
+def back_in_scope(redis: Any, links: Any, entra_id: str) -> None:
+    """idsync reactivated this user (Entra has them enabled and in scope): a rejected hold is moot, and so is the
+    review item that explained it."""
+    if redis.delete(f"{REJECTED_PREFIX}{entra_id}"):
+        links.resolve_review(entra_id, REVIEW_TOPIC)
 
 
 # ------------------------------------------------------------------------------------------- acting on a decision
