@@ -223,7 +223,8 @@ def _reconcile_plan(stack: Any, entra_ids: list[str], group_id: str
     deps = _deps(stack)
     members_changed(deps.graph, stack.redis, deps.mappings.current(), group_id)
     report = sync_users(deps, entra_ids, dry_run=True)
-    deprovisions = [(e, p.sf_user_id, p.upn) for e, p in report.plans.items() if p.action is PlanAction.DEPROVISION]
+    deprovisions: list[tuple[str, str | None, str | None]] = [
+        (e, p.sf_user_id, p.upn) for e, p in report.plans.items() if p.action is PlanAction.DEPROVISION]
     # users disabled in Entra are not planned: the batch routes them to the revocation lane, as leavers
     deprovisions += [(e, None, None) for e, outcome in report.outcomes.items() if outcome == "handed_to_revocation"]
     return "reconcile-test-1", deprovisions
