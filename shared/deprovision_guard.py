@@ -71,6 +71,9 @@ APPROVED_PREFIX = f"{PREFIX}:approved:"
 REJECTED_PREFIX = f"{PREFIX}:rejected:"
 #: An approval waits this long for its deactivation (a blocked one is retried every 15 min meanwhile).
 APPROVAL_TTL_S = 7 * 86_400
+#: A reconcile run within the limits publishes its deprovisions at once: its pre-approval need not last long, and a
+#: user it did not deactivate (back in scope) must soon count again like anyone else.
+PREAPPROVAL_TTL_S = 86_400
 #: A decided run is kept this long for `idsync held RUN_ID` and for approving twice (which republishes).
 DECIDED_RUN_TTL_S = 30 * 86_400
 #: What the revocation lane publishes per approved user (in `shared.dispatch.SCHEDULED_TASKS`).
@@ -274,7 +277,7 @@ class DeprovisionGuard:
             pipe.hset(run_key(run_id), mapping={**meta, "status": ALLOWED})
             pipe.expire(run_key(run_id), DECIDED_RUN_TTL_S)
             for entra_id in users:
-                pipe.set(f"{APPROVED_PREFIX}{entra_id}", run_id, ex=APPROVAL_TTL_S)
+                pipe.set(f"{APPROVED_PREFIX}{entra_id}", run_id, ex=PREAPPROVAL_TTL_S)
             pipe.execute()
             return GuardDecision(run_id, False, "", count, linked_total, ALLOWED)
         pipe.hset(run_key(run_id), mapping={**meta, "status": HELD})
