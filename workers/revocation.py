@@ -299,7 +299,7 @@ def release_held(self: IdentityTask, event: dict[str, Any]) -> str:
     return deprovision(self, event)
 
 
-def deprovision(self: IdentityTask, event: dict[str, Any]) -> str:
+def deprovision(task: IdentityTask, event: dict[str, Any]) -> str:
     """Before anything is deactivated, scope is checked again against Graph itself (the user and their transitive
     groups, live), so a stale group snapshot can never deprovision someone who is still in scope; such a user goes
     back to the sync lane, with the mapped groups read again."""
@@ -310,16 +310,16 @@ def deprovision(self: IdentityTask, event: dict[str, Any]) -> str:
     from shared.provisioning.mapping_store import NoMapping
 
     evt = IdentityEvent.from_message(event)
-    ctx = self.ctx
-    PendingWork(ctx.redis).clear(self.name, evt.object_id)
-    graph = ctx.graph(self.lane)
+    ctx = task.ctx
+    PendingWork(ctx.redis).clear(task.name, evt.object_id)
+    graph = ctx.graph(task.lane)
     try:
         mapping = ctx.mappings.current()
     except NoMapping:
-        return revoke_or_hand_off(self, event)  # no scope to judge without a mapping: only disabled users go
+        return revoke_or_hand_off(task, event)  # no scope to judge without a mapping: only disabled users go
     user_json = graph.get_user(evt.object_id, select=graph_properties(mapping))
     if user_json is None or user_json.get("accountEnabled") is False:
-        return revoke(self, evt, read_entra_user(graph, evt.object_id))
+        return revoke(task, evt, read_entra_user(graph, evt.object_id))
     groups = resolve_groups(graph, ctx.redis, mapping)
     member_of = graph.transitive_group_ids_of(evt.object_id) & set(groups.ids)
     entra = EntraUser.from_graph(user_json, [{"id": g, "displayName": groups.names[g]} for g in member_of])
@@ -341,7 +341,7 @@ def deprovision(self: IdentityTask, event: dict[str, Any]) -> str:
         snapshots = GroupMembership(ctx.redis)
         for group_id in groups.ids:
             snapshots.refresh(graph, group_id)
-        return hand_to_sync(self, evt)
+        return hand_to_sync(task, evt)
     # the ownership transfer re-reads Graph, sees an enabled user and would keep their records: mark them a leaver
     mark_left_scope(ctx.redis, evt.object_id)
-    return revoke(self, evt, EntraState(OUT_OF_SCOPE, entra.upn), rule=f"leaver: {desired.reason}")
+    return revoke(task, evt, EntraState(OUT_OF_SCOPE, entra.upn), rule=f"leaver: {desired.reason}")
