@@ -125,3 +125,26 @@ def test_a_single_leaver_is_not_delayed_while_nothing_is_held(app, worker, ctx, 
     assert [name for name, _ in salesforce.writes()] == ["freeze_user", "deactivate_user"]
     assert ctx.redis.zcard("idsync:guard:live:window") == 1  # counted, one script call, nothing held
     assert DeprovisionGuard(ctx.redis, ctx.settings).held_runs() == []
+
+
+def test_a_leaver_after_the_burst_left_the_window_is_not_delayed_while_the_run_still_waits(
+        app, worker, ctx, graph, salesforce, finished, waiter) -> None:
+    import time
+
+    from workers import context
+
+    context.override(settings=make_settings(ctx.settings.redis_url, guard_max_count=2, guard_max_share=0.0,
+                                            guard_window_s=1.0))
+    ids = _leavers(graph, salesforce, 4)
+    for entra_id in ids[:3]:
+        _disable(app, entra_id)
+    waiter(lambda: len(finished.outcomes("revocation.revoke_user")) == 3)
+    assert sorted(finished.outcomes("revocation.revoke_user")) == ["frozen_held", "revoked", "revoked"]
+    time.sleep(1.2)  # the burst slides out of the 1 s window
+
+    _disable(app, ids[3])
+    waiter(lambda: len(finished.outcomes("revocation.revoke_user")) == 4)
+
+    assert finished.outcomes("revocation.revoke_user")[-1] == "revoked"
+    assert salesforce.users[_sf(3)]["IsActive"] is False
+    assert len(DeprovisionGuard(ctx.redis, ctx.settings).held_runs()) == 1  # the held run still waits
