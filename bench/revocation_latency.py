@@ -33,6 +33,7 @@ by correlation id: PATCH -> received (sandbox notifier), received -> enqueued (w
 freeze -> deactivate audit (deactivate PATCH). The cost of single Graph/Salesforce calls is timed separately with the
 product's clients so "start -> freeze" can be attributed.
 
+The mass-deprovisioning guard's count limit is raised out of reach (its check still runs for every revocation).
 Deliberately kept at product defaults: the fleet rate limiter (`IDSYNC_GRAPH_REQUESTS_PER_S`,
 `IDSYNC_SF_REQUESTS_PER_S`, revocation reserve) and the Celery settings, because they are part of what a leaver
 waits for. Only the sandbox's budgets (Graph resource units, Salesforce daily allowance) are raised, so sandbox
@@ -349,6 +350,11 @@ class Bench:
             "IDSYNC_VAR_DIR": str(self.workdir / "var"),
             "IDSYNC_LOG_JSON": "true",
             "IDSYNC_LOG_LEVEL": "INFO",
+            # Hundreds of disables within minutes ARE a mass deprovisioning: the guard would rightly hold them after
+            # its threshold. The limit is raised out of reach, not switched off, so every revocation still pays for
+            # the guard's check (one Redis script call) exactly as a production leaver does.
+            "IDSYNC_GUARD_MAX_COUNT": "1000000",
+            "IDSYNC_GUARD_MAX_SHARE": "0",
         }
         for item in self.args.set:
             name, sep, value = item.partition("=")

@@ -107,7 +107,16 @@ def collect(settings: Settings, redis: Any) -> dict[str, Any]:
         "recent_revocations": revocations,  # newest first
         "audit": audit_backlog(redis, settings.audit_sinks),
         "provisioning": _provisioning(redis),
+        "guard": _guard(settings, redis),
     }
+
+
+def _guard(settings: Settings, redis: Any) -> dict[str, Any]:
+    """Deactivations the mass-deprovisioning guard holds: each run waits for `idsync approve` or `idsync reject`."""
+    from shared.deprovision_guard import DeprovisionGuard
+
+    guard = DeprovisionGuard(redis, settings)
+    return {"held_runs": [vars(run) for run in guard.held_runs()], "held_users": guard.held_users()}
 
 
 def _provisioning(redis: Any) -> dict[str, Any]:

@@ -51,6 +51,7 @@ class Action(StrEnum):
     DLQ_REPLAY = "dlq_replay"
     GUARD_HELD = "guard_held"
     GUARD_APPROVED = "guard_approved"
+    GUARD_REJECTED = "guard_rejected"
     REVERSE_FLOW_CREATE = "reverse_flow_create"
     MAPPING_RELOADED = "mapping_reloaded"
 

@@ -52,8 +52,9 @@ SYNC_TASK_FOR_KIND: dict[EventKind, str] = {
 }
 
 #: Tasks no event kind maps to: a worker or an operator names them. `revocation.retry_deactivation` tries a blocked
-#: deactivation again (parked on a schedule by `shared.deactivation_retries`, or at once by `idsync review resolve`).
-SCHEDULED_TASKS: frozenset[str] = frozenset({"revocation.retry_deactivation"})
+#: deactivation again (parked on a schedule by `shared.deactivation_retries`, or at once by `idsync review resolve`);
+#: `revocation.release_held` deactivates a user the mass-deprovisioning guard held, once `idsync approve` lifted it.
+SCHEDULED_TASKS: frozenset[str] = frozenset({"revocation.retry_deactivation", "revocation.release_held"})
 
 #: The CRM Contact of a user: B2B guests (routed here by userType instead of to provisioning), removals of a
 #: Contact-linked user (after the revocation lane's work), and Contact-linked employees. `sync.contact_refresh` is

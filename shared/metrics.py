@@ -51,6 +51,9 @@ MAPPING_RELOAD_FAILURES = Counter("idsync_mapping_reload_failures", "Attribute-m
 AUDIT_CHAINED = Counter("idsync_audit_entries_chained", "Entries appended to the hash chain", ["type"])
 AUDIT_DELIVERED = Counter("idsync_audit_entries_delivered", "Chain entries delivered to a sink", ["sink"])
 AUDIT_SINK_FAILURES = Counter("idsync_audit_sink_failures", "Failed delivery attempts to a sink (retried)", ["sink"])
+GUARD_HELD = Counter("idsync_guard_held_deactivations",
+                     "Deactivations the mass-deprovisioning guard held (user frozen, waiting for idsync approve)",
+                     ["mode"])
 
 #: Task outcomes that are failures handled by the base task, not results of the task body.
 _RETRY, _PARKED, _DEAD = "retry", "parked", frozenset({"dead_lettered", "poison_message"})
@@ -83,6 +86,8 @@ STATE_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "idsync_parked_messages": ("Messages parked for a later retry", ()),
     "idsync_review_items": ("Users frozen but not deactivated, waiting for a human", ()),
     "idsync_pending_ownership_transfers": ("Record transfers waiting after revocations", ()),
+    "idsync_guard_held_runs": ("Runs whose deactivations the mass-deprovisioning guard holds for a decision", ()),
+    "idsync_guard_held_users": ("Users frozen but not deactivated until `idsync approve` / `idsync reject`", ()),
     "idsync_salesforce_api_usage_ratio": ("Share of the Salesforce daily API allowance used", ()),
     "idsync_sync_paused": ("1 while the sync lane is paused to keep API allowance for revocations", ()),
     "idsync_throttled_seconds": ("Seconds every worker still waits on a service's Retry-After", ("service",)),
@@ -127,6 +132,10 @@ class StateCollector(Collector):
                           ("pending_ownership_transfers", "idsync_pending_ownership_transfers")):
             if key in data:
                 families[name].add_metric([], data[key])
+        guard = data.get("guard")
+        if guard is not None:
+            families["idsync_guard_held_runs"].add_metric([], len(guard.get("held_runs") or []))
+            families["idsync_guard_held_users"].add_metric([], guard.get("held_users", 0))
         api = data.get("api") or {}
         usage = api.get("sf_api_usage") or {}
         if usage.get("share") is not None:
@@ -179,7 +188,7 @@ class WebhookMetrics:
 #: Counters and histograms defined above, by base name (the webhook's are listed by `defined_series`).
 PROCESS_METRICS = (EVENTS, TASK_DURATION, TASK_RETRIES, TASKS_PARKED, TASKS_DEAD_LETTERED, REVOCATION_LATENCY,
                    GRAPH_THROTTLED, LIMITER_WAIT, LIMITER_DEFERRED, MAPPING_RELOAD_FAILURES, AUDIT_CHAINED,
-                   AUDIT_DELIVERED, AUDIT_SINK_FAILURES)
+                   AUDIT_DELIVERED, AUDIT_SINK_FAILURES, GUARD_HELD)
 
 
 def defined_series() -> set[str]:

@@ -113,6 +113,15 @@ class Settings(BaseSettings):
     # stays frozen meanwhile); `idsync review resolve ID --retry` tries at once.
     deactivation_retry_s: float = Field(default=900.0, gt=0)
 
+    # --- Mass-deprovisioning guard (shared/deprovision_guard.py). More deactivations than this, in one reconcile run
+    # or within the live window, are held (users frozen, not deactivated) until `idsync approve RUN_ID`. 0 disables
+    # a threshold; both at 0 turn the guard off. The share threshold never holds fewer than guard_share_min_count.
+    guard_max_count: int = Field(default=50, ge=0)
+    guard_max_share: float = Field(default=0.05, ge=0, le=1)
+    guard_share_min_count: int = Field(default=10, ge=0)
+    guard_window_s: float = Field(default=900.0, gt=0)  # the live pipeline's sliding window
+    guard_reject_keep_s: float = Field(default=86_400.0, gt=0)  # a rejected user stays frozen, not deactivated
+
     # --- Rate limits
     graph_requests_per_s: float = Field(default=50.0, gt=0)
     # Salesforce has no per-second limit (only a daily allowance and 25 concurrent long requests): this rate only

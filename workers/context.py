@@ -28,6 +28,7 @@ class WorkerContext:
         self._limiter: Any = None
         self._dlq: DeadLetterQueue | None = None
         self._links: IdentityLinks | None = None
+        self._guard: Any = None
         self._graph: dict[str, Any] = {}
         self._salesforce: dict[str, Any] = {}
         self._graph_override: Any = None
@@ -73,6 +74,16 @@ class WorkerContext:
             if self._links is None:
                 self._links = IdentityLinks(self.redis)
             return self._links
+
+    @property
+    def guard(self) -> Any:
+        """The mass-deprovisioning guard (`shared.deprovision_guard`), asked before every deactivation."""
+        with self._lock:
+            if self._guard is None:
+                from shared.deprovision_guard import DeprovisionGuard
+
+                self._guard = DeprovisionGuard(self.redis, self.settings)
+            return self._guard
 
     def graph(self, lane: str) -> Any:
         if self._graph_override is not None:
@@ -164,6 +175,8 @@ def override(
             ctx._links = links
         if mappings is not None:
             ctx._mappings = mappings
+        if settings is not None or redis is not None:
+            ctx._guard = None  # built again from the new settings and Redis
     return ctx
 
 

@@ -6,11 +6,15 @@ docs/decisions.md#events-are-hints).
 
 Revoking = find the Salesforce user (stored link, then FederationIdentifier = UPN, then Username = UPN; a stored link
 Salesforce answers 404 for is dropped and the user looked up again), **freeze** it at once (log-in blocked even if
-deactivation is refused), then **deactivate** it. A deactivation blocker (the last admin, a default owner...) leaves
+deactivation is refused), then asks the mass-deprovisioning guard (`shared.deprovision_guard`, one Redis script call)
+and **deactivates** it unless the guard holds it. A deactivation blocker (the last admin, a default owner...) leaves
 the user frozen and opens a review item: a human must act, replaying would not help, so it is not a dead letter. The
 revocation tombstone is written before any Salesforce call, so an older sync event cannot undo the revocation even
 while it is in progress. Ownership transfer is a follow-up on the sync lane, never inline: it is slow and must not
 delay the next leaver. Revocation tasks never check the sync pause.
+
+A user the guard holds (a mass deprovisioning: a scope mistake, or a reconcile run over the limits) stays frozen and
+active, with no ownership transfer, until `idsync approve RUN_ID` publishes `revocation.release_held` for them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from celery import shared_task
 
 from shared import deactivation_retries
 from shared.audit import audit
+from shared.deprovision_guard import APPROVED, HELD, REJECTED_REASON, LiveCheck
+from shared.deprovision_guard import REVIEW_TOPIC as GUARD_REVIEW_TOPIC
 from shared.dispatch import PendingWork, publish, sync_task_for
 from shared.entra_status import (  # noqa: F401 - re-exported: the sync lane imports these from here
     DISABLED,
@@ -54,6 +60,14 @@ DEACTIVATION_TOPIC = "deactivation"
 FROZEN_ON_LEAVE = "frozen_leave_of_absence"
 #: Entra status of a user the mapping no longer covers (enabled in Entra, out of scope): deprovisioned as a leaver.
 OUT_OF_SCOPE = "out_of_scope"
+#: The outcome for a user the mass-deprovisioning guard holds: frozen, still active, nothing reassigned yet.
+FROZEN_HELD = "frozen_held"
+#: The outcome for a user whose held deactivation an operator rejected: frozen, still active, a review item says so.
+FROZEN_REJECTED = "frozen_rejected"
+#: Outcomes that leave the Salesforce user frozen but active, and publish no ownership transfer.
+_KEPT_ACTIVE = frozenset({FROZEN_ON_LEAVE, FROZEN_HELD, FROZEN_REJECTED})
+#: Outcomes after which the Salesforce user is still active (a blocked deactivation gets its transfer all the same).
+_STILL_ACTIVE = _KEPT_ACTIVE | {"frozen_blocked"}
 
 
 @dataclass(frozen=True)
@@ -144,7 +158,14 @@ def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState, rule: st
         # Decided after the freeze, so the leave-of-absence lookup (a Graph call) never delays the log-in block.
         if leave_of_absence(task, entra_id, state):
             return FROZEN_ON_LEAVE
-        return _deactivate(task, event, sf, found.id, upn)
+        # The guard too: a held user is frozen already, only the deactivation waits.
+        check = ctx.guard.check_deactivation(entra_id, found.id, upn, policy)
+        if check.holds:
+            return _held(task, event, check, found.id, upn)
+        outcome = _deactivate(task, event, sf, found.id, upn)
+        if check.decision == APPROVED and outcome == "revoked":
+            ctx.guard.approval_used(entra_id)
+        return outcome
 
     acted_on, result = relink_on_not_found(sf, links, redis, entra_id, state.upn, cid, user, freeze_and_deactivate)
     if acted_on is None or result is None:
@@ -156,10 +177,27 @@ def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState, rule: st
     # observed_at: when a producer first saw the change; revocation latency = this record's ts - observed_at.
     audit(redis, "revoke", entra_id, user.id, outcome, cid, entra_status=state.status,
           observed_at=event.observed_at.timestamp(), upn=upn, rule=policy, source_event=event.id,
-          before={"IsActive": user.is_active}, after={"IsActive": outcome in ("frozen_blocked", FROZEN_ON_LEAVE)})
-    if follow_up and outcome != FROZEN_ON_LEAVE:
+          before={"IsActive": user.is_active}, after={"IsActive": outcome in _STILL_ACTIVE})
+    if follow_up and outcome not in _KEPT_ACTIVE:
         publish(task.app, event.follow_up(EventKind.OWNERSHIP_TRANSFER))
     return outcome
+
+
+def _held(task: IdentityTask, event: IdentityEvent, check: LiveCheck, sf_user_id: str, upn: str | None) -> str:
+    """The guard keeps this user active (frozen): held in a run waiting for a decision, or a rejected hold still in
+    force, which a review item explains (a person rejected it; only a person changes that)."""
+    if check.decision == HELD:
+        return FROZEN_HELD
+    entra_id = event.object_id
+    task.ctx.links.add_review(
+        entra_id, sf_user_id, REJECTED_REASON,
+        f"frozen (cannot log in) but not deactivated: an operator rejected the held deactivations of run "
+        f"{check.run_id}, and Entra still shows this user disabled, deleted or out of scope",
+        upn=upn, code="GUARD_REJECTED", correlation_id=event.correlation_id, topic=GUARD_REVIEW_TOPIC,
+        fix="if the scope is still wrong, fix it in Entra or the mapping: the user is unfrozen once back in scope; "
+            "if the user really left, `idsync review resolve ID --retry` deactivates them",
+        extra={"run_id": check.run_id})
+    return FROZEN_REJECTED
 
 
 def _rule(state: EntraState) -> str:
@@ -249,10 +287,22 @@ def revoke_user(self: IdentityTask, event: dict[str, Any]) -> str:
 
 @shared_task(base=IdentityTask, bind=True, name="revocation.deprovision_user")
 def deprovision_user(self: IdentityTask, event: dict[str, Any]) -> str:
-    """The sync lane planned this linked user out of scope (e.g. removed from the scope group). Before anything is
-    deactivated, scope is checked again against Graph itself (the user and their transitive groups, live), so a
-    stale group snapshot can never deprovision someone who is still in scope; such a user goes back to the sync
-    lane, with the mapped groups read again."""
+    """The sync lane planned this linked user out of scope (e.g. removed from the scope group)."""
+    return deprovision(self, event)
+
+
+@shared_task(base=IdentityTask, bind=True, name="revocation.release_held")
+def release_held(self: IdentityTask, event: dict[str, Any]) -> str:
+    """`idsync approve RUN_ID` lifted the guard's hold on this user. The approval only lets the guard through; what
+    happens is decided by Graph now, as for any deprovisioning: disabled, deleted or still out of scope -> deactivated
+    (and the ownership transfer follows); enabled and in scope again -> handed to the sync lane, left active."""
+    return deprovision(self, event)
+
+
+def deprovision(task: IdentityTask, event: dict[str, Any]) -> str:
+    """Before anything is deactivated, scope is checked again against Graph itself (the user and their transitive
+    groups, live), so a stale group snapshot can never deprovision someone who is still in scope; such a user goes
+    back to the sync lane, with the mapped groups read again."""
     from shared.engine import Catalog, EntraUser, desired_user, graph_properties
     from shared.group_membership import GroupMembership
     from shared.offboarding.scope import mark_left_scope
@@ -260,16 +310,16 @@ def deprovision_user(self: IdentityTask, event: dict[str, Any]) -> str:
     from shared.provisioning.mapping_store import NoMapping
 
     evt = IdentityEvent.from_message(event)
-    ctx = self.ctx
-    PendingWork(ctx.redis).clear(self.name, evt.object_id)
-    graph = ctx.graph(self.lane)
+    ctx = task.ctx
+    PendingWork(ctx.redis).clear(task.name, evt.object_id)
+    graph = ctx.graph(task.lane)
     try:
         mapping = ctx.mappings.current()
     except NoMapping:
-        return revoke_or_hand_off(self, event)  # no scope to judge without a mapping: only disabled users go
+        return revoke_or_hand_off(task, event)  # no scope to judge without a mapping: only disabled users go
     user_json = graph.get_user(evt.object_id, select=graph_properties(mapping))
     if user_json is None or user_json.get("accountEnabled") is False:
-        return revoke(self, evt, read_entra_user(graph, evt.object_id))
+        return revoke(task, evt, read_entra_user(graph, evt.object_id))
     groups = resolve_groups(graph, ctx.redis, mapping)
     member_of = graph.transitive_group_ids_of(evt.object_id) & set(groups.ids)
     entra = EntraUser.from_graph(user_json, [{"id": g, "displayName": groups.names[g]} for g in member_of])
@@ -291,7 +341,7 @@ def deprovision_user(self: IdentityTask, event: dict[str, Any]) -> str:
         snapshots = GroupMembership(ctx.redis)
         for group_id in groups.ids:
             snapshots.refresh(graph, group_id)
-        return hand_to_sync(self, evt)
+        return hand_to_sync(task, evt)
     # the ownership transfer re-reads Graph, sees an enabled user and would keep their records: mark them a leaver
     mark_left_scope(ctx.redis, evt.object_id)
-    return revoke(self, evt, EntraState(OUT_OF_SCOPE, entra.upn), rule=f"leaver: {desired.reason}")
+    return revoke(task, evt, EntraState(OUT_OF_SCOPE, entra.upn), rule=f"leaver: {desired.reason}")

@@ -18,6 +18,7 @@ from ops.cli import (  # noqa: F401 - registers the commands
     audit,
     config,
     dlq,
+    guard,
     inspect,
     mapping,
     offboard,

@@ -59,7 +59,24 @@ def _print_provisioning(prov: dict[str, Any]) -> None:
     console.print(backlog, markup=False)
 
 
+def _print_guard(guard: dict[str, Any]) -> None:
+    """Held deactivations first and in red: a scope mistake freezes people out of Salesforce until someone decides."""
+    runs = guard.get("held_runs") or []
+    if not runs:
+        return
+    table = Table(title=f"DEACTIVATIONS HELD by the mass-deprovisioning guard: {guard.get('held_users', 0)} users "
+                        "frozen, not deactivated", title_style="bold red", border_style="red")
+    for col in ("run", "mode", "users", "held since", "reason"):
+        table.add_column(col, overflow="fold")
+    for run in runs:
+        table.add_row(run["run_id"], run["mode"], str(run["count"]), when(run["held_at"]), Text(run["reason"]))
+    console.print(table)
+    console.print("decide: `idsync held RUN_ID` (who), then `idsync approve RUN_ID` (deactivate them) or "
+                  "`idsync reject RUN_ID` (a mistake: deactivate nobody)", markup=False, style="red", soft_wrap=True)
+
+
 def _print_status(data: dict[str, Any]) -> None:
+    _print_guard(data.get("guard") or {})
     lanes = Table(title="Lanes")
     for col in ("lane", "waiting", "oldest waiting (s)", "running", "retrying", "parked", "dead-lettered",
                 "dropped by DLQ cap"):

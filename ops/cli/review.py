@@ -84,7 +84,8 @@ def review_show(
 
 #: Which review reasons each action of `resolve` applies to, and the task that carries it out.
 _ACTIONS: dict[str, dict[str, str]] = {
-    "retry": {"deactivation_blocked": "revocation.retry_deactivation", "records_unplaced": "sync.transfer_ownership"},
+    "retry": {"deactivation_blocked": "revocation.retry_deactivation", "records_unplaced": "sync.transfer_ownership",
+              "deprovision_rejected": "revocation.retry_deactivation"},
 }
 
 
@@ -123,6 +124,13 @@ def review_resolve(
     from shared.events import EventKind, EventSource, IdentityEvent
 
     settings = _settings()
+    if item["reason"] == "deprovision_rejected":
+        # The operator now wants this user deactivated: their rejected hold no longer keeps them active (the guard
+        # counts the deactivation like any other) and the item is done once the retry is queued.
+        from shared.deprovision_guard import REVIEW_TOPIC, DeprovisionGuard
+
+        DeprovisionGuard(links.redis, settings).forget_rejection(item["entra_id"])
+        links.resolve_review(item["entra_id"], REVIEW_TOPIC)
     kind = EventKind.OWNERSHIP_TRANSFER if task.startswith("sync.") else EventKind.USER_DISABLED
     event = IdentityEvent(kind=kind, source=EventSource.OPERATOR, tenant=settings.graph_tenant_id or "",
                           object_id=item["entra_id"])

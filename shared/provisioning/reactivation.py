@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.audit import audit
+from shared.deprovision_guard import back_in_scope
 from shared.identity_links import IdentityLinks
 from shared.offboarding.scope import clear_left_scope
 
@@ -63,6 +64,7 @@ def reactivate_revoked(
               reason="revoked_during_reactivation", upn=upn)
         return "handed_to_revocation"
     clear_left_scope(redis, entra_id)  # back in scope: a later transfer must not treat them as a leaver
+    back_in_scope(redis, links, entra_id)  # and a rejected mass-deprovisioning hold no longer concerns them
     outcome = "reactivated" if changed else "in_sync"
     audit(redis, "sync_user", entra_id, sf_user_id, outcome, correlation_id, upn=upn, source_event=source_event,
           observed_at=observed_at)

@@ -33,6 +33,7 @@ REQUIRED_ALERTS = {
     "IdsyncNoSyncWorker": "up",
     "IdsyncDeltaPollerStale": "idsync_delta_last_round_timestamp_seconds",
     "IdsyncGraphSubscriptionExpiring": "idsync_graph_subscription_expiry_timestamp_seconds",
+    "IdsyncDeactivationsHeld": "idsync_guard_held_runs",
 }
 
 

@@ -46,6 +46,7 @@ def test_the_state_collector_maps_the_status_snapshot_to_gauges() -> None:
         "subscriptions": [{"resource": "/users", "expires_in_s": 3600}],
         "audit": {"head_seq": 10, "inbox_pending": 3, "inbox_oldest_age_s": 1.5,
                   "sinks": {"jsonl": {"backlog": 0, "lag_s": 0.0}, "postgres": {"backlog": 7, "lag_s": 42.0}}},
+        "guard": {"held_runs": [{"run_id": "live-20250101-1", "count": 60}], "held_users": 60},
     }
     registry = CollectorRegistry()
     registry.register(metrics.StateCollector(lambda: snapshot))
@@ -60,6 +61,7 @@ def test_the_state_collector_maps_the_status_snapshot_to_gauges() -> None:
     assert got[("idsync_graph_subscription_expiry_timestamp_seconds", (("resource", "/users"),))] > 1_700_000_000
     assert got[("idsync_audit_sink_backlog_entries", (("sink", "postgres"),))] == 7
     assert got[("idsync_audit_sink_lag_seconds", (("sink", "postgres"),))] == 42.0
+    assert got[("idsync_guard_held_runs", ())] == 1 and got[("idsync_guard_held_users", ())] == 60
 
 
 def test_an_unreadable_redis_is_a_series_not_a_failed_scrape() -> None:

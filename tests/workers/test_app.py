@@ -15,6 +15,7 @@ TASKS = {
     "revocation.revoke_user",
     "revocation.deprovision_user",
     "revocation.retry_deactivation",
+    "revocation.release_held",
     "sync.user_changed",
     "sync.drain_users",
     "sync.reactivate_user",
