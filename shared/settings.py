@@ -113,6 +113,14 @@ class Settings(BaseSettings):
     # stays frozen meanwhile); `idsync review resolve ID --retry` tries at once.
     deactivation_retry_s: float = Field(default=900.0, gt=0)
 
+    # --- Reconciliation (docs/reconciliation.md): a full comparison of Entra and Salesforce, planned by the engine
+    # and applied in chunks on the sync lane; beat starts one every `reconcile_interval_s` (0 = never scheduled).
+    reconcile_interval_s: float = Field(default=4 * 3600.0, ge=0)
+    reconcile_chunk_size: int = Field(default=200, ge=1, le=200)  # users planned and written together
+    reconcile_report_dir: Path | None = None  # where every run's report goes; default {var_dir}/reconcile
+    reconcile_time_limit_s: int = Field(default=3000, gt=0)  # the `sync.reconcile` task's limit (capped below the
+    # visibility timeout); a run cut short resumes at its next chunk
+
     # --- Rate limits
     graph_requests_per_s: float = Field(default=50.0, gt=0)
     # Salesforce has no per-second limit (only a daily allowance and 25 concurrent long requests): this rate only
@@ -179,6 +187,10 @@ class Settings(BaseSettings):
         if self.audit_syslog_url and not self.audit_syslog_url.startswith(("tcp://", "tls://")):
             raise ValueError("IDSYNC_AUDIT_SYSLOG_URL must be tcp://host:port or tls://host:port")
         return self
+
+    @property
+    def reconcile_reports(self) -> Path:
+        return self.reconcile_report_dir or self.var_dir / "reconcile"
 
     @property
     def audit_trail_dir(self) -> Path:

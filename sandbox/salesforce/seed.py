@@ -16,8 +16,9 @@ What the org holds after `seed_org` (all drawn from `random.Random(seed)`, so th
   User_Provisioning_Request__c);
 - the integration admin (run-as user of the connected app, System Administrator) and a human admin;
 - `overlap` of the tenant's member users (Username = UPN; FederationIdentifier = UPN for ~85 %, none for the rest;
-  ~10 % with drifted Title/Department, ~5 % with another Email, ~8 % already inactive), among them two members
-  disabled in Entra but active here (the leavers a first `make run` revokes), two legacy org-only users;
+  ~10 % with drifted Title/Department (last modified by the human admin: direct edits), ~5 % with another Email,
+  ~8 % already inactive), among them two members disabled in Entra but active here (the leavers a first `make run`
+  revokes), two legacy org-only users;
 - accounts, contacts, open and closed opportunities, leads (some owned by the lead queue), cases, tasks owned by
   active seeded users, and a default lead owner (deactivation blocker) and a default case owner.
 - three Accounts for B2B guests: the catch-all "Individual Guests", "Northwind Partner Network" (Email_Domain__c =
@@ -215,9 +216,12 @@ def seed_org(state: Any, *, tenant_users: list[dict[str, Any]], seed: int, overl
             profile = (profiles["Sales User"] if r < 0.45 else profiles["Standard User"] if r < 0.85
                        else profiles["Chatter Free User"] if r < 0.95 else profiles["Standard Platform User"])
             title, dept = tu.get("jobTitle"), tu.get("department")
+            edited_by: dict[str, Any] = {}
             if rng.random() < 0.10:
                 title = rng.choice(["Sales Rep", "Consultant", "Analyst", "Team Lead"])
                 dept = rng.choice(["Legacy Sales", "Operations", None])
+                # edited by hand in Setup by the human admin: reconciliation reports these as direct edits
+                edited_by = {"LastModifiedById": admin["Id"]}
             email = tu.get("mail") or upn
             if rng.random() < 0.05:
                 email = f"{upn.split('@')[0]}@legacy-mail.example.com"
@@ -236,6 +240,7 @@ def seed_org(state: Any, *, tenant_users: list[dict[str, Any]], seed: int, overl
                 LocaleSidKey=rng.choice(LOCALES),
                 IsActive=rng.random() >= 0.08 or upn in leavers,
                 Alias=_alias(tu.get("givenName"), tu.get("surname"), i),
+                **edited_by,
             )
         for j, (first, last) in enumerate((("Legacy", "Contractor"), ("Old", "Reporting"))):
             add_user(Username=f"{first.lower()}.{last.lower()}@{ORG_DOMAIN}", FirstName=first, LastName=last,
