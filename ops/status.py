@@ -107,6 +107,21 @@ def collect(settings: Settings, redis: Any) -> dict[str, Any]:
         "recent_revocations": revocations,  # newest first
         "audit": audit_backlog(redis, settings.audit_sinks),
         "provisioning": _provisioning(redis),
+        "reconcile": _reconcile(redis),
+    }
+
+
+def _reconcile(redis: Any) -> dict[str, Any]:
+    """The run in progress (or cut short), the latest runs with their counts, and when beat starts the next."""
+    from shared.reconcile.run_state import CURRENT_KEY, LOCK_KEY, recent_runs
+    from workers.reconcile import NEXT_AT_KEY
+
+    next_at = redis.get(NEXT_AT_KEY)
+    return {
+        "current": redis.get(CURRENT_KEY),
+        "running": bool(redis.exists(LOCK_KEY)),
+        "next_at": float(next_at) if next_at else None,
+        "recent": recent_runs(redis, 3),
     }
 
 

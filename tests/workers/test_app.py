@@ -23,6 +23,7 @@ TASKS = {
     "sync.contact_changed",
     "sync.contact_refresh",
     "sync.provision_request",
+    "sync.reconcile",
 }
 
 
