@@ -63,7 +63,7 @@ class ReconcileScheduler:
         self.redis = redis
         self.interval_s = float(settings.reconcile_interval_s)
         self.tenant = settings.graph_tenant_id or "default"
-        self._checked = 0.0
+        self._checked = float("-inf")
 
     def tick(self, now: float | None = None, mono: float | None = None) -> str | None:
         """What it did: "scheduled", "resumed", or None."""

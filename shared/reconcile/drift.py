@@ -6,7 +6,9 @@ Kinds of drift (`drift`):
 - `entitlement`: a permission set, group, licence, public group or queue idsync manages is missing or no longer due
   (only what idsync granted is ever removed);
 - `out_of_scope`: a linked user the mapping no longer covers, or disabled or deleted in Entra (deprovisioned);
-- `link`: an existing Salesforce user found by a matching rule, linked before anything else is written.
+- `link`: an existing Salesforce user found by a matching rule, linked before anything else is written;
+- `reactivation`: a user idsync deactivated who is enabled and in scope again (turned back on). A user someone else
+  switched off in Salesforce is a review item instead (`INACTIVE_IN_SALESFORCE`).
 
 Who caused it: Salesforce keeps no per-field history by default, but every record has `LastModifiedById`. A field
 drift on a record last modified by someone other than idsync's own user is reported as a direct Salesforce edit,
@@ -111,6 +113,25 @@ def review_rows(p: Plan) -> list[dict[str, Any]]:
     return [{"entra_id": item.entra_id, "upn": item.upn, "salesforce_id": p.sf_user_id, "code": item.code.value,
              "target": item.target, "message": item.message, "where": item.where,
              "candidates": list(item.candidates)} for item in p.reviews]
+
+
+def inactive_rows(p: Plan, record: Mapping[str, Any] | None, revoked_by_idsync: bool
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(change rows, review rows) for a user Entra keeps in scope whose Salesforce user is inactive: idsync turns
+    back on only a user it deactivated itself (a reactivation); anyone else was switched off in Salesforce, which
+    a person must confirm (a review item, as the sync lane raises)."""
+    if record is None or record.get("IsActive") is not False or p.action not in (PlanAction.UPDATE, PlanAction.NOOP):
+        return [], []
+    if revoked_by_idsync:
+        return [{"entra_id": p.entra_id, "salesforce_id": p.sf_user_id, "upn": p.upn, "action": ACTION_NAMES[p.action],
+                 "change": "reactivate", "field": "IsActive", "before": False, "after": True,
+                 "rule": "idsync deactivated this user; Entra has them enabled and in scope again",
+                 "drift": "reactivation", "direct_edit": False}], []
+    return [], [{"entra_id": p.entra_id, "upn": p.upn, "salesforce_id": p.sf_user_id,
+                 "code": "INACTIVE_IN_SALESFORCE", "target": "IsActive",
+                 "message": f"{p.upn}: enabled and in scope in Entra, but inactive in Salesforce, and idsync did not "
+                            "deactivate them: activate the user in Salesforce (Setup > Users) if that is right",
+                 "where": None, "candidates": []}]
 
 
 def deprovision_row(p: Plan) -> dict[str, Any]:

@@ -119,15 +119,22 @@ def _value(row: dict[str, Any], key: str) -> str:
 
 def _changes(data: ReportData, action: str) -> Iterator[list[str]]:
     for row in data.rows("changes"):
-        if row.get("action") != action:
+        if not _in_section(row, action):
             continue
         tag = '<td><span class="tag direct">direct edit</span></td>' if row.get("direct_edit") else "<td></td>"
         yield [_user(row), _td(row.get("field")), _value(row, "before"), _value(row, "after"), tag,
                _td(row.get("rule"), "v")]
 
 
+def _in_section(row: dict[str, Any], action: str) -> bool:
+    """A reactivation (a user otherwise unchanged) is listed with the drifted users."""
+    if row.get("change") == "reactivate":
+        return action == "update"
+    return bool(row.get("action") == action)
+
+
 def _action_total(data: ReportData, action: str) -> int:
-    return sum(1 for row in data.rows("changes") if row.get("action") == action)
+    return sum(1 for row in data.rows("changes") if _in_section(row, action))
 
 
 def render(data: ReportData) -> str:
@@ -154,9 +161,12 @@ def render(data: ReportData) -> str:
         label = _COUNT_LABELS.get(key, key) if dry else _DONE_LABELS.get(key, _COUNT_LABELS.get(key, key))
         cards.append(f'<div class="card {escape(key)}"><span class="n" data-count="{escape(key)}">{int(value)}</span>'
                      f"users {escape(label)}</div>")
-    for key, label in (("changes", "changes"), ("direct_edits", "direct Salesforce edits"),
-                       ("reviews", "review items"), ("failures", "failed writes")):
-        cards.append(f'<div class="card"><span class="n" data-total="{key}">{int(totals.get(key, 0))}</span>'
+    labels = {"changes": "changes", "direct_edits": "direct Salesforce edits", "reviews": "review items",
+              "deprovisions": "deactivations", "failures": "failed writes",
+              "salesforce_only": "Salesforce users without an Entra user"}
+    for key, value in totals.items():
+        label = labels.get(key, key.replace("_", " "))
+        cards.append(f'<div class="card"><span class="n" data-total="{escape(key)}">{int(value)}</span>'
                      f"{escape(label)}</div>")
     cards.append("</div></section>")
 

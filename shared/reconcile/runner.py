@@ -40,7 +40,7 @@ from shared.mapping import Mapping as IdsyncMapping
 from shared.provisioning.batch import BatchReport, SyncDeps, plan_and_apply, sync_users
 from shared.provisioning.entra_reader import MappedGroups, resolve_groups
 from shared.provisioning.state_reader import UserContext, user_context
-from shared.reconcile.drift import ACTION_NAMES, change_rows, deprovision_row, review_rows
+from shared.reconcile.drift import ACTION_NAMES, change_rows, deprovision_row, inactive_rows, review_rows
 from shared.reconcile.run_state import RedisRunLog, RunLock, RunLog, new_run_id
 from shared.reconcile.salesforce_side import SalesforceSide, read_salesforce_side
 
@@ -372,9 +372,10 @@ class _Run:
             action = ACTION_NAMES[p.action]
             self.local_counts[action] = self.local_counts.get(action, 0) + 1
             if entra_id not in recorded:
+                revived, inactive = inactive_rows(p, ctx.state.user, entra_id in tombstones)
                 rows: dict[str, list[dict[str, Any]]] = {
-                    "changes": change_rows(p, ctx.state.user, ctx.state.granted, self.own_id, self.names),
-                    "reviews": review_rows(p),
+                    "changes": change_rows(p, ctx.state.user, ctx.state.granted, self.own_id, self.names) + revived,
+                    "reviews": review_rows(p) + inactive,
                     "deprovisions": [deprovision_row(p)] if p.action is PlanAction.DEPROVISION else [],
                 }
                 entries.append((entra_id, action, rows))
