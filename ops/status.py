@@ -113,13 +113,13 @@ def collect(settings: Settings, redis: Any) -> dict[str, Any]:
 
 def _reconcile(redis: Any) -> dict[str, Any]:
     """The run in progress (or cut short), the latest runs with their counts, and when beat starts the next."""
-    from shared.reconcile.run_state import CURRENT_KEY, LOCK_KEY, recent_runs
+    from shared.reconcile.run_state import CURRENT_KEY, recent_runs, run_in_progress
     from workers.reconcile import NEXT_AT_KEY
 
     next_at = redis.get(NEXT_AT_KEY)
     return {
         "current": redis.get(CURRENT_KEY),
-        "running": bool(redis.exists(LOCK_KEY)),
+        "running": run_in_progress(redis),
         "next_at": float(next_at) if next_at else None,
         "recent": recent_runs(redis, 3),
     }

@@ -18,7 +18,7 @@ from shared.dispatch import publish
 from shared.events import EventKind, EventSource, IdentityEvent
 from shared.limiter import SYNC_PAUSE_RECHECK_S
 from shared.logging import get_logger
-from shared.reconcile.run_state import CURRENT_KEY, LOCK_KEY
+from shared.reconcile.run_state import CURRENT_KEY, run_in_progress
 from workers.base import IdentityTask
 
 log = get_logger("idsync.reconcile")
@@ -72,7 +72,7 @@ class ReconcileScheduler:
             return None
         self._checked = mono
         now = time.time() if now is None else now
-        running = bool(self.redis.exists(LOCK_KEY))
+        running = run_in_progress(self.redis)
         next_at = self.redis.get(NEXT_AT_KEY)
         if next_at is None or running:
             self.redis.set(NEXT_AT_KEY, repr(now + self.interval_s))

@@ -98,6 +98,19 @@ def _keep_leavers(present: list[dict[str, Any]], members: list[dict[str, Any]]) 
     return {m["userPrincipalName"] for m in wanted}
 
 
+def _keep_one_switched_off(rows: list[tuple[dict[str, Any], dict[str, Any]]], leavers: set[str],
+                           admin_id: str) -> None:
+    """Every org with present users has at least one enabled Entra member whose Salesforce user a person switched
+    off (reconciliation reports it for review). No random draw: the rest of the org stays as it was for the seed."""
+    enabled = [(tu, rec) for tu, rec in rows if tu.get("accountEnabled") is not False and
+               tu["userPrincipalName"] not in leavers]
+    if not enabled or any(rec["IsActive"] is False for _tu, rec in enabled):
+        return
+    _tu, rec = enabled[-1]
+    rec["IsActive"] = False
+    rec["LastModifiedById"] = admin_id
+
+
 def _alias(first: str | None, last: str | None, n: int) -> str:
     base = ((first or "")[:1] + (last or "user")).lower()
     base = "".join(ch for ch in base if ch.isalnum()) or "user"
@@ -210,6 +223,7 @@ def seed_org(state: Any, *, tenant_users: list[dict[str, Any]], seed: int, overl
                          ProfileId=profiles["System Administrator"]["Id"], UserRoleId=roles["CEO"]["Id"], Title="CEO")
         sales_roles = [roles[r]["Id"] for r in ("Account Executive West", "Account Executive East",
                                                 "Sales Manager West", "Sales Manager East")]
+        present_rows: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for i, tu in enumerate(present):
             upn = tu["userPrincipalName"]
             r = rng.random()
@@ -225,7 +239,7 @@ def seed_org(state: Any, *, tenant_users: list[dict[str, Any]], seed: int, overl
             email = tu.get("mail") or upn
             if rng.random() < 0.05:
                 email = f"{upn.split('@')[0]}@legacy-mail.example.com"
-            add_user(
+            present_rows.append((tu, add_user(
                 Username=upn,
                 FirstName=(tu.get("givenName") or None) and str(tu["givenName"])[:40],
                 LastName=str(tu.get("surname") or tu.get("displayName") or "User")[:80],
@@ -241,7 +255,8 @@ def seed_org(state: Any, *, tenant_users: list[dict[str, Any]], seed: int, overl
                 IsActive=rng.random() >= 0.08 or upn in leavers,
                 Alias=_alias(tu.get("givenName"), tu.get("surname"), i),
                 **edited_by,
-            )
+            )))
+        _keep_one_switched_off(present_rows, leavers, admin["Id"])
         for j, (first, last) in enumerate((("Legacy", "Contractor"), ("Old", "Reporting"))):
             add_user(Username=f"{first.lower()}.{last.lower()}@{ORG_DOMAIN}", FirstName=first, LastName=last,
                      ProfileId=profiles["Standard User"]["Id"], IsActive=j == 0, Title="Legacy account")

@@ -7,6 +7,7 @@ public groups and queues they hold, each with its status:
   line) are named, from `desired_user`, so the justification is exactly what the engine would grant;
 - `granted_by_hand`: no rule gives it, and idsync did not grant it (someone assigned it in Salesforce);
 - `pending_removal`: idsync granted it, no rule gives it any more: the next sync or reconciliation removes it;
+- `out_of_scope`: the user's Entra account is disabled or outside the mapping's scope (a leaver to be);
 - `no_entra_user`: the Salesforce user has no Entra counterpart (no link, no match).
 Listed apart: entitlements no rule justifies, users holding entitlements while out of scope, and linked users whose
 Entra account is disabled.
@@ -115,6 +116,8 @@ def _user_rows(data: AccessData, view: RowView, run: _Run, entra: EntraUser | No
         key = kind if kind in ("role", "profile") else entitlement_key(kind, name)
         if entra is None:
             status = "no_entra_user"
+        elif entra_state != "in scope":
+            status = "out_of_scope"
         elif rule is not None:
             status = "justified"
         elif key in granted:
@@ -212,7 +215,8 @@ def render_access(data: AccessData) -> str:
              _section("Entitlements no rule justifies", "unjustified", by_hand,
                       ("username", "entra_upn", "kind", "name", "status"), data.unjustified,
                       '<p class="muted">granted_by_hand: assigned in Salesforce, not by idsync; pending_removal: '
-                      "idsync granted it and will remove it; no_entra_user: the user has no Entra account.</p>"),
+                      "idsync granted it and will remove it; out_of_scope: the Entra account is disabled or out of "
+                      "scope; no_entra_user: the user has no Entra account.</p>"),
              _section("Users holding entitlements while out of scope", "out-of-scope", data.out_of_scope,
                       ("username", "entra_upn", "reason"), len(data.out_of_scope)),
              _section("Linked users whose Entra account is disabled", "disabled", data.disabled,

@@ -86,6 +86,12 @@ class RunLock:
         self.held = False
 
 
+def run_in_progress(redis: Any) -> bool:
+    """True while a live process holds the lock (a holder that died on this host does not count)."""
+    holder = redis.get(LOCK_KEY)
+    return bool(holder) and not _dead_on_this_host(str(holder))
+
+
 def _dead_on_this_host(holder: str) -> bool:
     host, _, rest = holder.partition(":")
     pid_text = rest.partition(":")[0]
@@ -97,7 +103,16 @@ def _dead_on_this_host(holder: str) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _zombie(int(pid_text))
+
+
+def _zombie(pid: int) -> bool:
+    """A killed process nobody has reaped yet (common in containers) still answers `kill(pid, 0)`."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 class RunLog:
