@@ -1,14 +1,11 @@
-"""Reconciliation as an operator runs it: `idsync reconcile` on the sandbox `make run` starts (the seeded drift is
-shown by a dry run, then repaired until every linked user's mapped fields equal Entra's), and the scheduled
-`sync.reconcile` task on a real sync worker that is killed mid-run and resumed by the next `idsync reconcile`
-without writing anything twice."""
+"""Reconciliation as an operator runs it: `idsync reconcile` on the sandbox `make run` starts: the seeded drift is
+shown by a dry run, then repaired until every linked user's mapped fields equal Entra's."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +14,7 @@ import pytest
 
 from sandbox.admin_clients import GraphAdmin
 from sandbox.server import SandboxServer
-from shared import audit
-from shared.dispatch import publish
-from shared.events import EventKind, EventSource, IdentityEvent
 from shared.identity_links import LINKS_BY_SF_KEY
-from shared.reconcile.run_state import RedisRunLog
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +30,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]
         server.stop()
 
 
-def _idsync(stack: Any, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def idsync(stack: Any, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ops", *args], cwd=stack.tmp, env={**_env(stack), **env},
                           capture_output=True, text=True, timeout=600)
 
@@ -58,7 +51,7 @@ def _mapped_values(entra: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_demo_dry_run_shows_the_seeded_drift_and_a_run_repairs_every_linked_user(stack) -> None:
-    dry = _idsync(stack, "reconcile", "--dry-run", "--report", "plan.json")
+    dry = idsync(stack, "reconcile", "--dry-run", "--report", "plan.json")
     assert dry.returncode == 0, dry.stderr[-2000:]
     plan = json.loads((stack.tmp / "plan.json").read_text())
     assert plan["dry_run"] is True
@@ -69,7 +62,7 @@ def test_the_demo_dry_run_shows_the_seeded_drift_and_a_run_repairs_every_linked_
     assert any(c["direct_edit"] for c in plan["changes"])
     assert "Title" in dry.stdout  # every change is printed
 
-    done = _idsync(stack, "reconcile", "--report", "done.json", "--report", "done.html")
+    done = idsync(stack, "reconcile", "--report", "done.json", "--report", "done.html")
     assert done.returncode == 0, done.stderr[-2000:]
 
     tenant = GraphAdmin(stack.env)
@@ -92,58 +85,14 @@ def test_the_demo_dry_run_shows_the_seeded_drift_and_a_run_repairs_every_linked_
         compared += 1
     assert compared >= 30
 
-    again = _idsync(stack, "reconcile", "--dry-run", "--quiet", "--report", "again.json")
+    again = idsync(stack, "reconcile", "--dry-run", "--quiet", "--report", "again.json")
     assert again.returncode == 0, again.stderr[-2000:]
     counts = json.loads((stack.tmp / "again.json").read_text())["counts"]
     assert counts["create"] == 0 and counts["update"] == 0
 
 
-def test_a_worker_killed_mid_run_is_resumed_by_the_next_run_without_writing_twice(stack, wait_for) -> None:
-    stack.env["IDSYNC_RECONCILE_CHUNK_SIZE"] = "4"  # many chunks, so the kill lands mid-run
-    expected = _idsync(stack, "reconcile", "--dry-run", "--quiet", "--report", "expected.json")
-    assert expected.returncode == 0, expected.stderr[-2000:]
-    counts = json.loads((stack.tmp / "expected.json").read_text())["counts"]
-    assert counts["create"] + counts["update"] > 20
-    stack.sandbox.state.faults.patch({"salesforce": {"latency_ms": 120}})  # each write takes a moment
-    try:
-        stack.start_worker("sync")
-        publish(stack.celery(), IdentityEvent(kind=EventKind.RECONCILE, source=EventSource.OPERATOR,
-                                              tenant="test", object_id="reconcile"))
-
-        def two_chunks_done() -> RedisRunLog | None:
-            run = RedisRunLog.unfinished(stack.redis)
-            return run if run is not None and int(run.meta().get("chunks_done", 0)) >= 2 else None
-
-        run = wait_for(two_chunks_done, timeout=120, interval=0.05, what="two chunks applied by the worker")
-        stack.kill("worker-sync")  # SIGKILL to the whole worker: no cleanup, lock left behind
-        cut = RedisRunLog.unfinished(stack.redis)
-        assert cut is not None and cut.run_id == run.run_id
-        chunks_at_kill = int(cut.meta()["chunks_done"])
-        total_chunks = -(-sum(counts.values()) // 4)
-        assert chunks_at_kill < total_chunks
-    finally:
-        stack.sandbox.state.faults.patch({"salesforce": {"latency_ms": 0}})
-
-    resumed = _idsync(stack, "reconcile", "--quiet", "--report", "resumed.json")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    report = json.loads((stack.tmp / "resumed.json").read_text())
-    assert report["run_id"] == run.run_id  # the same run, finished; not a new one from zero
-    assert {k: report["counts"][k] for k in ("create", "update", "deprovision")} == {
-        k: counts[k] for k in ("create", "update", "deprovision")}
-    writes = [(r["entra_id"], r["detail"].get("change"), r["detail"].get("target"))
-              for r in audit.recent(stack.redis, 100_000)
-              if r["correlation_id"] == run.run_id and r["action"] in ("provision", "field_update", "entitlement_add",
-                                                                       "entitlement_remove")]
-    assert writes and len(writes) == len(set(writes))  # nothing written twice
-    time.sleep(0.1)
-    after = _idsync(stack, "reconcile", "--dry-run", "--quiet", "--report", "after.json")
-    assert after.returncode == 0
-    final = json.loads((stack.tmp / "after.json").read_text())["counts"]
-    assert final["create"] == 0 and final["update"] == 0
-
-
 def test_a_report_with_an_unknown_extension_is_refused_before_anything_runs(stack) -> None:
-    done = _idsync(stack, "reconcile", "--dry-run", "--report", "plan.pdf")
+    done = idsync(stack, "reconcile", "--dry-run", "--report", "plan.pdf")
     assert done.returncode == 2
     assert done.stderr.strip().startswith("idsync: --report plan.pdf") and "Traceback" not in done.stderr
     assert not Path(stack.tmp / "plan.pdf").exists()
