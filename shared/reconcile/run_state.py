@@ -140,10 +140,14 @@ class RunLog:
 
     def record(self, entra_id: str, action: str, rows: dict[str, list[dict[str, Any]]]) -> None:
         """A user's plan goes into the report (once per run, even across a resume)."""
-        self._recorded.add(entra_id)
-        self._counts[action] = self._counts.get(action, 0) + 1
-        for name, items in rows.items():
-            self._rows[name].extend(json.dumps(item, default=str) for item in items)
+        self.record_many([(entra_id, action, rows)])
+
+    def record_many(self, entries: list[tuple[str, str, dict[str, list[dict[str, Any]]]]]) -> None:
+        for entra_id, action, rows in entries:
+            self._recorded.add(entra_id)
+            self._counts[action] = self._counts.get(action, 0) + 1
+            for name, items in rows.items():
+                self._rows[name].extend(json.dumps(item, default=str) for item in items)
 
     def add_rows(self, name: str, items: Iterable[dict[str, Any]]) -> None:
         self._rows[name].extend(json.dumps(item, default=str) for item in items)
@@ -151,7 +155,13 @@ class RunLog:
     def count(self, key: str, n: int = 1) -> None:
         self._counts[key] = self._counts.get(key, 0) + n
 
+    def mark_done(self, entra_ids: list[str]) -> None:
+        """Users with nothing to write: done as soon as their plan is recorded."""
+        self._done.update(entra_ids)
+        self._meta["users_done"] = int(self._meta.get("users_done", 0)) + len(entra_ids)
+
     def chunk_done(self, entra_ids: list[str]) -> None:
+        """A chunk of users was written."""
         self._done.update(entra_ids)
         self._meta["chunks_done"] = int(self._meta.get("chunks_done", 0)) + 1
         self._meta["users_done"] = int(self._meta.get("users_done", 0)) + len(entra_ids)
@@ -241,20 +251,31 @@ class RedisRunLog(RunLog):
         flags = self.redis.smismember(self.key("recorded"), entra_ids)
         return {e for e, flag in zip(entra_ids, flags, strict=True) if flag}
 
-    def record(self, entra_id: str, action: str, rows: dict[str, list[dict[str, Any]]]) -> None:
-        self.record_many([(entra_id, action, rows)])
-
     def record_many(self, entries: list[tuple[str, str, dict[str, list[dict[str, Any]]]]]) -> None:
         """A chunk's plans, in one transaction: counted and listed together, or not at all."""
         if not entries:
             return
+        actions: dict[str, int] = {}
+        rows: dict[str, list[str]] = {}
+        for _entra_id, action, user_rows in entries:
+            actions[action] = actions.get(action, 0) + 1
+            for name, items in user_rows.items():
+                rows.setdefault(name, []).extend(json.dumps(item, default=str) for item in items)
         pipe = self.redis.pipeline(transaction=True)
-        for entra_id, action, rows in entries:
-            pipe.sadd(self.key("recorded"), entra_id)
-            pipe.hincrby(self.key("counts"), action, 1)
-            for name, items in rows.items():
-                if items:
-                    pipe.rpush(self.key(name), *(json.dumps(item, default=str) for item in items))
+        pipe.sadd(self.key("recorded"), *(e for e, _a, _r in entries))
+        for action, n in actions.items():
+            pipe.hincrby(self.key("counts"), action, n)
+        for name, encoded in rows.items():
+            if encoded:
+                pipe.rpush(self.key(name), *encoded)
+        pipe.execute()
+
+    def mark_done(self, entra_ids: list[str]) -> None:
+        if not entra_ids:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.sadd(self.key("done"), *entra_ids)
+        pipe.hincrby(self.key("meta"), "users_done", len(entra_ids))
         pipe.execute()
 
     def add_rows(self, name: str, items: Iterable[dict[str, Any]]) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 from shared.audit import audit
 from shared.deprovision_guard import DeprovisionGuard
+from shared.dirty_users import DirtyUsers
 from shared.dispatch import publish
 from shared.engine import EntraUser, Plan, PlanAction, graph_properties, match_user
 from shared.events import EventKind, EventSource, IdentityEvent
@@ -224,6 +225,8 @@ class _Run:
         self.unseen_linked: set[str] = set()
         self.claimed: set[str] = set()
         self.waiting: set[str] = set()
+        #: users planned with something to write, applied `chunk_size` at a time: id -> (context, observed, tombstone)
+        self.queue: dict[str, tuple[UserContext, float, float | None]] = {}
         self.with_reviews: set[str] = set()
         self.planned = 0
         self.local_counts: dict[str, int] = {}
@@ -239,6 +242,9 @@ class _Run:
         if not self.runlog.scope:
             runlog.set(phase="gone")
             self._gone_phase()
+        while self.queue:
+            self._flush()
+        if not self.runlog.scope:
             runlog.set(phase="salesforce_only")
             self._salesforce_only_phase()
         if not self.dry:
@@ -344,6 +350,9 @@ class _Run:
             self.owner.report_progress("gone", done=start + len(ids), total=len(gone), counts=self._counts())
 
     def _chunk(self, users: list[EntraUser], observed: float) -> None:
+        """Plan a chunk and record every plan; users whose plan needs the write path join the write queue, which
+        is applied `chunk_size` users at a time (so 1,000 changed users among 100,000 cost 5 collection calls,
+        not one per planning chunk); the others are done at once."""
         if not users:
             return
         runlog, deps = self.runlog, self.deps
@@ -357,16 +366,16 @@ class _Run:
         tombstones = self._tombstones(ids)
         fresh = [u for u in users if not (u.id in tombstones and tombstones[u.id] > observed)]
         if len(fresh) < len(users):
-            self._count("skipped", len(users) - len(fresh), recorded, [u.id for u in users if u not in fresh])
+            skipped = [u.id for u in users if u not in fresh]
+            self._count("skipped", len(skipped), recorded, skipped)
         contexts = self._contexts(fresh)
         observed_at = {u.id: observed for u in fresh}
-        cids = {u.id: runlog.run_id for u in fresh}
 
         # plan (the engine), and record every plan before anything is written
         planned = plan_and_apply(deps, self.mapping, self.catalog, contexts, BatchReport(), observed=observed_at,
-                                 tombstones=tombstones, correlation_ids=cids, dry_run=True)
+                                 tombstones=tombstones, correlation_ids={}, dry_run=True)
         entries: list[tuple[str, str, dict[str, list[dict[str, Any]]]]] = []
-        needs: dict[str, UserContext] = {}
+        settled: list[str] = [u.id for u in users if u not in fresh]
         for entra_id, p in planned.plans.items():
             ctx = contexts[entra_id]
             action = ACTION_NAMES[p.action]
@@ -381,38 +390,48 @@ class _Run:
                 entries.append((entra_id, action, rows))
             if p.waiting_for_manager:
                 self.waiting.add(entra_id)
-            if self._needs_write_path(p, ctx):
-                needs[entra_id] = ctx
-        if isinstance(runlog, RedisRunLog):
-            runlog.record_many(entries)
-        else:
-            for entry in entries:
-                runlog.record(*entry)
+            if not self.dry and self._needs_write_path(p, ctx):
+                self.queue[entra_id] = (ctx, observed, tombstones.get(entra_id))
+            else:
+                settled.append(entra_id)
+        runlog.record_many(entries)
         self.planned += len(planned.plans)
-
-        # write: the sync lane's own path, for the users whose plan needs it
-        if not self.dry and needs:
-            before = _calls(deps.sf)
-            report = plan_and_apply(deps, self.mapping, self.catalog, needs, BatchReport(), observed=observed_at,
-                                    tombstones=tombstones, correlation_ids=cids, dry_run=False,
-                                    deprovision=lambda _p: None)
-            self.calls.sf_writes += report.write_calls
-            self.calls.sf_other += max(0, _calls(deps.sf) - before - report.write_calls)
-            failures = [{"entra_id": e, "upn": r.plan.upn, "salesforce_id": r.sf_user_id,
-                         "change": f.change.kind.value, "target": f.change.target, "code": f.code,
-                         "message": f.message} for e, r in report.results.items() for f in r.failed]
-            if failures:
-                runlog.add_rows("failures", failures)
-            if report.retry:
-                runlog.count("retry_later", len(report.retry))
         if not self.dry:
-            runlog.chunk_done(ids)
+            runlog.mark_done(settled)  # nothing to write for them
+            while len(self.queue) >= self.owner.chunk_size:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Write one chunk of queued users through the sync lane's own path (`plan_and_apply`): re-planned from the
+        same state (the engine is pure: the same plans), written, and only then marked done."""
+        if not self.queue:
+            return
+        deps, runlog = self.deps, self.runlog
+        ids = list(self.queue)[: self.owner.chunk_size]
+        batch = {e: self.queue.pop(e) for e in ids}
+        contexts = {e: item[0] for e, item in batch.items()}
+        observed = {e: item[1] for e, item in batch.items()}
+        tombstones = {e: item[2] for e, item in batch.items() if item[2] is not None}
+        before = _calls(deps.sf)
+        report = plan_and_apply(deps, self.mapping, self.catalog, contexts, BatchReport(), observed=observed,
+                                tombstones=tombstones, correlation_ids={e: runlog.run_id for e in ids},
+                                dry_run=False, deprovision=lambda _p: None)
+        self.calls.sf_writes += report.write_calls
+        self.calls.sf_other += max(0, _calls(deps.sf) - before - report.write_calls)
+        failures = [{"entra_id": e, "upn": r.plan.upn, "salesforce_id": r.sf_user_id,
+                     "change": f.change.kind.value, "target": f.change.target, "code": f.code,
+                     "message": f.message} for e, r in report.results.items() for f in r.failed]
+        if failures:
+            runlog.add_rows("failures", failures)
+        if report.retry:
+            runlog.count("retry_later", len(report.retry))
+            DirtyUsers(self.redis).mark(report.retry)  # the sync lane tries them again with backoff
+        runlog.chunk_done(ids)
+        self.owner.refresh()
 
     def _count(self, action: str, n: int, recorded: set[str], ids: list[str]) -> None:
         self.local_counts[action] = self.local_counts.get(action, 0) + n
-        fresh = [e for e in ids if e not in recorded]
-        for entra_id in fresh:
-            self.runlog.record(entra_id, action, {})
+        self.runlog.record_many([(e, action, {}) for e in ids if e not in recorded])
 
     def _counts(self) -> dict[str, int]:
         return self.runlog.counts() if self.runlog.resumed else {
