@@ -167,6 +167,9 @@ def render(resp: GraphResponse) -> Response:
 
 def make_endpoint(router: Router) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
+        # one per HTTP request to /v1.0 (a $batch envelope once, whatever it carries; tokens not included):
+        # what a client paid in round trips
+        router.state.activity.count("graph_http")
         raw = await request.body()
         body: Any = None
         if raw:

@@ -41,7 +41,14 @@ from shared.mapping import Mapping as IdsyncMapping
 from shared.provisioning.batch import BatchReport, SyncDeps, plan_and_apply, sync_users
 from shared.provisioning.entra_reader import MappedGroups, resolve_groups
 from shared.provisioning.state_reader import UserContext, user_context
-from shared.reconcile.drift import ACTION_NAMES, change_rows, deprovision_row, inactive_rows, review_rows
+from shared.reconcile.drift import (
+    ACTION_NAMES,
+    change_rows,
+    deprovision_row,
+    inactive_rows,
+    kept_in_scope,
+    review_rows,
+)
 from shared.reconcile.run_state import RedisRunLog, RunLock, RunLog, new_run_id
 from shared.reconcile.salesforce_side import SalesforceSide, read_salesforce_side
 
@@ -427,6 +434,8 @@ class _Run:
             runlog.count("retry_later", len(report.retry))
             DirtyUsers(self.redis).mark(report.retry)  # the sync lane tries them again with backoff
         runlog.chunk_done(ids)
+        log.info("reconcile_chunk_written", run_id=runlog.run_id, users=len(ids), writes=report.write_calls,
+                 failures=len(failures), outcomes=report.count())
         self.owner.refresh()
 
     def _count(self, action: str, n: int, recorded: set[str], ids: list[str]) -> None:
@@ -444,7 +453,7 @@ class _Run:
         if p.action in _NEEDS_WRITE_PATH or p.reviews or p.waiting_for_manager:
             return True
         user = ctx.state.user
-        if p.action is PlanAction.NOOP and user is not None and user.get("IsActive") is False:
+        if p.action is PlanAction.NOOP and user is not None and user.get("IsActive") is False and kept_in_scope(p):
             return True
         return p.entra_id in self.with_reviews
 
