@@ -93,9 +93,10 @@ class Settings(BaseSettings):
 
     # --- Producers
     delta_interval_s: float = Field(default=60.0, gt=0)
-    # First start: False reads every user once and reconciles (one Graph and one Salesforce call per user on the
-    # sync lane); True only records "now" and acts on changes from then on.
-    delta_start_from_now: bool = False
+    # First start: True records "now" and acts on every change from then on; the tenant as it stands is brought in
+    # step by a reconciliation, which shows its plan before writing (`idsync reconcile --dry-run`, then `idsync
+    # reconcile`, or the scheduled run). False pushes every user through the sync lane at once, without a plan.
+    delta_start_from_now: bool = True
     subscription_renew_before_s: float = Field(default=3600.0, gt=0)
     subscription_lifetime_min: int = Field(default=4230, gt=0, le=41760)
 
