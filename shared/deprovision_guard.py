@@ -30,6 +30,7 @@ class DeprovisionGuard:
         self.settings = settings
 
     def hold_run(self, run_id: str, deprovisions: list[Deprovision], linked_total: int) -> GuardDecision:
-        """Held: the users are frozen but not deactivated until `idsync approve RUN_ID`. Allowed: the caller hands
-        each deactivation to the revocation lane. The stand-in always allows."""
+        """Called once per run, before the run publishes its deprovisions; the caller then publishes every one to
+        the revocation lane, which freezes each user and deactivates only what the decision allows (held: nothing
+        until `idsync approve RUN_ID`). The stand-in always allows."""
         return GuardDecision(held=False, reason=f"{len(deprovisions)} of {linked_total} linked users (no guard yet)")

@@ -12,8 +12,9 @@ Phases (`Reconciler.run`):
 4. gone: linked users Entra no longer lists (deleted) are planned too, as leavers;
 5. salesforce_only: Salesforce users no Entra user links to or matches: reported, never touched;
 6. late managers: users planned before their manager existed in Salesforce are synced again now;
-7. guard: the run's deactivations go to the mass-deprovisioning guard; allowed ones go to the revocation lane
-   (`revocation.deprovision_user`, which checks scope against Graph live again before deactivating).
+7. guard: the run's deactivations go to the mass-deprovisioning guard as one set (one decision per run), then every
+   one to the revocation lane (`revocation.deprovision_user`: scope checked against Graph live again, the user
+   frozen at once, deactivated only if the guard allows; a held run waits for `idsync approve RUN_ID`).
 A dry run does 1-5 without writing anything anywhere (not even idsync's own state) and keeps its state in memory.
 
 Memory: the Salesforce side is held (compact rows, see `salesforce_side`); Entra is streamed a page at a time; the
@@ -526,15 +527,14 @@ class _Run:
             self.owner.refresh()
 
     def _guard_phase(self) -> None:
-        """Every deactivation of the run, at once, to the guard; allowed ones to the revocation lane."""
+        """Every deactivation of the run goes to the guard at once (one decision for the run, kept for a resumed
+        run); then every one goes to the revocation lane, which freezes the user at once and deactivates only what
+        the guard lets through (a held run waits for `idsync approve RUN_ID`)."""
         runlog, deps = self.runlog, self.deps
         rows = list(runlog.rows("deprovisions"))
         if not rows:
             return
-        decided = runlog.get("guard")
-        if decided:
-            held = _held(decided)
-        else:
+        if not runlog.get("guard"):
             linked_total = int(self.redis.hlen(LINKS_BY_SF_KEY))
             decision = self.owner.guard.hold_run(
                 runlog.run_id, [(r["entra_id"], r.get("salesforce_id"), r.get("upn") or "") for r in rows],
@@ -544,7 +544,7 @@ class _Run:
                               "deprovisions": len(rows), "linked_total": linked_total})
             log.warning("reconcile_deprovisions_held" if held else "reconcile_deprovisions_allowed",
                         run_id=runlog.run_id, deprovisions=len(rows), linked_total=linked_total)
-        if held or deps.sender is None:
+        if deps.sender is None:
             return
         start = int(runlog.get("deprovisions_published", 0) or 0)
         tenant = deps.settings.graph_tenant_id or "default"
@@ -556,14 +556,6 @@ class _Run:
                 runlog.set(deprovisions_published=n + 1)
                 self.owner.refresh()
         runlog.set(deprovisions_published=len(rows))
-
-
-def _held(decided: Any) -> bool:
-    if isinstance(decided, str):
-        import json
-
-        decided = json.loads(decided)
-    return bool(isinstance(decided, dict) and decided.get("held"))
 
 
 def _looks_like_id(value: str) -> bool:

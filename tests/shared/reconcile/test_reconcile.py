@@ -214,3 +214,36 @@ def test_the_plan_is_the_engine_s_plan(sandbox, deps) -> None:
     assert {e: names.get(report.plans[e].action, "other") for e in sample if e in report.plans} == {
         e: by_user[e] for e in sample if e in report.plans}
 
+
+
+class _HoldingGuard:
+    """Stands for the mass-deprovisioning guard deciding to hold the run."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, list[tuple[str, str | None, str]], int]] = []
+
+    def hold_run(self, run_id: str, deprovisions: list[tuple[str, str | None, str]], linked_total: int) -> Any:
+        self.asked.append((run_id, deprovisions, linked_total))
+        from shared.deprovision_guard import GuardDecision
+
+        return GuardDecision(held=True, reason="more than 1 deactivation")
+
+
+def test_a_run_s_deactivations_go_to_the_guard_as_one_set_then_to_the_revocation_lane(sandbox, deps, tmp_path
+                                                                                       ) -> None:
+    from shared.reconcile.reports import ReportData, write_reports
+
+    guard = _HoldingGuard()
+    run = Reconciler(deps, guard=guard).run(Options())
+
+    [(run_id, deprovisions, linked_total)] = guard.asked
+    planned = {r["entra_id"] for r in run.rows("deprovisions")}
+    assert run_id == run.run_id and {d[0] for d in deprovisions} == planned and len(planned) >= 2
+    assert linked_total >= 40
+    # held or not, each goes to the revocation lane, which freezes at once and deactivates only what is allowed
+    published = {e["object_id"] for name, e in deps.sender.tasks if name == "revocation.deprovision_user"}
+    assert published == planned
+    data = ReportData.of(run)
+    assert data.summary()["guard"]["held"] is True
+    write_reports(data, [tmp_path / "run.html"])
+    assert f"idsync approve {run.run_id}" in (tmp_path / "run.html").read_text()
