@@ -224,9 +224,9 @@ class _HoldingGuard:
 
     def hold_run(self, run_id: str, deprovisions: list[tuple[str, str | None, str]], linked_total: int) -> Any:
         self.asked.append((run_id, deprovisions, linked_total))
-        from shared.deprovision_guard import GuardDecision
+        from types import SimpleNamespace
 
-        return GuardDecision(held=True, reason="more than 1 deactivation")
+        return SimpleNamespace(held=True, reason="more than 1 deactivation")  # what reconcile reads of a decision
 
 
 def test_a_run_s_deactivations_go_to_the_guard_as_one_set_then_to_the_revocation_lane(sandbox, deps, tmp_path
