@@ -51,7 +51,7 @@ def sandbox(tmp_path: Path) -> Iterator[SandboxServer]:
 
 @pytest.fixture
 def settings(sandbox: SandboxServer, redis_server: Any, tmp_path: Path) -> Settings:
-    values = {k.removeprefix("IDSYNC_").lower(): v for k, v in sandbox.env().items()}
+    values: dict[str, Any] = {k.removeprefix("IDSYNC_").lower(): v for k, v in sandbox.env().items()}
     values.update(redis_url=redis_server.url, var_dir=str(tmp_path / "var"), reconcile_chunk_size=10)
     return load_settings(_env_file=None, **values)
 

@@ -39,7 +39,7 @@ def test_the_access_report_tells_justified_from_hand_granted_and_lists_the_excep
                                                                                        ) -> None:
     tenant, setup = GraphAdmin(sandbox.env()), Setup(sandbox)
     domain = tenant.verified_domain()
-    people = {}
+    people: dict[str, tuple[str, str]] = {}
     for name, groups in (("ana", ["Sales Team West"]), ("bo", ["Marketing"]), ("cy", [])):
         upn = f"access.{name}@{domain}"
         user = tenant.create_user(name.title(), "Access", upn, employeeId=f"E55{len(people)}", usageLocation="US")

@@ -26,7 +26,7 @@ def _writes(sandbox: Any) -> dict[str, int]:
 
 def _redis_state(client: redis_lib.Redis) -> dict[str, Any]:
     raw = redis_lib.Redis(connection_pool=client.connection_pool)
-    return {key: raw.dump(key) for key in sorted(raw.keys("*"))}
+    return {str(key): raw.dump(key) for key in sorted(raw.keys("*"))}
 
 
 def _by_user(rows: list[dict[str, Any]], upn: str) -> list[dict[str, Any]]:
@@ -163,7 +163,7 @@ def test_a_run_cut_short_resumes_where_it_stopped_and_writes_nothing_twice(sandb
             raise _Killed()
         return real_update(records, all_or_none)
 
-    crashing.sf.collections_update = update_then_die  # type: ignore[method-assign]
+    crashing.sf.collections_update = update_then_die
     with pytest.raises(_Killed):
         Reconciler(crashing).run(Options())
     cut = RedisRunLog.unfinished(redis_client)
