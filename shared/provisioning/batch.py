@@ -374,8 +374,8 @@ def _reactivate_if_wanted(deps: SyncDeps, links: IdentityLinks, ctx: UserContext
     """Users idsync revoked come back on when their plan keeps them (in scope, enabled); others are left alone,
     and an inactive user idsync did not revoke gets a review item instead (someone switched them off in Salesforce)."""
     user = ctx.state.user
-    if user is None or p.action not in (PlanAction.UPDATE, PlanAction.NOOP):
-        return None
+    if user is None or p.action not in (PlanAction.UPDATE, PlanAction.NOOP) or not p.in_scope:
+        return None  # out of scope (already inactive): a leaver idsync deprovisioned stays off
     inactive = user.get("IsActive") is False
     if tombstone is None:
         if inactive:

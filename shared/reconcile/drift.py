@@ -115,18 +115,13 @@ def review_rows(p: Plan) -> list[dict[str, Any]]:
              "candidates": list(item.candidates)} for item in p.reviews]
 
 
-def kept_in_scope(p: Plan) -> bool:
-    """The engine planned the user as in scope (its reasons say "in scope: ..." then, "not in scope: ..." else)."""
-    return p.reason.startswith("in scope")
-
-
 def inactive_rows(p: Plan, record: Mapping[str, Any] | None, revoked_by_idsync: bool
                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(change rows, review rows) for a user Entra keeps in scope whose Salesforce user is inactive: idsync turns
     back on only a user it deactivated itself (a reactivation); anyone else was switched off in Salesforce, which
     a person must confirm (a review item, as the sync lane raises)."""
     if (record is None or record.get("IsActive") is not False or p.action not in (PlanAction.UPDATE, PlanAction.NOOP)
-            or not kept_in_scope(p)):
+            or not p.in_scope):
         return [], []
     if revoked_by_idsync:
         return [{"entra_id": p.entra_id, "salesforce_id": p.sf_user_id, "upn": p.upn, "action": ACTION_NAMES[p.action],

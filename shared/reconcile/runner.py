@@ -47,7 +47,6 @@ from shared.reconcile.drift import (
     change_rows,
     deprovision_row,
     inactive_rows,
-    kept_in_scope,
     review_rows,
 )
 from shared.reconcile.run_state import RedisRunLog, RunLock, RunLog, new_run_id
@@ -454,7 +453,7 @@ class _Run:
         if p.action in _NEEDS_WRITE_PATH or p.reviews or p.waiting_for_manager:
             return True
         user = ctx.state.user
-        if p.action is PlanAction.NOOP and user is not None and user.get("IsActive") is False and kept_in_scope(p):
+        if p.action is PlanAction.NOOP and user is not None and user.get("IsActive") is False and p.in_scope:
             return True
         return p.entra_id in self.with_reviews
 
