@@ -50,7 +50,7 @@ class _ProgressView:
                                  TextColumn("{task.fields[counts]}"), console=console, transient=False,
                                  disable=not self.live)
         self.task = self.progress.add_task("starting", total=None, rate="", counts="")
-        self.phase_started = time.monotonic()
+        self.phase_started = self.last_update = time.monotonic()
         self.phase = ""
 
     def __enter__(self) -> _ProgressView:
@@ -61,10 +61,13 @@ class _ProgressView:
         self.progress.stop()
 
     def update(self, p: Any) -> None:
+        now = time.monotonic()
         if p.phase != self.phase:
-            self.phase, self.phase_started = p.phase, time.monotonic()
-        elapsed = max(time.monotonic() - self.phase_started, 1e-6)
-        rate = f"{p.done / elapsed:,.0f}/s" if p.done else ""
+            # the phase began when the previous one last reported (its first page took time to read)
+            self.phase, self.phase_started = p.phase, self.last_update
+        self.last_update = now
+        elapsed = now - self.phase_started
+        rate = f"{p.done / elapsed:,.0f}/s" if p.done and elapsed > 0.2 else ""
         counts = " ".join(f"{k} {v}" for k, v in p.counts.items() if v and k in ("create", "update", "deprovision",
                                                                                    "review"))
         self.progress.update(self.task, description=p.phase, completed=p.done, total=p.total, rate=rate,
