@@ -72,7 +72,7 @@ def _print_reconcile(rec: dict[str, Any]) -> None:
         guard = run.get("guard")
         if isinstance(guard, dict) and guard.get("held"):
             line += f" · {guard.get('deprovisions')} DEACTIVATIONS HELD: `idsync approve {run['run_id']}`"
-        console.print(line, markup=False)
+        console.print(Text(line), soft_wrap=True)
     if rec.get("next_at"):
         console.print(f"next scheduled reconciliation {when(rec['next_at'])}", markup=False)
 
