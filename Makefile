@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 #   requirements-dev.lock      runtime + sandbox + dev tools (what `make run` and `make test` install)
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet --custom-compile-command "make lock"
 
-.PHONY: install run test lint lock bench clean
+.PHONY: install run test lint lock bench clean browser
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,17 @@ install: $(STAMP)
 run: install
 	$(BIN)/idsync run
 
-test: install
+test: install browser
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q
+
+# The HTML reports are checked in a real headless browser (Debian's chromium); installed when missing (as root, as
+# on CI machines), otherwise the line says how.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && \
+				DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+		else echo "chromium is missing: sudo apt-get install -y chromium (the HTML report tests need it)"; fi; }
 
 lint: install
 	$(BIN)/ruff check .
@@ -44,6 +53,7 @@ bench: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/revocation_latency.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/joiners.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/offboarding.py
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/reconcile.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -118,6 +118,7 @@ def main() -> int:
            # from the conservative defaults: the sandbox meters Graph like the real service does
            "IDSYNC_GRAPH_REQUESTS_PER_S": "600", "IDSYNC_SF_REQUESTS_PER_S": "500",
            "IDSYNC_WEBHOOK_CLIENT_STATE": "bench-joiners-state",
+           "IDSYNC_DELTA_START_FROM_NOW": "false",  # the poller's first round is what feeds the joiners here
            **{f"IDSYNC_METRICS_PORT_{c}": "0" for c in ("WORKER_REVOCATION", "WORKER_SYNC", "BEAT", "POLLER",
                                                           "AUDIT_WRITER")}}
     procs: list[subprocess.Popen[bytes]] = []

@@ -108,6 +108,21 @@ def collect(settings: Settings, redis: Any) -> dict[str, Any]:
         "audit": audit_backlog(redis, settings.audit_sinks),
         "provisioning": _provisioning(redis),
         "guard": _guard(settings, redis),
+        "reconcile": _reconcile(redis),
+    }
+
+
+def _reconcile(redis: Any) -> dict[str, Any]:
+    """The run in progress (or cut short), the latest runs with their counts, and when beat starts the next."""
+    from shared.reconcile.run_state import CURRENT_KEY, recent_runs, run_in_progress
+    from workers.reconcile import NEXT_AT_KEY
+
+    next_at = redis.get(NEXT_AT_KEY)
+    return {
+        "current": redis.get(CURRENT_KEY),
+        "running": run_in_progress(redis),
+        "next_at": float(next_at) if next_at else None,
+        "recent": recent_runs(redis, 3),
     }
 
 

@@ -55,6 +55,11 @@ class ActivityLog:
             self._items.append({"kind": kind, "at": time.time(), **data})
             self.counters[kind] += 1
 
+    def count(self, kind: str, n: int = 1) -> None:
+        """A counter only (no item): writes are counted one by one, and 100,000 of them must stay cheap."""
+        with self._lock:
+            self.counters[kind] += n
+
     def recent(self, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         with self._lock:
             items = [i for i in self._items if kind is None or i["kind"] == kind]

@@ -41,6 +41,9 @@ TASK_FOR_KIND: dict[EventKind, str] = {
     EventKind.SYNC_BACKLOG: "sync.drain_users",
     # An approved Salesforce request for a new Entra account (the reverse flow; `producers/request_poller.py`).
     EventKind.REQUEST_APPROVED: "sync.provision_request",
+    # A full reconciliation run (docs/reconciliation.md), one at a time; on the sync lane, so the limiter's reserve
+    # keeps revocations fast while it runs.
+    EventKind.RECONCILE: "sync.reconcile",
 }
 
 #: Sync-lane tasks a worker names for a hand-off, where the kind alone would pick the other lane: an "updated" user

@@ -24,6 +24,7 @@ class EventKind(StrEnum):
     USER_OUT_OF_SCOPE = "user.out_of_scope"  # a linked user the mapping no longer covers: a leaver, verified live
     SYNC_BACKLOG = "sync.backlog"  # users are waiting in the sync backlog: a batch task should drain it
     REQUEST_APPROVED = "request.approved"  # object_id: a Salesforce User_Provisioning_Request__c Id
+    RECONCILE = "reconcile.run"  # a full reconciliation (scheduled by beat, or resuming one cut short)
 
 
 class EventSource(StrEnum):

@@ -167,6 +167,8 @@ class GraphClient:
         self._token_source = token_source
         self._msal_session: requests.Session | None = None
         self._throttle_streak = 0
+        #: HTTP requests sent (a $batch envelope counts once): reconciliation reports its calls next to the minimum
+        self.calls = 0
 
     # --- token ------------------------------------------------------------------------------------------------
     def _tokens(self) -> TokenSource:
@@ -249,6 +251,7 @@ class GraphClient:
                 "client-request-id": str(uuid.uuid4()),
                 **(headers or {}),
             }
+            self.calls += 1
             try:
                 response = self._http.request(method, url, params=params, json=json, headers=sent)
             except httpx.TimeoutException as exc:
@@ -384,6 +387,26 @@ class GraphClient:
                 if isinstance(user, dict) and user.get("id"):
                     found[str(user["id"])] = user
         return found
+
+    def user_pages(self, select: list[str], *, expand_manager: bool = False) -> Iterator[list[dict[str, Any]]]:
+        """Every user of the tenant, one page at a time, `MAX_PAGE_SIZE` asked per page: reconciliation reads the
+        whole tenant without holding it.
+
+        With `expand_manager`, each user carries `manager` ({"id": ...}, absent when none). Graph documents that
+        `$expand` on directory objects returns at most 100 objects per page (https://learn.microsoft.com/graph/
+        known-issues, "$expand ... returns a maximum of 100 objects"), so a real tenant answers 100 users per page
+        then; the loop follows `@odata.nextLink` whatever page size the service chose.
+        """
+        fields = ",".join(dict.fromkeys(["id", *select]))
+        params: dict[str, Any] | None = {"$select": fields, "$top": str(MAX_PAGE_SIZE)}
+        if expand_manager and params is not None:
+            params["$expand"] = "manager($select=id)"
+        url: str | None = "users"
+        while url:
+            page = self.request("GET", url, params=params).json()
+            params = None  # the nextLink carries the query
+            yield [u for u in page.get("value", []) if isinstance(u, dict) and u.get("id")]
+            url = page.get("@odata.nextLink")
 
     def transitive_member_ids(self, group_id: str) -> set[str]:
         """Ids of every user that is a member of the group directly or through nested groups (all pages)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -75,6 +75,9 @@ class SalesforceClient:
         self._session = pinned_session(settings.ca_bundle, float(settings.sf_timeout_s))
         self._session.hooks["response"].append(self._on_response)
         self._sf: Salesforce | None = None
+        #: API calls sent (token requests excluded: Salesforce does not count them against the allowance)
+        self.calls = 0
+        self._identity_url: str | None = None
 
     # --- plumbing ---------------------------------------------------------------------------------------------
     def _on_response(self, response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
@@ -116,6 +119,8 @@ class SalesforceClient:
                 status=response.status_code,
                 code=code,
             )
+        if isinstance(body.get("id"), str):
+            self._identity_url = str(body["id"])
         return str(token), str(body.get("instance_url") or s.sf_url)
 
     def _connection(self) -> Salesforce:
@@ -142,6 +147,7 @@ class SalesforceClient:
         while True:
             self._admit()
             sf = self._connection()
+            self.calls += 1
             try:
                 return op(sf)
             except SalesforceExpiredSession as exc:
@@ -165,6 +171,26 @@ class SalesforceClient:
             page = self._call(partial(_query_more, next_url))
             records.extend(page.get("records", []))
         return records
+
+    def query_pages(self, soql: str) -> Iterator[list[dict[str, Any]]]:
+        """The records of a query one page at a time (2,000 rows, Salesforce's default and largest REST page), each
+        page its own admitted call: a caller streaming 100,000 users never holds more than a page of raw rows."""
+        page = self._call(lambda sf: sf.query(soql))
+        yield list(page.get("records", []))
+        while not page.get("done", True) and page.get("nextRecordsUrl"):
+            next_url = page["nextRecordsUrl"]
+            page = self._call(partial(_query_more, next_url))
+            yield list(page.get("records", []))
+
+    def own_user_id(self) -> str | None:
+        """The Salesforce user idsync runs as (the client-credentials run-as user), without an API call: the token
+        response's `id` is the identity URL `https://<domain>/id/<org id>/<user id>`
+        (https://help.salesforce.com/s/articleView?id=sf.remoteaccess_using_openid.htm). Fetches a token if none
+        was issued yet; None when the response carried no identity URL."""
+        self._connection()
+        if not self._identity_url:
+            return None
+        return self._identity_url.rstrip("/").rsplit("/", 1)[-1] or None
 
     def find_user(self, entra_id: str | None, federation_id: str | None, username: str | None) -> dict[str, Any] | None:
         """The Salesforce user for an Entra user: by FederationIdentifier (explicit id first, then the Entra object

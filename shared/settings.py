@@ -93,9 +93,10 @@ class Settings(BaseSettings):
 
     # --- Producers
     delta_interval_s: float = Field(default=60.0, gt=0)
-    # First start: False reads every user once and reconciles (one Graph and one Salesforce call per user on the
-    # sync lane); True only records "now" and acts on changes from then on.
-    delta_start_from_now: bool = False
+    # First start: True records "now" and acts on every change from then on; the tenant as it stands is brought in
+    # step by a reconciliation, which shows its plan before writing (`idsync reconcile --dry-run`, then `idsync
+    # reconcile`, or the scheduled run). False pushes every user through the sync lane at once, without a plan.
+    delta_start_from_now: bool = True
     subscription_renew_before_s: float = Field(default=3600.0, gt=0)
     subscription_lifetime_min: int = Field(default=4230, gt=0, le=41760)
 
@@ -121,6 +122,13 @@ class Settings(BaseSettings):
     guard_share_min_count: int = Field(default=10, ge=0)
     guard_window_s: float = Field(default=900.0, gt=0)  # the live pipeline's sliding window
     guard_reject_keep_s: float = Field(default=86_400.0, gt=0)  # a rejected user stays frozen, not deactivated
+    # --- Reconciliation (docs/reconciliation.md): a full comparison of Entra and Salesforce, planned by the engine
+    # and applied in chunks on the sync lane; beat starts one every `reconcile_interval_s` (0 = never scheduled).
+    reconcile_interval_s: float = Field(default=4 * 3600.0, ge=0)
+    reconcile_chunk_size: int = Field(default=200, ge=1, le=200)  # users planned and written together
+    reconcile_report_dir: Path | None = None  # where every run's report goes; default {var_dir}/reconcile
+    reconcile_time_limit_s: int = Field(default=3000, gt=0)  # the `sync.reconcile` task's limit (capped below the
+    # visibility timeout); a run cut short resumes at its next chunk
 
     # --- Rate limits
     graph_requests_per_s: float = Field(default=50.0, gt=0)
@@ -188,6 +196,10 @@ class Settings(BaseSettings):
         if self.audit_syslog_url and not self.audit_syslog_url.startswith(("tcp://", "tls://")):
             raise ValueError("IDSYNC_AUDIT_SYSLOG_URL must be tcp://host:port or tls://host:port")
         return self
+
+    @property
+    def reconcile_reports(self) -> Path:
+        return self.reconcile_report_dir or self.var_dir / "reconcile"
 
     @property
     def audit_trail_dir(self) -> Path:

@@ -37,7 +37,7 @@ SOFT_SHUTDOWN_TIMEOUT_S = 10.0
 SOFT_LIMIT_MARGIN_S = 10
 
 TASK_MODULES = ["workers.revocation", "workers.sync", "workers.ownership_transfer", "workers.deactivation_retry",
-                "workers.guests", "workers.requests"]
+                "workers.guests", "workers.requests", "workers.reconcile"]
 
 
 def celery_config(settings: Settings, polling_interval_s: float = POLLING_INTERVAL_S) -> dict[str, Any]:
@@ -47,6 +47,10 @@ def celery_config(settings: Settings, polling_interval_s: float = POLLING_INTERV
     vt = settings.visibility_timeout_s
     hard = settings.task_time_limit_s
     soft = hard - SOFT_LIMIT_MARGIN_S if hard > 2 * SOFT_LIMIT_MARGIN_S else hard * 0.8
+    # A reconciliation reads the whole tenant: its own limit, kept below the visibility timeout (a message still
+    # running past it would be delivered again); a run cut short by it resumes at its next chunk.
+    rec_hard = max(1, min(settings.reconcile_time_limit_s, int(vt * 0.9)))
+    rec_soft = rec_hard - SOFT_LIMIT_MARGIN_S if rec_hard > 2 * SOFT_LIMIT_MARGIN_S else rec_hard * 0.8
     return {
         "broker_url": settings.redis_url,
         "broker_connection_retry_on_startup": True,
@@ -68,6 +72,7 @@ def celery_config(settings: Settings, polling_interval_s: float = POLLING_INTERV
         "worker_prefetch_multiplier": 1,
         "task_time_limit": hard,
         "task_soft_time_limit": soft,
+        "task_annotations": {"sync.reconcile": {"time_limit": rec_hard, "soft_time_limit": rec_soft}},
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],

@@ -22,6 +22,7 @@ from ops.cli import (  # noqa: F401 - registers the commands
     inspect,
     mapping,
     offboard,
+    reconcile,
     review,
     service,
     sync_user,

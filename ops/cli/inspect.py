@@ -75,6 +75,24 @@ def _print_guard(guard: dict[str, Any]) -> None:
                   "`idsync reject RUN_ID` (a mistake: deactivate nobody)", markup=False, style="red", soft_wrap=True)
 
 
+def _print_reconcile(rec: dict[str, Any]) -> None:
+    """The last reconciliation runs, one line each, and the one in progress or cut short."""
+    for run in rec.get("recent") or []:
+        counts = run.get("counts") or {}
+        what = ", ".join(f"{k} {counts.get(k, 0)}" for k in ("create", "update", "deprovision", "review"))
+        state = run.get("status", "?")
+        if state == "running":
+            state = "RUNNING" if rec.get("running") else "CUT SHORT (resumes on `idsync reconcile` or the next " \
+                                                         "scheduled run)"
+        line = f"reconcile {run['run_id']}: {state}, started {when(run.get('started_at'))}: {what}"
+        guard = run.get("guard")
+        if isinstance(guard, dict) and guard.get("held"):
+            line += f" · {guard.get('deprovisions')} DEACTIVATIONS HELD: `idsync approve {run['run_id']}`"
+        console.print(Text(line), soft_wrap=True)
+    if rec.get("next_at"):
+        console.print(f"next scheduled reconciliation {when(rec['next_at'])}", markup=False)
+
+
 def _print_status(data: dict[str, Any]) -> None:
     _print_guard(data.get("guard") or {})
     lanes = Table(title="Lanes")
@@ -92,6 +110,7 @@ def _print_status(data: dict[str, Any]) -> None:
     console.print(f"review items {data['reviews']} (`idsync review list`) · "
                   f"pending ownership transfers {data['pending_ownership_transfers']}", markup=False)
     _print_provisioning(data.get("provisioning") or {})
+    _print_reconcile(data.get("reconcile") or {})
 
     sources = Table(title="Producers")
     for col in ("source", "state"):

@@ -207,7 +207,10 @@ def beat() -> None:
     from workers.backlog_keeper import BacklogKeeper
 
     mappings = MappingStore(mapping_path(settings), redis)
-    keeper = BacklogKeeper(celery, redis, settings.graph_tenant_id or "default", mappings)
+    from workers.reconcile import Keepers, ReconcileScheduler
+
+    keeper = Keepers(BacklogKeeper(celery, redis, settings.graph_tenant_id or "default", mappings),
+                     ReconcileScheduler(celery, redis, settings))
     scheduler.run_forever(celery, redis, stop, dlq=dlq, keeper=keeper)
 
 

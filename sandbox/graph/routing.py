@@ -133,11 +133,14 @@ class Router:
         state = self.state
         rid = str(uuid.uuid4())
         headers: dict[str, str] = {"request-id": rid, "client-request-id": req.headers.get("client-request-id", rid)}
+        ep_write = False
         try:
             latency = float(state.faults.get("graph.latency_ms", 0) or 0)
             if latency > 0:
                 time.sleep(latency / 1000.0)
             ep = self._match(req)
+            # $batch itself is no write (its items are dispatched, and counted, one by one); getByIds only reads
+            ep_write = ep.write and ep.metered and not req.path.lower().endswith("/getbyids")
             authorize(req, state, *ep.roles)
             if ep.metered:
                 headers.update(charge(state, req, request_cost(req.method, ep.cost, req.query), write=ep.write))
@@ -148,6 +151,8 @@ class Router:
                 err.status, error_body(state, err, headers["client-request-id"]), {**headers, **err.headers}
             )
         state.activity.add("graph_request", method=req.method, path="/v1.0" + req.path, status=resp.status)
+        if ep_write and resp.status < 400:
+            state.activity.count("graph_write")  # a dry run must leave this unchanged
         return resp
 
 
@@ -162,6 +167,9 @@ def render(resp: GraphResponse) -> Response:
 
 def make_endpoint(router: Router) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
+        # one per HTTP request to /v1.0 (a $batch envelope once, whatever it carries; tokens not included):
+        # what a client paid in round trips
+        router.state.activity.count("graph_http")
         raw = await request.body()
         body: Any = None
         if raw:

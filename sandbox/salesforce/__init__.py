@@ -54,6 +54,10 @@ def install(state: Any) -> list[BaseRoute]:
 
     state.org = Org(clock=state.clock, config=state.config, lock=state.lock)
     state.org.faults = state.faults
+    # Every record written through the API is counted (`sf_write`, and per object and operation), so a test can
+    # prove that a dry run wrote nothing at all.
+    state.org.on_write = lambda sobject, operation: (state.activity.count("sf_write"),
+                                                     state.activity.count(f"sf_write:{sobject}:{operation}"))
     oauth.prepare_connected_app(state)
     return [
         *oauth.oauth_routes(state),

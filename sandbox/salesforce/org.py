@@ -105,6 +105,9 @@ class Org:
         self.config = config
         #: the sandbox's fault switches (set by `install`; None for an org built alone in tests)
         self.faults: Any = None
+        #: called with (object name, operation) for every record written through the write API (`install` counts
+        #: them in `state.activity.counters` as `sf_write`; seeding with `bulk_load` is not a write)
+        self.on_write: Any = None
         self.lock = lock or threading.RLock()
         self.schema: dict[str, ObjectDef] = dict(schema or default_schema())
         self._lower = {name.lower(): od for name, od in self.schema.items()}
@@ -448,6 +451,10 @@ class Org:
             )
 
     # ------------------------------------------------------------------ write API (rules applied)
+    def _wrote(self, sobject: str, operation: str) -> None:
+        if self.on_write is not None:
+            self.on_write(sobject, operation)
+
     def require_object(self, sobject: str) -> ObjectDef:
         od = self.object_def(sobject)
         if od is None:
@@ -461,6 +468,7 @@ class Org:
             od = self.require_object(sobject)
             with self.transaction():
                 self.check_mixed_dml(od)
+                self._wrote(od.name, "insert")
                 return rules.insert(self, od, values, actor or self.integration_user_id)
 
     def update(self, sobject: str | None, record_id: str, values: dict[str, Any], *, actor: str | None = None) -> str:
@@ -471,6 +479,7 @@ class Org:
             od, rec = self.find(sobject, record_id)
             with self.transaction():
                 self.check_mixed_dml(od)
+                self._wrote(od.name, "update")
                 rules.update(self, od, rec, values, actor or self.integration_user_id)
                 return rec["Id"]
 
@@ -481,6 +490,7 @@ class Org:
             od, rec = self.find(sobject, record_id)
             with self.transaction():
                 self.check_mixed_dml(od)
+                self._wrote(od.name, "delete")
                 rules.delete(self, od, rec, actor or self.integration_user_id)
                 return rec["Id"]
 

@@ -16,8 +16,9 @@ What the org holds after `seed_org` (all drawn from `random.Random(seed)`, so th
   User_Provisioning_Request__c);
 - the integration admin (run-as user of the connected app, System Administrator) and a human admin;
 - `overlap` of the tenant's member users (Username = UPN; FederationIdentifier = UPN for ~85 %, none for the rest;
-  ~10 % with drifted Title/Department, ~5 % with another Email, ~8 % already inactive), among them two members
-  disabled in Entra but active here (the leavers a first `make run` revokes), two legacy org-only users;
+  ~10 % with drifted Title/Department (last modified by the human admin: direct edits), ~5 % with another Email,
+  ~8 % already inactive), among them two members disabled in Entra but active here (the leavers a first `make run`
+  revokes), two legacy org-only users;
 - accounts, contacts, open and closed opportunities, leads (some owned by the lead queue), cases, tasks owned by
   active seeded users, and a default lead owner (deactivation blocker) and a default case owner.
 - three Accounts for B2B guests: the catch-all "Individual Guests", "Northwind Partner Network" (Email_Domain__c =
@@ -95,6 +96,19 @@ def _keep_leavers(present: list[dict[str, Any]], members: list[dict[str, Any]]) 
         slot = next(i for i in range(len(present) - 1, -1, -1) if id(present[i]) not in wanted_ids)
         present[slot] = leaver
     return {m["userPrincipalName"] for m in wanted}
+
+
+def _keep_one_switched_off(rows: list[tuple[dict[str, Any], dict[str, Any]]], leavers: set[str],
+                           admin_id: str) -> None:
+    """Every org with present users has at least one enabled Entra member whose Salesforce user a person switched
+    off (reconciliation reports it for review). No random draw: the rest of the org stays as it was for the seed."""
+    enabled = [(tu, rec) for tu, rec in rows if tu.get("accountEnabled") is not False and
+               tu["userPrincipalName"] not in leavers]
+    if not enabled or any(rec["IsActive"] is False for _tu, rec in enabled):
+        return
+    _tu, rec = enabled[-1]
+    rec["IsActive"] = False
+    rec["LastModifiedById"] = admin_id
 
 
 def _alias(first: str | None, last: str | None, n: int) -> str:
@@ -209,19 +223,23 @@ def seed_org(state: Any, *, tenant_users: list[dict[str, Any]], seed: int, overl
                          ProfileId=profiles["System Administrator"]["Id"], UserRoleId=roles["CEO"]["Id"], Title="CEO")
         sales_roles = [roles[r]["Id"] for r in ("Account Executive West", "Account Executive East",
                                                 "Sales Manager West", "Sales Manager East")]
+        present_rows: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for i, tu in enumerate(present):
             upn = tu["userPrincipalName"]
             r = rng.random()
             profile = (profiles["Sales User"] if r < 0.45 else profiles["Standard User"] if r < 0.85
                        else profiles["Chatter Free User"] if r < 0.95 else profiles["Standard Platform User"])
             title, dept = tu.get("jobTitle"), tu.get("department")
+            edited_by: dict[str, Any] = {}
             if rng.random() < 0.10:
                 title = rng.choice(["Sales Rep", "Consultant", "Analyst", "Team Lead"])
                 dept = rng.choice(["Legacy Sales", "Operations", None])
+                # edited by hand in Setup by the human admin: reconciliation reports these as direct edits
+                edited_by = {"LastModifiedById": admin["Id"]}
             email = tu.get("mail") or upn
             if rng.random() < 0.05:
                 email = f"{upn.split('@')[0]}@legacy-mail.example.com"
-            add_user(
+            present_rows.append((tu, add_user(
                 Username=upn,
                 FirstName=(tu.get("givenName") or None) and str(tu["givenName"])[:40],
                 LastName=str(tu.get("surname") or tu.get("displayName") or "User")[:80],
@@ -236,7 +254,9 @@ def seed_org(state: Any, *, tenant_users: list[dict[str, Any]], seed: int, overl
                 LocaleSidKey=rng.choice(LOCALES),
                 IsActive=rng.random() >= 0.08 or upn in leavers,
                 Alias=_alias(tu.get("givenName"), tu.get("surname"), i),
-            )
+                **edited_by,
+            )))
+        _keep_one_switched_off(present_rows, leavers, admin["Id"])
         for j, (first, last) in enumerate((("Legacy", "Contractor"), ("Old", "Reporting"))):
             add_user(Username=f"{first.lower()}.{last.lower()}@{ORG_DOMAIN}", FirstName=first, LastName=last,
                      ProfileId=profiles["Standard User"]["Id"], IsActive=j == 0, Title="Legacy account")

@@ -131,6 +131,7 @@ class Plan:
     unmanaged: tuple[str, ...] = ()  # entitlement keys the user holds that idsync did not grant
     waiting_for_manager: str | None = None  # Entra id of a manager not provisioned yet: re-plan once linked
     granted_after: frozenset[str] = field(default_factory=frozenset)  # `granted` once every change succeeded
+    in_scope: bool = False  # the mapping covers this (enabled) user: only then may a user idsync revoked come back
 
     @property
     def is_noop(self) -> bool:
@@ -191,7 +192,7 @@ def plan(
         reviews = (match.review,) if match.review is not None else ()
         reason = match.review.message if match.review is not None else "matching needs a person"
         return Plan(entra_user.id, entra_user.upn, None, PlanAction.REVIEW, reason, reviews=reviews,
-                    granted_after=state.granted)
+                    granted_after=state.granted, in_scope=desired.in_scope)
     if match is not None and match.kind == "create" and state.user is not None:
         raise ValueError("match says create, but the state holds a Salesforce user")
     if match is not None and match.kind == "link" and state.sf_user_id != match.sf_user_id:
@@ -276,7 +277,7 @@ def _create(entra_user: EntraUser, mapping: Mapping, catalog: Catalog, desired: 
     if missing:
         return Plan(entra_user.id, entra_user.upn, None, PlanAction.REVIEW,
                     f"{desired.reason}; not created: required values are missing", reviews=tuple(reviews),
-                    waiting_for_manager=desired.waiting_for_manager, granted_after=state.granted)
+                    waiting_for_manager=desired.waiting_for_manager, granted_after=state.granted, in_scope=True)
 
     changes = [Change(ChangeKind.CREATE_USER, entra_user.upn, None, record, desired.reason, grants=grants,
                       field_rules=rules)]
@@ -288,7 +289,7 @@ def _create(entra_user: EntraUser, mapping: Mapping, catalog: Catalog, desired: 
             granted.add(grant.key)
     return Plan(entra_user.id, entra_user.upn, None, PlanAction.CREATE, desired.reason, changes=tuple(changes),
                 reviews=tuple(reviews), waiting_for_manager=desired.waiting_for_manager,
-                granted_after=frozenset(granted))
+                granted_after=frozenset(granted), in_scope=True)
 
 
 # ------------------------------------------------------------------------------------------------ update
@@ -399,7 +400,7 @@ def _update(entra_user: EntraUser, mapping: Mapping, catalog: Catalog, desired: 
     action = PlanAction.UPDATE if changes else PlanAction.NOOP
     return Plan(entra_user.id, entra_user.upn, state.sf_user_id, action, desired.reason, changes=tuple(changes),
                 reviews=tuple(reviews), unmanaged=tuple(sorted(unmanaged)),
-                waiting_for_manager=desired.waiting_for_manager, granted_after=frozenset(granted))
+                waiting_for_manager=desired.waiting_for_manager, granted_after=frozenset(granted), in_scope=True)
 
 
 def _held(state: SalesforceUserState, catalog: Catalog) -> dict[str, tuple[str, str, str]]:

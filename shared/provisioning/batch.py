@@ -17,7 +17,7 @@ Everything idsync does is audited (one pipelined write per phase) and what it gr
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -94,6 +94,7 @@ class BatchReport:
     outcomes: dict[str, str] = field(default_factory=dict)  # entra id -> what happened, one word
     retry: list[str] = field(default_factory=list)  # back to the backlog (a transient Salesforce error)
     sf_calls: int = 0
+    write_calls: int = 0  # executor calls (collections writes)
     graph_users: int = 0
 
     def count(self) -> dict[str, int]:
@@ -250,7 +251,6 @@ def sync_users(
     mapping = deps.mappings.current()
     redis = deps.redis
     links, grants, backlog = IdentityLinks(redis), Grants(redis), DirtyUsers(redis)
-    decisions = ReviewDecisions(redis)
     snapshots = GroupMembership(redis)
     ids = list(observed)
     groups = prepare_groups(deps, mapping, snapshots, backlog, set(ids))
@@ -287,9 +287,38 @@ def sync_users(
     reader = StateReader(deps.sf, links, grants)
     batch = reader.read(present, mapping, catalog.permission_set_names)
 
+    plan_and_apply(deps, mapping, catalog, batch.users, report, observed=observed, tombstones=tombstones,
+                   correlation_ids=cids, dry_run=dry_run)
+    report.sf_calls = reader.calls + report.write_calls
+    return report
+
+
+def plan_and_apply(
+    deps: SyncDeps,
+    mapping: Mapping,
+    catalog: Any,
+    contexts: dict[str, UserContext],
+    report: BatchReport,
+    *,
+    observed: dict[str, float],
+    tombstones: dict[str, float],
+    correlation_ids: dict[str, str],
+    dry_run: bool = False,
+    deprovision: Callable[[Plan], None] | None = None,
+) -> BatchReport:
+    """Steps 5 to 8 for users whose Entra and Salesforce state is already read (`contexts`): plan each with THE
+    engine, reactivate, write through the executor, route leavers and keep review items. `sync_users` reads a batch
+    and calls this; reconciliation reads the whole tenant in pages and calls this per chunk, so both lanes' writes
+    take exactly one path. `deprovision` receives the plans that take a linked user out of scope instead of handing
+    them to the revocation lane at once (reconciliation passes them through the mass-deprovisioning guard first)."""
+    redis = deps.redis
+    links, grants, backlog = IdentityLinks(redis), Grants(redis), DirtyUsers(redis)
+    decisions = ReviewDecisions(redis)
+    cids = correlation_ids
+
     # 5. the engine (an admin's `review resolve --create` overrides matching for that user)
-    forced = decisions.forced(list(batch.users))
-    for entra_id, ctx in batch.users.items():
+    forced = decisions.forced(list(contexts))
+    for entra_id, ctx in contexts.items():
         if entra_id in forced and ctx.match is not None and ctx.match.kind == "review":
             ctx.match = MatchOutcome.create()
         report.plans[entra_id] = plan(ctx.entra, mapping, ctx.state, catalog, ctx.match)
@@ -298,14 +327,14 @@ def sync_users(
     if dry_run:
         for entra_id, p in report.plans.items():
             report.outcomes[entra_id] = p.action.value
-        report.sf_calls = reader.calls
         return report
 
     recorder = AuditRecorder(deps, links, grants, backlog, cids, observed, decisions)
+    executor = Executor(deps.sf, recorder)
     try:
         # 6. reactivate what idsync revoked, when the user is wanted again
         for entra_id, p in list(report.plans.items()):
-            ctx = batch.users[entra_id]
+            ctx = contexts[entra_id]
             outcome = _reactivate_if_wanted(deps, links, ctx, p, tombstones.get(entra_id), observed[entra_id],
                                             cids.get(entra_id), recorder)
             if outcome in ("skipped_tombstone", "handed_to_revocation"):
@@ -313,23 +342,25 @@ def sync_users(
                 report.outcomes[entra_id] = outcome
 
         # 7. write
-        executor = Executor(deps.sf, recorder)
         results = executor.apply(
             list(report.plans.values()),
-            {e: username_candidates(batch.users[e].entra, mapping) for e, p in report.plans.items()
+            {e: username_candidates(contexts[e].entra, mapping) for e, p in report.plans.items()
              if p.action is PlanAction.CREATE},
-            {e: f"{nickname_for(batch.users[e].entra)[:35]}.{int(time.time()) % 10000:04d}"
+            {e: f"{nickname_for(contexts[e].entra)[:35]}.{int(time.time()) % 10000:04d}"
              for e, p in report.plans.items() if p.action is PlanAction.CREATE},
         )
         report.results = results
-        _bind_managers_linked_together(deps, executor, mapping, catalog, batch.users, report)
+        _bind_managers_linked_together(deps, executor, mapping, catalog, contexts, report)
 
         # 8. routing, reviews, late binding
         for entra_id, p in report.plans.items():
             result = results[entra_id]
             sf_user_id = result.sf_user_id
             if p.action is PlanAction.DEPROVISION:
-                _hand_off(deps, EventKind.USER_OUT_OF_SCOPE, entra_id, observed[entra_id], cids.get(entra_id))
+                if deprovision is not None:
+                    deprovision(p)
+                else:
+                    _hand_off(deps, EventKind.USER_OUT_OF_SCOPE, entra_id, observed[entra_id], cids.get(entra_id))
             for item in p.reviews:
                 recorder.review(item, sf_user_id)
             if result.retry:
@@ -345,7 +376,7 @@ def sync_users(
                 decisions.created(entra_id)
     finally:
         recorder.flush()
-    report.sf_calls = reader.calls + executor.calls
+        report.write_calls += executor.calls
     return report
 
 
@@ -354,8 +385,8 @@ def _reactivate_if_wanted(deps: SyncDeps, links: IdentityLinks, ctx: UserContext
     """Users idsync revoked come back on when their plan keeps them (in scope, enabled); others are left alone,
     and an inactive user idsync did not revoke gets a review item instead (someone switched them off in Salesforce)."""
     user = ctx.state.user
-    if user is None or p.action not in (PlanAction.UPDATE, PlanAction.NOOP):
-        return None
+    if user is None or p.action not in (PlanAction.UPDATE, PlanAction.NOOP) or not p.in_scope:
+        return None  # out of scope (already inactive): a leaver idsync deprovisioned stays off
     inactive = user.get("IsActive") is False
     if tombstone is None:
         if inactive:

@@ -13,6 +13,7 @@ can exceed a safe size, so terms are spread over several queries of the same cal
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,16 +205,24 @@ class StateReader:
             outcome = outcomes[user.id]
             record = by_id.get(outcome.sf_user_id or "") if outcome.kind == "link" else None
             manager_link = manager_links.get(user.manager_id or "") if user.manager_id else None
-            sf_id = str(record["Id"]) if record else ""
-            state = SalesforceUserState(
-                user=record,
-                permission_sets=entitlements.permission_sets.get(sf_id, {}),
-                permission_set_groups=entitlements.permission_set_groups.get(sf_id, {}),
-                licences=entitlements.licences.get(sf_id, {}),
-                groups=entitlements.groups.get(sf_id, {}),
-                granted=granted.get(user.id, frozenset()),
-                manager_sf_id=manager_link.sf_user_id if manager_link else None,
-            )
-            batch.users[user.id] = UserContext(user, links[user.id], state,
-                                               None if outcome.by_stored_link else outcome)
+            batch.users[user.id] = user_context(user, links[user.id], outcome, record, entitlements,
+                                                granted.get(user.id, frozenset()),
+                                                manager_link.sf_user_id if manager_link else None)
         return batch
+
+
+def user_context(user: EntraUser, link: Link | None, outcome: MatchOutcome, record: AbcMapping[str, Any] | None,
+                 entitlements: Entitlements, granted: frozenset[str], manager_sf_id: str | None) -> UserContext:
+    """What the engine needs for one user, from what was read for many (a batch here, the whole org for
+    reconciliation): the matched record, its assignments, idsync's grants and the manager's Salesforce id."""
+    sf_id = str(record["Id"]) if record else ""
+    state = SalesforceUserState(
+        user=record,
+        permission_sets=entitlements.permission_sets.get(sf_id, {}),
+        permission_set_groups=entitlements.permission_set_groups.get(sf_id, {}),
+        licences=entitlements.licences.get(sf_id, {}),
+        groups=entitlements.groups.get(sf_id, {}),
+        granted=granted,
+        manager_sf_id=manager_sf_id,
+    )
+    return UserContext(user, link, state, None if outcome.by_stored_link else outcome)

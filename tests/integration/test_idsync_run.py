@@ -101,6 +101,18 @@ def _outcomes(status: dict[str, Any], entra_id: str) -> list[str]:
     return [r["outcome"] for r in reversed(status["recent_revocations"]) if r["entra_id"] == entra_id]
 
 
+def _deactivation_blockers(env: dict[str, str]) -> set[str]:
+    import ssl
+
+    import httpx
+
+    with httpx.Client(verify=ssl.create_default_context(cafile=env["IDSYNC_CA_BUNDLE"]), trust_env=False) as c:
+        response = c.get(f"{env['IDSYNC_SANDBOX_ADMIN_URL']}/_sandbox/salesforce/deactivation-blockers",
+                         headers={"Authorization": f"Bearer {env['IDSYNC_SANDBOX_ADMIN_TOKEN']}"})
+        response.raise_for_status()
+        return set(response.json())
+
+
 def _leaver_is_revoked(
     service: RunningIdsync, wait_for: Callable[..., Any], admins: Any, skip: int
 ) -> dict[str, Any]:
@@ -110,7 +122,9 @@ def _leaver_is_revoked(
     tenant, org = tenant_admin(env), org_admin(env)
     members = tenant.http.get("/users", params={"$filter": "accountEnabled eq true and userType eq 'Member'",
                                                  "$select": "id,userPrincipalName", "$top": 999}).json()["value"]
-    active = [u for u in members if (sf := org.user(u["userPrincipalName"])) and sf["IsActive"]]
+    blockers = _deactivation_blockers(env)  # the seeded default lead and case owners stay frozen, never deactivated
+    active = [u for u in members if (sf := org.user(u["userPrincipalName"])) and sf["IsActive"]
+              and sf["Id"] not in blockers]
     assert len(active) > skip, "the sandbox has active Salesforce users to revoke"
     target = active[skip]
     sf_user = org.user(target["userPrincipalName"])

@@ -71,3 +71,24 @@ def test_recent_revocations_show_the_upn_also_for_records_written_before_it_was_
     revocations = collect(settings, r)["recent_revocations"]
     assert [(rev["entra_id"], rev["upn"]) for rev in revocations] == [
         ("u-none", None), ("u-new", "new@contoso.com"), ("u-old", "old@contoso.com")]
+
+
+def test_status_shows_the_latest_reconciliations_a_run_cut_short_and_held_deactivations(r, settings, capsys) -> None:
+    from ops.cli.inspect import _print_reconcile
+    from shared.reconcile.run_state import RedisRunLog
+
+    done = RedisRunLog.start(r)
+    done.record_many([("u1", "update", {}), ("u2", "deprovision", {})])
+    done.set(guard={"held": True, "deprovisions": 60, "linked_total": 100})
+    done.finish()
+    cut = RedisRunLog.start(r)  # its worker died: no lock
+    cut.record("u3", "create", {})
+
+    rec = collect(settings, r)["reconcile"]
+    assert rec["current"] == cut.run_id and rec["running"] is False
+    assert [run["run_id"] for run in rec["recent"]] == [cut.run_id, done.run_id]
+    assert rec["recent"][1]["counts"]["update"] == 1
+    _print_reconcile(rec)
+    out = capsys.readouterr().out
+    assert f"reconcile {cut.run_id}: CUT SHORT" in out
+    assert f"60 DEACTIVATIONS HELD: `idsync approve {done.run_id}`" in out

@@ -79,3 +79,27 @@ def test_the_leavers_do_not_change_the_rest_of_the_seeded_org(tmp_path):
         assert count(plain, sobject) == count(with_leavers, sobject)
     present = {u["Username"]: u for u in with_leavers.org.records("User")}
     assert present["user3@contoso.example.com"]["IsActive"] and present["user5@contoso.example.com"]["IsActive"]
+
+
+def test_the_seeded_org_has_drift_for_a_reconciliation_to_show(tmp_path) -> None:
+    """Titles and departments edited by hand by the human admin, and at least one enabled member switched off."""
+    from sandbox.server import SandboxServer
+
+    server = SandboxServer(tmp_path, users=50, groups=13, seed=1, overlap=0.3)
+    server.start()
+    try:
+        org, directory = server.state.org, server.state.directory
+        admin = org.seed_info["admin_user_id"]
+        by_upn = {str(u["userPrincipalName"]).lower(): u for u in directory.users.values()}
+        edited = switched_off = 0
+        for record in org.live["User"].values():
+            entra = by_upn.get(str(record["Username"]).lower())
+            if entra is None:
+                continue
+            if record["LastModifiedById"] == admin and record.get("Title") != entra.get("jobTitle"):
+                edited += 1
+            if entra.get("accountEnabled") and record["IsActive"] is False:
+                switched_off += 1
+        assert edited >= 1 and switched_off >= 1
+    finally:
+        server.stop()

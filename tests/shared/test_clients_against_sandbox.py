@@ -199,3 +199,37 @@ def test_describe_lists_user_fields_with_lengths(sf: SalesforceClient) -> None:
     fields = {f["name"]: f for f in sf.describe("User")["fields"]}
     assert fields["Title"]["length"] == 80
     assert fields["Alias"]["length"] == 8
+
+
+def test_user_pages_stream_every_user_with_the_manager_expanded(graph: GraphClient, sandbox: SandboxServer) -> None:
+    pages = list(graph.user_pages(["userPrincipalName", "accountEnabled"], expand_manager=True))
+    users = [u for page in pages for u in page]
+    with sandbox.state.lock:
+        directory = sandbox.state.directory
+        expected = set(directory.users)
+        managers = {uid: directory.manager_of(uid) for uid in expected}
+    assert {u["id"] for u in users} == expected and len(users) == len(expected)
+    assert all((u.get("manager") or {}).get("id") == managers[u["id"]] for u in users)
+    assert graph.calls >= len(pages) >= 1
+
+
+def test_query_pages_yield_the_rows_a_page_at_a_time_each_page_one_call(sf: SalesforceClient,
+                                                                        sandbox: SandboxServer) -> None:
+    sandbox.state.config.patch({"salesforce": {"query_batch_size": 20}})  # the sandbox caps pages this way
+    try:
+        before = _sf_calls(sandbox)
+        pages = list(sf.query_pages("SELECT Id FROM User"))
+        calls = _sf_calls(sandbox) - before
+    finally:
+        sandbox.state.config.patch({"salesforce": {"query_batch_size": 2000}})
+    with sandbox.state.lock:
+        total = len(sandbox.state.org.live["User"])
+    assert [len(p) for p in pages[:-1]] == [20] * (len(pages) - 1) and sum(map(len, pages)) == total
+    assert calls == len(pages) > 1
+
+
+def test_own_user_id_is_the_client_credentials_run_as_user_from_the_token_without_an_api_call(
+        sf: SalesforceClient, sandbox: SandboxServer) -> None:
+    before = _sf_calls(sandbox)
+    assert sf.own_user_id() == sandbox.state.org.integration_user_id
+    assert _sf_calls(sandbox) == before

@@ -24,6 +24,7 @@ TASKS = {
     "sync.contact_changed",
     "sync.contact_refresh",
     "sync.provision_request",
+    "sync.reconcile",
 }
 
 

@@ -167,6 +167,27 @@ def test_a_linked_user_leaving_scope_is_sent_to_the_revocation_lane(deps, tenant
     assert org.view(user["userPrincipalName"])["IsActive"] is True  # the revocation lane acts, after a live check
 
 
+def test_a_user_deprovisioned_for_leaving_scope_stays_off_when_they_change_again_in_entra(deps, tenant, org):
+    """Only a user back in scope is turned back on: a later attribute change of an out-of-scope leaver idsync
+    deactivated is no reason to reactivate them."""
+    import time
+
+    from shared.identity_links import IdentityLinks
+
+    user = _joiner(tenant, deps, ["All Employees"])
+    report = _run(deps, user["id"])
+    tenant.remove_from_group(user["id"], "All Employees")
+    _groups_changed(deps, tenant, "All Employees")
+    IdentityLinks(deps.redis).set_tombstone(user["id"], time.time())  # what the revocation lane does...
+    deps.sf.deactivate_user(report.results[user["id"]].sf_user_id)  # ...then it deactivates
+    tenant.update(user["id"], jobTitle="Left, then renamed")
+
+    again = _run(deps, user["id"])
+
+    assert again.plans[user["id"]].action is PlanAction.NOOP
+    assert org.view(user["userPrincipalName"])["IsActive"] is False
+
+
 def test_a_disabled_user_is_handed_to_the_revocation_lane_and_not_created(deps, tenant, org):
     user = _joiner(tenant, deps, ["All Employees"])
     tenant.disable(user["id"])

@@ -1,0 +1,200 @@
+"""`idsync reconcile`: compare every Entra user with Salesforce, show the plan, and (unless `--dry-run`) apply it.
+
+Runs in this process with the sync lane's clients and write path (`shared.reconcile.runner`), exactly the code the
+scheduled `sync.reconcile` task runs; a run cut short (Ctrl-C, a crash) is resumed by the next `idsync reconcile` or
+the next scheduled run. `--report PATH` (several allowed) writes the report; the format follows the extension
+(`.html`, `.csv`, `.json`). A real run also keeps its JSON and HTML report in `IDSYNC_RECONCILE_REPORT_DIR`
+(default var/reconcile). `idsync access report` lists who holds what in Salesforce and which rule justifies it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ops.cli.app import app, console
+from ops.cli.app import settings as _settings
+
+access_app = typer.Typer(help="Who holds what in Salesforce, and which rule justifies it.", no_args_is_help=True)
+app.add_typer(access_app, name="access")
+
+#: Reports kept in the report directory (the oldest go first).
+KEEP_REPORTS = 30
+
+
+def _fail(line: str, code: int = 2) -> typer.Exit:
+    print(f"idsync: {line}", file=sys.stderr, flush=True)
+    return typer.Exit(code)
+
+
+class _ProgressView:
+    """Phase, counts, rate and ETA on an interactive terminal (rich); silent otherwise."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.live = console.is_terminal
+        self.progress = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]:>10}"), TimeRemainingColumn(), TimeElapsedColumn(),
+                                 TextColumn("{task.fields[counts]}"), console=console, transient=False,
+                                 disable=not self.live)
+        self.task = self.progress.add_task("starting", total=None, rate="", counts="")
+        self.phase_started = self.last_update = time.monotonic()
+        self.phase = ""
+
+    def __enter__(self) -> _ProgressView:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def update(self, p: Any) -> None:
+        now = time.monotonic()
+        if p.phase != self.phase:
+            # the phase began when the previous one last reported (its first page took time to read)
+            self.phase, self.phase_started = p.phase, self.last_update
+        self.last_update = now
+        elapsed = now - self.phase_started
+        rate = f"{p.done / elapsed:,.0f}/s" if p.done and elapsed > 0.2 else ""
+        counts = " ".join(f"{k} {v}" for k, v in p.counts.items() if v and k in ("create", "update", "deprovision",
+                                                                                   "review"))
+        self.progress.update(self.task, description=p.phase, completed=p.done, total=p.total, rate=rate,
+                             counts=counts)
+
+
+def _keep_reports(folder: Path) -> None:
+    reports = sorted(folder.glob("rec-*.json"))
+    for old in reports[:-KEEP_REPORTS]:
+        for suffix in (".json", ".html"):
+            old.with_suffix(suffix).unlink(missing_ok=True)
+
+
+def _print_plan(data: Any) -> None:
+    """A dry run prints every change (grouped by user) and review item; then the counts."""
+    from rich.markup import escape
+
+    current = None
+    for row in data.rows("changes"):
+        if row["entra_id"] != current:
+            current = row["entra_id"]
+            console.print(f"[bold]{escape(str(row.get('upn') or row['entra_id']))}[/bold] "
+                          f"[dim]{row['action']}[/dim]")
+        before, after = row.get("before"), row.get("after")
+        if row.get("change") == "create_user" and isinstance(after, dict):
+            after = after.get("Username")
+        edit = " [red](direct Salesforce edit)[/red]" if row.get("direct_edit") else ""
+        console.print(f"  {escape(str(row['field']))}: {escape(repr(before))} -> {escape(repr(after))}{edit}",
+                      highlight=False)
+    for row in data.rows("reviews"):
+        console.print(f"[yellow]review[/yellow] {escape(str(row.get('message')))}", highlight=False)
+
+
+def _print_summary(data: Any, dry_run: bool) -> None:
+    from rich.table import Table
+
+    s = data.summary()
+    table = Table(title=f"reconciliation {s['run_id']}" + (" (dry run: nothing written)" if dry_run else ""))
+    table.add_column("users")
+    table.add_column("count", justify="right")
+    for key, value in s["counts"].items():
+        table.add_row(key, str(value))
+    for key in ("changes", "direct_edits", "reviews", "failures"):
+        table.add_row(f"[dim]{key.replace('_', ' ')}[/dim]", str(s["totals"].get(key, 0)))
+    console.print(table)
+    guard = s.get("guard")
+    if isinstance(guard, dict) and guard.get("held"):
+        console.print(f"[yellow]{guard.get('deprovisions')} deactivations are HELD by the mass-deprovisioning guard "
+                      f"(users frozen, not deactivated): `idsync approve {s['run_id']}` or "
+                      f"`idsync reject {s['run_id']}`[/yellow]")
+
+
+@app.command("reconcile")
+def reconcile(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="plan only: write nothing anywhere, print every change")
+                       ] = False,
+    report: Annotated[list[Path] | None, typer.Option("--report", help="write the report here (.html, .csv or "
+                                                      ".json; repeat for several)")] = None,
+    scope: Annotated[list[str] | None, typer.Option("--scope", help="only members of this Entra group (name or id; "
+                                                    "repeat for several)")] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="discard a run that was cut short instead of resuming "
+                                          "it")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no per-change listing on a dry run")] = False,
+) -> None:
+    """Reconcile every user: a plan from THE engine, drift reports, writes in resumable chunks on the sync lane."""
+    from ops.cli.sync_user import provisioning_deps
+    from shared.provisioning.mapping_store import NoMapping
+    from shared.reconcile.reports import ReportData, ReportFormatError, check_paths, write_reports
+    from shared.reconcile.run_state import RunInProgress
+    from shared.reconcile.runner import Options, ReconcileError, Reconciler
+
+    paths = list(report or [])
+    try:
+        check_paths(paths)
+    except ReportFormatError as err:
+        raise _fail(str(err)) from None
+    settings = _settings()
+    deps = provisioning_deps(settings, with_sender=not dry_run)
+    view = _ProgressView()
+    reconciler = Reconciler(deps, on_progress=view.update)
+    try:
+        with view:
+            runlog = reconciler.run(Options(dry_run=dry_run, scope=list(scope or []), restart=restart))
+    except RunInProgress as err:
+        raise _fail(f"{err} — wait for it (`idsync status`), it holds the lock while it works", 3) from None
+    except (ReconcileError, NoMapping) as err:
+        raise _fail(str(err)) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted: the run stops here; `idsync reconcile` resumes it at its next chunk", 130) from None
+    data = ReportData.of(runlog)
+    if dry_run and not quiet:
+        _print_plan(data)
+    _print_summary(data, dry_run)
+    written = write_reports(data, paths)
+    if not dry_run:
+        folder = settings.reconcile_reports
+        folder.mkdir(parents=True, exist_ok=True)
+        written += write_reports(data, [folder / f"{runlog.run_id}.json", folder / f"{runlog.run_id}.html"])
+        _keep_reports(folder)
+    for path in written:
+        console.print(f"report: {path}", highlight=False)
+    if data.totals.get("failures"):
+        raise typer.Exit(1)
+
+
+@access_app.command("report")
+def access_report(
+    output: Annotated[Path, typer.Option("--output", "-o", help="PATH.html or PATH.csv")],
+) -> None:
+    """Every Salesforce user's profile, role, permission sets (and groups), licences, public groups and queues, with
+    the Entra group and mapping rule that justifies each; hand-granted entitlements, out-of-scope holders and
+    disabled Entra accounts listed apart. Reads only."""
+    from shared.provisioning.mapping_store import NoMapping
+    from shared.reconcile.access import write_access_report
+
+    if output.suffix.lower() not in (".html", ".csv"):
+        raise _fail(f"--output {output}: the format comes from the extension: .html or .csv")
+    from ops.cli.sync_user import provisioning_deps
+
+    settings = _settings()
+    deps = provisioning_deps(settings, with_sender=False)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data = write_access_report(deps, output)
+    except NoMapping as err:
+        raise _fail(str(err)) from None
+    console.print(f"{data.user_count} Salesforce users, {data.grant_count} entitlements: {data.justified} justified "
+                  f"by a rule, {data.unjustified} granted by hand, {len(data.out_of_scope)} users out of scope "
+                  f"holding entitlements, {len(data.disabled)} linked users disabled in Entra", highlight=False)
+    console.print(f"report: {output}", highlight=False)
