@@ -8,7 +8,6 @@ timeout, and simple-salesforce passes none for create/update, so one hung connec
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ class TimeoutHTTPAdapter(HTTPAdapter):
         timeout: Any = None,
         verify: Any = True,
         cert: Any = None,
-        proxies: Mapping[str, str] | None = None,
+        proxies: dict[str, str] | None = None,
     ) -> requests.Response:
         return super().send(request, stream, self.timeout if timeout is None else timeout, verify, cert, proxies)
 
