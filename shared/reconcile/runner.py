@@ -33,6 +33,7 @@ from shared.deprovision_guard import DeprovisionGuard
 from shared.dirty_users import DirtyUsers
 from shared.dispatch import publish
 from shared.engine import EntraUser, Plan, PlanAction, graph_properties, match_user
+from shared.errors import NotFound
 from shared.events import EventKind, EventSource, IdentityEvent
 from shared.grants import Grants
 from shared.group_membership import GroupMembership
@@ -40,7 +41,7 @@ from shared.identity_links import LINKS_BY_SF_KEY, REVIEWS_KEY, IdentityLinks
 from shared.logging import get_logger
 from shared.mapping import Mapping as IdsyncMapping
 from shared.provisioning.batch import BatchReport, SyncDeps, plan_and_apply, sync_users
-from shared.provisioning.entra_reader import MappedGroups, resolve_groups
+from shared.provisioning.entra_reader import MappedGroups, forget_group_ids, resolve_groups
 from shared.provisioning.state_reader import UserContext, user_context
 from shared.reconcile.drift import (
     ACTION_NAMES,
@@ -117,9 +118,14 @@ class _Usernames(Mapping[str, str]):
 
 
 class Reconciler:
-    def __init__(self, deps: SyncDeps, *, chunk_size: int | None = None,
-                 on_progress: Callable[[Progress], None] | None = None,
-                 guard: Any = None) -> None:
+    def __init__(
+        self,
+        deps: SyncDeps,
+        *,
+        chunk_size: int | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        guard: Any = None,
+    ) -> None:
         self.deps = deps
         self.chunk_size = int(chunk_size or deps.settings.reconcile_chunk_size)
         self.on_progress = on_progress
@@ -139,26 +145,55 @@ class Reconciler:
         graph_before, sf_before = _calls(deps.graph), _calls(deps.sf)
         try:
             if not options.dry_run:
-                audit(deps.redis, "reconcile", None, None, "resumed" if runlog.resumed else "started", runlog.run_id,
-                      scope=runlog.scope)
+                audit(
+                    deps.redis,
+                    "reconcile",
+                    None,
+                    None,
+                    "resumed" if runlog.resumed else "started",
+                    runlog.run_id,
+                    scope=runlog.scope,
+                )
             _Run(self, runlog, mapping, options).execute()
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
             raise
-        self.calls.graph_other = max(0, _calls(deps.graph) - graph_before - self.calls.graph_user_pages
-                                     - self.calls.graph_group_pages)
-        self.calls.sf_other = max(0, _calls(deps.sf) - sf_before - self.calls.sf_user_pages
-                                  - self.calls.sf_entitlement_pages - self.calls.sf_catalog - self.calls.sf_writes)
+        self.calls.graph_other = max(
+            0, _calls(deps.graph) - graph_before - self.calls.graph_user_pages - self.calls.graph_group_pages
+        )
+        self.calls.sf_other = max(
+            0,
+            _calls(deps.sf)
+            - sf_before
+            - self.calls.sf_user_pages
+            - self.calls.sf_entitlement_pages
+            - self.calls.sf_catalog
+            - self.calls.sf_writes,
+        )
         runlog.set(seconds=round(time.monotonic() - started, 3), calls=vars(self.calls))
         if not options.dry_run:
             runlog.finish()
-            audit(deps.redis, "reconcile", None, None, "done", runlog.run_id, counts=runlog.counts(),
-                  calls=self.calls.total())
+            audit(
+                deps.redis,
+                "reconcile",
+                None,
+                None,
+                "done",
+                runlog.run_id,
+                counts=runlog.counts(),
+                calls=self.calls.total(),
+            )
         if self._lock is not None:
             self._lock.release()
-        log.info("reconcile_run_done", run_id=runlog.run_id, dry_run=options.dry_run, counts=runlog.counts(),
-                 calls=self.calls.total(), seconds=round(time.monotonic() - started, 1))
+        log.info(
+            "reconcile_run_done",
+            run_id=runlog.run_id,
+            dry_run=options.dry_run,
+            counts=runlog.counts(),
+            calls=self.calls.total(),
+            seconds=round(time.monotonic() - started, 1),
+        )
         return runlog
 
     def _open(self, options: Options) -> RunLog:
@@ -174,8 +209,10 @@ class Reconciler:
                 unfinished = None
             if unfinished is not None:
                 if options.scope and sorted(options.scope) != sorted(unfinished.scope):
-                    raise ReconcileError(f"run {unfinished.run_id} (scope {unfinished.scope or 'all users'}) was cut "
-                                         "short: run `idsync reconcile` to finish it, or add --restart to discard it")
+                    raise ReconcileError(
+                        f"run {unfinished.run_id} (scope {unfinished.scope or 'all users'}) was cut "
+                        "short: run `idsync reconcile` to finish it, or add --restart to discard it"
+                    )
                 log.info("reconcile_run_resumed", run_id=unfinished.run_id, done=unfinished.get("users_done"))
                 return unfinished
             return RedisRunLog.start(redis, options.scope)
@@ -187,8 +224,9 @@ class Reconciler:
         if self._lock is not None:
             self._lock.refresh()
 
-    def report_progress(self, phase: str, done: int | None = None, total: int | None = None,
-                        counts: dict[str, int] | None = None) -> None:
+    def report_progress(
+        self, phase: str, done: int | None = None, total: int | None = None, counts: dict[str, int] | None = None
+    ) -> None:
         p = self.progress
         if phase != p.phase:
             p.phase, p.done, p.total = phase, 0, None
@@ -269,16 +307,7 @@ class _Run:
         self.catalog = deps.catalogs.get(deps.sf)
         self.own_id = deps.sf.own_user_id()
         self.calls.sf_catalog += _calls(deps.sf) - sf_before
-        self.groups = resolve_groups(deps.graph, None if self.dry else self.redis, self.mapping)
-        snapshots = GroupMembership(self.redis)
-        for group_id in self.groups.ids:
-            before = _calls(deps.graph)
-            members = deps.graph.transitive_member_ids(group_id)
-            self.calls.graph_group_pages += _calls(deps.graph) - before
-            self.members[group_id] = members
-            if not self.dry:
-                snapshots.replace(group_id, members)
-            owner.refresh()
+        self._read_groups()
         if self.runlog.scope:
             self.scope_members = self._scope_members(self.runlog.scope)
 
@@ -294,6 +323,34 @@ class _Run:
         self.linked_by_sf = {str(k): str(v) for k, v in self.redis.hscan_iter(LINKS_BY_SF_KEY, count=5000)}
         self.unseen_linked = set(self.linked_by_sf.values())
         self.with_reviews = {str(k).partition("#")[0] for k in self.redis.hkeys(REVIEWS_KEY)}
+
+    def _read_groups(self) -> None:
+        """Resolve the mapping's groups and read their members. A group deleted since its id was cached answers
+        404: the cache is dropped and the names resolved afresh once (the deleted group is then unresolved, so
+        nobody is in it, which is exactly what the deprovisioning guard exists to stop from going through)."""
+        deps = self.deps
+        members_of: dict[str, set[str]] = {}
+        for attempt in (1, 2):
+            self.groups = resolve_groups(deps.graph, None if self.dry else self.redis, self.mapping)
+            members_of, stale = {}, False
+            for group_id in self.groups.ids:
+                before = _calls(deps.graph)
+                try:
+                    members_of[group_id] = deps.graph.transitive_member_ids(group_id)
+                except NotFound:
+                    # deleted after it was resolved: retry with fresh names once, then count it as empty
+                    stale = True
+                    members_of[group_id] = set()
+                self.calls.graph_group_pages += _calls(deps.graph) - before
+                self.owner.refresh()
+            if not stale or attempt == 2 or self.dry:
+                break
+            forget_group_ids(self.redis)
+        snapshots = GroupMembership(self.redis)
+        for group_id, members in members_of.items():
+            self.members[group_id] = members
+            if not self.dry:
+                snapshots.replace(group_id, members)
 
     def _scope_members(self, scope: list[str]) -> set[str]:
         graph = self.deps.graph
@@ -333,8 +390,11 @@ class _Run:
                 self.unseen_linked.discard(user_id)
                 if self.scope_members is not None and user_id not in self.scope_members:
                     continue
-                groups = [{"id": g, "displayName": self.groups.names.get(g, "")}
-                          for g in self.groups.ids if user_id in self.members[g]]
+                groups = [
+                    {"id": g, "displayName": self.groups.names.get(g, "")}
+                    for g in self.groups.ids
+                    if user_id in self.members[g]
+                ]
                 manager = user_json.get("manager")
                 users.append(EntraUser.from_graph(user_json, groups, manager if isinstance(manager, dict) else None))
             seen += len(page)
@@ -351,8 +411,11 @@ class _Run:
         for start in range(0, len(gone), self.owner.chunk_size):
             ids = gone[start : start + self.owner.chunk_size]
             stored = self.links.links_of(ids)
-            users = [EntraUser.gone(e, (link.upn or "") if link else "") for e, link in stored.items()
-                     if link is not None and link.sf_user_id]
+            users = [
+                EntraUser.gone(e, (link.upn or "") if link else "")
+                for e, link in stored.items()
+                if link is not None and link.sf_user_id
+            ]
             self._chunk(users, observed)
             self.owner.report_progress("gone", done=start + len(ids), total=len(gone), counts=self._counts())
 
@@ -379,8 +442,17 @@ class _Run:
         observed_at = {u.id: observed for u in fresh}
 
         # plan (the engine), and record every plan before anything is written
-        planned = plan_and_apply(deps, self.mapping, self.catalog, contexts, BatchReport(), observed=observed_at,
-                                 tombstones=tombstones, correlation_ids={}, dry_run=True)
+        planned = plan_and_apply(
+            deps,
+            self.mapping,
+            self.catalog,
+            contexts,
+            BatchReport(),
+            observed=observed_at,
+            tombstones=tombstones,
+            correlation_ids={},
+            dry_run=True,
+        )
         entries: list[tuple[str, str, dict[str, list[dict[str, Any]]]]] = []
         settled: list[str] = [u.id for u in users if u not in fresh]
         for entra_id, p in planned.plans.items():
@@ -420,22 +492,47 @@ class _Run:
         observed = {e: item[1] for e, item in batch.items()}
         tombstones = {e: item[2] for e, item in batch.items() if item[2] is not None}
         before = _calls(deps.sf)
-        report = plan_and_apply(deps, self.mapping, self.catalog, contexts, BatchReport(), observed=observed,
-                                tombstones=tombstones, correlation_ids={e: runlog.run_id for e in ids},
-                                dry_run=False, deprovision=lambda _p: None)
+        report = plan_and_apply(
+            deps,
+            self.mapping,
+            self.catalog,
+            contexts,
+            BatchReport(),
+            observed=observed,
+            tombstones=tombstones,
+            correlation_ids={e: runlog.run_id for e in ids},
+            dry_run=False,
+            deprovision=lambda _p: None,
+        )
         self.calls.sf_writes += report.write_calls
         self.calls.sf_other += max(0, _calls(deps.sf) - before - report.write_calls)
-        failures = [{"entra_id": e, "upn": r.plan.upn, "salesforce_id": r.sf_user_id,
-                     "change": f.change.kind.value, "target": f.change.target, "code": f.code,
-                     "message": f.message} for e, r in report.results.items() for f in r.failed]
+        failures = [
+            {
+                "entra_id": e,
+                "upn": r.plan.upn,
+                "salesforce_id": r.sf_user_id,
+                "change": f.change.kind.value,
+                "target": f.change.target,
+                "code": f.code,
+                "message": f.message,
+            }
+            for e, r in report.results.items()
+            for f in r.failed
+        ]
         if failures:
             runlog.add_rows("failures", failures)
         if report.retry:
             runlog.count("retry_later", len(report.retry))
             DirtyUsers(self.redis).mark(report.retry)  # the sync lane tries them again with backoff
         runlog.chunk_done(ids)
-        log.info("reconcile_chunk_written", run_id=runlog.run_id, users=len(ids), writes=report.write_calls,
-                 failures=len(failures), outcomes=report.count())
+        log.info(
+            "reconcile_chunk_written",
+            run_id=runlog.run_id,
+            users=len(ids),
+            writes=report.write_calls,
+            failures=len(failures),
+            outcomes=report.count(),
+        )
         self.owner.refresh()
 
     def _count(self, action: str, n: int, recorded: set[str], ids: list[str]) -> None:
@@ -443,8 +540,11 @@ class _Run:
         self.runlog.record_many([(e, action, {}) for e in ids if e not in recorded])
 
     def _counts(self) -> dict[str, int]:
-        return self.runlog.counts() if self.runlog.resumed else {
-            **{k: 0 for k in ("create", "update", "deprovision", "review", "unchanged")}, **self.local_counts}
+        return (
+            self.runlog.counts()
+            if self.runlog.resumed
+            else {**{k: 0 for k in ("create", "update", "deprovision", "review", "unchanged")}, **self.local_counts}
+        )
 
     def _needs_write_path(self, p: Plan, ctx: UserContext) -> bool:
         """Plans that write, route or raise something; plus unchanged users the write path still looks at: a
@@ -482,9 +582,15 @@ class _Run:
             elif outcome.review is not None:
                 self.claimed.update(outcome.review.candidates)
             manager = managers.get(user.manager_id or "") if user.manager_id else None
-            contexts[user.id] = user_context(user, link, outcome, record, side.entitlements,
-                                             granted.get(user.id, frozenset()),
-                                             manager.sf_user_id if manager else None)
+            contexts[user.id] = user_context(
+                user,
+                link,
+                outcome,
+                record,
+                side.entitlements,
+                granted.get(user.id, frozenset()),
+                manager.sf_user_id if manager else None,
+            )
         return contexts
 
     # ------------------------------------------------------------------ what is left
@@ -499,13 +605,20 @@ class _Run:
             sf_id = str(view["Id"])
             if sf_id in self.claimed or sf_id in self.linked_by_sf:
                 continue
-            rows.append({"salesforce_id": sf_id, "username": view.get("Username"), "email": view.get("Email"),
-                         "active": view.get("IsActive"), "profile": self.catalog.profile_names.get(
-                             str(view.get("ProfileId")), view.get("ProfileId")),
-                         "last_modified_by": self.names.get(str(view.get("LastModifiedById") or ""),
-                                                            view.get("LastModifiedById")),
-                         "last_modified_at": view.get("LastModifiedDate"),
-                         "idsync_integration_user": bool(self.own_id and str(sf_id)[:15] == self.own_id[:15])})
+            rows.append(
+                {
+                    "salesforce_id": sf_id,
+                    "username": view.get("Username"),
+                    "email": view.get("Email"),
+                    "active": view.get("IsActive"),
+                    "profile": self.catalog.profile_names.get(str(view.get("ProfileId")), view.get("ProfileId")),
+                    "last_modified_by": self.names.get(
+                        str(view.get("LastModifiedById") or ""), view.get("LastModifiedById")
+                    ),
+                    "last_modified_at": view.get("LastModifiedDate"),
+                    "idsync_integration_user": bool(self.own_id and str(sf_id)[:15] == self.own_id[:15]),
+                }
+            )
         self.runlog.add_rows("salesforce_only", rows)
         self.runlog.count("salesforce_only", len(rows))
         self.local_counts["salesforce_only"] = len(rows)
@@ -536,20 +649,35 @@ class _Run:
         if not runlog.get("guard"):
             linked_total = int(self.redis.hlen(LINKS_BY_SF_KEY))
             decision = self.owner.guard.hold_run(
-                runlog.run_id, [(r["entra_id"], r.get("salesforce_id"), r.get("upn") or "") for r in rows],
-                linked_total)
+                runlog.run_id, [(r["entra_id"], r.get("salesforce_id"), r.get("upn") or "") for r in rows], linked_total
+            )
             held = bool(decision.held)
-            runlog.set(guard={"held": held, "reason": str(getattr(decision, "reason", "")),
-                              "deprovisions": len(rows), "linked_total": linked_total})
-            log.warning("reconcile_deprovisions_held" if held else "reconcile_deprovisions_allowed",
-                        run_id=runlog.run_id, deprovisions=len(rows), linked_total=linked_total)
+            runlog.set(
+                guard={
+                    "held": held,
+                    "reason": str(getattr(decision, "reason", "")),
+                    "deprovisions": len(rows),
+                    "linked_total": linked_total,
+                }
+            )
+            log.warning(
+                "reconcile_deprovisions_held" if held else "reconcile_deprovisions_allowed",
+                run_id=runlog.run_id,
+                deprovisions=len(rows),
+                linked_total=linked_total,
+            )
         if deps.sender is None:
             return
         start = int(runlog.get("deprovisions_published", 0) or 0)
         tenant = deps.settings.graph_tenant_id or "default"
         for n, row in enumerate(rows[start:], start=start):
-            event = IdentityEvent(kind=EventKind.USER_OUT_OF_SCOPE, source=self.options.source, tenant=tenant,
-                                  object_id=row["entra_id"], correlation_id=runlog.run_id)
+            event = IdentityEvent(
+                kind=EventKind.USER_OUT_OF_SCOPE,
+                source=self.options.source,
+                tenant=tenant,
+                object_id=row["entra_id"],
+                correlation_id=runlog.run_id,
+            )
             publish(deps.sender, event)
             if (n + 1) % 100 == 0:
                 runlog.set(deprovisions_published=n + 1)

@@ -6,10 +6,8 @@ webhook, the sync lane re-reads the group and plans every member out of scope, t
 them: the first `IDSYNC_GUARD_MAX_COUNT` are deactivated, every further one is frozen and held. `idsync status` says
 so, `idsync approve RUN_ID` deactivates the rest and their ownership transfers follow.
 
-Reconcile mode: the run's decision is taken for the whole set by `DeprovisionGuard.hold_run` before anything is
-published. Until `idsync reconcile` exists, the run's plan is THE engine's dry run over every linked user (the same
-`sync_users` the reconcile builds on); the reconcile helper replaces `_reconcile_plan` with the real command and keeps
-the assertions.
+Reconcile mode: `idsync reconcile` after the same mistake: the run's deprovisions are judged as one set before
+anything is published, the whole set is held (frozen, not deactivated), and `idsync approve RUN_ID` releases it.
 """
 
 from __future__ import annotations
@@ -181,50 +179,28 @@ def test_live_the_deleted_scope_group_deactivates_up_to_the_limit_holds_the_rest
 def test_reconcile_a_run_over_the_limit_is_held_as_a_whole_frozen_not_deactivated_until_approved(
         stack: Any, wait_for: Any) -> None:
     from shared.deprovision_guard import DeprovisionGuard
-    from shared.dispatch import publish
-    from shared.events import EventKind, EventSource, IdentityEvent
-    from shared.identity_links import LINKS_BY_SF_KEY
 
     stack.env.update(GUARD_ENV)
     expected = _link_scope_members(stack)
     stack.start_worker("revocation")
     stack.start_worker("sync")
-    group_id = _delete_scope_group(stack)  # nobody listens: the next reconcile run finds the mistake
+    _delete_scope_group(stack)  # nobody listens: the next reconcile run finds the mistake
 
-    run_id, deprovisions = _reconcile_plan(stack, list(expected), group_id)
-    assert {e for e, _, _ in deprovisions} == set(expected)
-    guard = DeprovisionGuard(stack.redis, stack.settings())
-    decision = guard.hold_run(run_id, deprovisions, linked_total=int(stack.redis.hlen(LINKS_BY_SF_KEY)))
-    assert decision.held and decision.count == len(expected) and "exceed the limit of 5" in decision.reason
-    celery = stack.celery()
-    for entra_id, _, _ in deprovisions:  # published like any deprovisioning: the revocation lane freezes them
-        publish(celery, IdentityEvent(kind=EventKind.USER_OUT_OF_SCOPE, source=EventSource.WORKER,
-                                      tenant=stack.settings().graph_tenant_id or "default", object_id=entra_id))
+    done = _idsync(stack, "reconcile", "--report", "run.json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((stack.tmp / "run.json").read_text())
+    run_id = report["run_id"]
+    assert report["counts"]["deprovision"] >= len(expected) > MAX_COUNT
+    assert report["guard"]["held"] and "exceed the limit of 5" in report["guard"]["reason"]
+    assert "HELD by the mass-deprovisioning guard" in done.stdout and f"idsync approve {run_id}" in done.stdout
 
     wait_for(lambda: (o := _outcomes(stack, set(expected))) and len(o) == len(expected), timeout=120, interval=0.5,
              what="every deprovisioning of the run handled")
     assert {o[-1] for o in _outcomes(stack, set(expected)).values()} == {"frozen_held"}
     assert _state(stack, expected) == (set(), set(expected.values()))  # nobody deactivated
     assert _frozen(stack, list(expected.values())) == set(expected.values())  # everybody locked out
+    guard = DeprovisionGuard(stack.redis, stack.settings())
     [run] = guard.held_runs()
-    assert (run.run_id, run.mode, run.count) == (run_id, "reconcile", len(expected))
+    assert (run.run_id, run.mode) == (run_id, "reconcile") and run.count >= len(expected)
 
-    _approve_and_wait(stack, wait_for, run_id, expected, set(expected))
-
-
-def _reconcile_plan(stack: Any, entra_ids: list[str], group_id: str
-                    ) -> tuple[str, list[tuple[str, str | None, str | None]]]:
-    """The run's deprovisions: the scope group read again (a reconcile reads everything afresh), then THE engine's
-    plan (dry run: nothing written) of every linked user. The reconcile helper replaces this with its own run."""
-    from shared.engine.plan import PlanAction
-    from shared.provisioning.batch import sync_users
-    from shared.provisioning.group_events import members_changed
-
-    deps = _deps(stack)
-    members_changed(deps.graph, stack.redis, deps.mappings.current(), group_id)
-    report = sync_users(deps, entra_ids, dry_run=True)
-    deprovisions: list[tuple[str, str | None, str | None]] = [
-        (e, p.sf_user_id, p.upn) for e, p in report.plans.items() if p.action is PlanAction.DEPROVISION]
-    # users disabled in Entra are not planned: the batch routes them to the revocation lane, as leavers
-    deprovisions += [(e, None, None) for e, outcome in report.outcomes.items() if outcome == "handed_to_revocation"]
-    return "reconcile-test-1", deprovisions
+    _approve_and_wait(stack, wait_for, run_id, expected, {e for e in expected})
