@@ -19,6 +19,9 @@ from typing import Any, Protocol
 
 PREFIX = "idsync:gm"
 READY_KEY = f"{PREFIX}:ready"  # hash: group id -> time of the last full read
+# set once the first snapshots of the mapped groups exist (first sync batch or first reconcile): a group read for the
+# first time after that is a newly mapped group whose members must be planned; before it, a first start
+BASELINE_KEY = f"{PREFIX}:baseline"
 
 
 class MemberSource(Protocol):
@@ -64,6 +67,12 @@ class GroupMembership:
         pipe.delete(self._key(group_id))
         pipe.hdel(READY_KEY, group_id)
         pipe.execute()
+
+    def baseline_established(self) -> bool:
+        return bool(self.redis.exists(BASELINE_KEY))
+
+    def establish_baseline(self) -> None:
+        self.redis.set(BASELINE_KEY, repr(time.time()), nx=True)
 
     def not_ready(self, group_ids: Iterable[str]) -> set[str]:
         """The groups among `group_ids` that have never been read (planning must wait for them)."""

@@ -215,6 +215,14 @@ def prepare_groups(deps: SyncDeps, mapping: Mapping, snapshots: GroupMembership,
                    exclude: set[str]) -> MappedGroups:
     """Resolve the mapping's groups and read any snapshot never read; its members are planned (joiners)."""
     groups = resolve_groups(deps.graph, deps.redis, mapping)
+    # Who joined a group read for the first time? With IDSYNC_DELTA_START_FROM_NOW (the default) the first reads of
+    # a first start only set the baseline: the tenant as it stands is for a reconciliation (a plan before any write);
+    # a group mapped later is read against that baseline and its members are planned. Without it, the poller's first
+    # full round hints every user itself, and the members are marked once that round has reached the queue.
+    if deps.settings.delta_start_from_now:
+        plan_members = snapshots.baseline_established()
+    else:
+        plan_members = users_enumerated(deps.redis, deps.settings)
     for group_id in sorted(snapshots.not_ready(groups.ids)):
         # One worker reads a group for the first time; the others wait for it: two first reads would each plan
         # every member again (and the second would re-plan users the first batches already provisioned).
@@ -223,13 +231,15 @@ def prepare_groups(deps: SyncDeps, mapping: Mapping, snapshots: GroupMembership,
             if not snapshots.not_ready([group_id]):
                 continue  # another worker read it while this one waited
             changed = snapshots.refresh(deps.graph, group_id)
-            if not deps.settings.delta_start_from_now and users_enumerated(deps.redis, deps.settings):
+            if plan_members:
                 # everyone in a group read for the first time is planned, except the users batches are planning
                 # right now (their plans use this snapshot or one their worker just read). While the poller's
                 # first full round is still running it hints every user anyway: marking them here too would
                 # re-plan (as no-ops) the users it has already hinted and provisioned.
                 backlog.mark(sorted(changed - exclude - backlog.in_flight_ids()))
-        log.info("group_snapshot_read", group_id=group_id, group=groups.names.get(group_id), members=len(changed))
+        log.info("group_snapshot_read", group_id=group_id, group=groups.names.get(group_id), members=len(changed),
+                 planned=plan_members)
+    snapshots.establish_baseline()
     if groups.unresolved:
         log.warning("mapping_groups_unresolved", groups=list(groups.unresolved))
     return groups

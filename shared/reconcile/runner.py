@@ -351,6 +351,8 @@ class _Run:
             self.members[group_id] = members
             if not self.dry:
                 snapshots.replace(group_id, members)
+        if not self.dry:
+            snapshots.establish_baseline()  # every mapped group's members are planned by this run
 
     def _scope_members(self, scope: list[str]) -> set[str]:
         graph = self.deps.graph

@@ -7,6 +7,7 @@ group-change task does (`members_changed`), runs one batch, and looks at Salesfo
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
@@ -313,8 +314,10 @@ def test_a_batch_of_users_costs_one_salesforce_read_in_steady_state(deps, tenant
 
 
 def test_a_group_read_for_the_first_time_plans_its_members_only_once_the_poller_has_enumerated_users(deps, tenant):
-    """Before the poller's first full round has saved a link it hints every user itself; marking the group's members
-    as well would plan them twice. After it, a newly mapped group's members are known only from this read."""
+    """IDSYNC_DELTA_START_FROM_NOW=false: before the poller's first full round has saved a link it hints every user
+    itself; marking the group's members as well would plan them twice. After it, a newly mapped group's members are
+    known only from this read."""
+    deps = dataclasses.replace(deps, settings=deps.settings.model_copy(update={"delta_start_from_now": False}))
     backlog = DirtyUsers(deps.redis)
     deps.redis.flushdb()
     sync_users(deps, [], dry_run=True)
@@ -326,3 +329,25 @@ def test_a_group_read_for_the_first_time_plans_its_members_only_once_the_poller_
     west = GroupMembership(deps.redis).members(tenant.group("Sales Team West")["id"])
     assert west
     assert {str(m) for m in deps.redis.zrange("idsync:sync:dirty", 0, -1)} >= west
+
+
+def test_starting_from_now_the_first_group_reads_set_a_baseline_and_a_group_mapped_later_plans_its_members(
+    deps, tenant
+):
+    """IDSYNC_DELTA_START_FROM_NOW=true (the default): the tenant as it stands waits for a reconciliation, so the
+    first start's group reads plan nobody; a group first read after that (newly mapped) has its members planned."""
+    assert deps.settings.delta_start_from_now
+    backlog = DirtyUsers(deps.redis)
+    snapshots = GroupMembership(deps.redis)
+    deps.redis.flushdb()
+    deps.redis.set(delta_key(tenant_of(deps.settings), "users", "link"), "https://graph.example/delta?token=1")
+    sync_users(deps, [], dry_run=True)
+    assert backlog.pending() == 0  # every mapped group read, nobody planned: a first start
+    assert snapshots.baseline_established()
+
+    west = tenant.group("Sales Team West")["id"]
+    snapshots.forget(west)  # as if "Sales Team West" had just been added to the mapping
+    sync_users(deps, [], dry_run=True)
+    members = snapshots.members(west)
+    assert members
+    assert {str(m) for m in deps.redis.zrange("idsync:sync:dirty", 0, -1)} == members
