@@ -134,6 +134,10 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
 # ------------------------------------------------------------------------------------------------------ processes
 
 
+AUDIT_MODES: dict[str, list[bool]] = {"off": [False], "on": [True], "both": [False, True],
+                                     "abba": [False, True, True, False]}
+
+
 class Processes:
     """The webhook and worker subprocesses (`python -m ops ...`), each in its own process group so that stopping it
     also stops Celery's pool children. Logs go to files the breakdown is parsed from."""
@@ -176,6 +180,19 @@ class Processes:
                     yield json.loads(line)
                 except json.JSONDecodeError:
                     continue
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
 
     def stop_all(self) -> None:
         for proc in list(self.procs.values()):
@@ -318,7 +335,7 @@ class Bench:
             sandbox.server.socket = _TcpSocketModule()  # type: ignore[assignment]
         self.workdir = workdir
         # enough revocable members (not every seeded user is one) for every round: warm-up + 2 scenarios per mode
-        rounds = 2 if args.audit == "both" else 1
+        rounds = len(AUDIT_MODES[args.audit])
         n_users = max(1000, 2 * (WARMUP_USERS + 2 * args.users * rounds))
         self.server = SandboxServer(workdir / "sandbox", users=n_users, groups=4, seed=11, overlap=1.0)
         self.redis_server = EmbeddedRedis(workdir / "redis")
@@ -546,12 +563,18 @@ class Bench:
         if self.args.audit_postgres_url:
             self.env["IDSYNC_AUDIT_POSTGRES_URL"] = self.args.audit_postgres_url
         procs = self.procs
-        procs.start("audit-writer", ["audit-writer"], ready=lambda: "audit_writer_leading" in procs.log("audit-writer"))
+        starts = procs.log("audit-writer").count("audit_writer_leading")  # the log is appended to on a restart
+        procs.start("audit-writer", ["audit-writer"],
+                    ready=lambda: procs.log("audit-writer").count("audit_writer_leading") > starts)
         began = time.monotonic()
         # Catch up with everything audited so far first: the measurement is of steady-state auditing.
         wait_until(self._audit_caught_up, 300, "the audit writer to catch up", interval=0.2)
         print(f"audit writer caught up with {self.audit_head()} entries in {time.monotonic() - began:.1f} s "
               f"(sinks: {self.args.audit_sinks})")
+
+    def stop_audit_writer(self) -> None:
+        assert self.procs is not None
+        self.procs.stop("audit-writer")
 
     def _audit_caught_up(self) -> bool:
         from shared.audit_writer import backlog
@@ -653,14 +676,18 @@ def print_costs(label: str, costs: dict[str, list[float]]) -> None:
         print(fmt_row(name, values))
 
 
-def print_audit_ratio(p99s: dict[bool, tuple[float, float]]) -> None:
-    """Item 4 of the audit issue: revocation p99 with the audit writer running vs without, same run."""
-    if len(p99s) < 2:
+def print_audit_ratio(samples: dict[bool, tuple[list[float], list[float]]], rounds: list[str]) -> None:
+    """Item 4 of the audit issue: revocation p99 with the audit writer running vs without, same run. With
+    `--audit abba` each mode's samples are pooled over its two rounds, so neither mode always runs second."""
+    if len(samples) < 2:
         return
-    print("\n== revocation p99 (received -> deactivated), audit writer off vs on, same run")
+    print(f"\n== revocation p99 (received -> deactivated), audit writer off vs on, same run (rounds: "
+          f"{', '.join(rounds)}; samples pooled per mode)")
     for index, scenario in enumerate(("A: sync lane idle", "B: sync backlog")):
-        off, on = p99s[False][index], p99s[True][index]
-        print(f"  {scenario:<22} off {off:7.0f} ms   on {on:7.0f} ms   ratio on/off {on / off:5.2f}")
+        off, on = summary(samples[False][index]), summary(samples[True][index])
+        print(f"  {scenario:<22} off p50 {off['p50']:4.0f} p99 {off['p99']:5.0f} ms (n={len(samples[False][index])})"
+              f"   on p50 {on['p50']:4.0f} p99 {on['p99']:5.0f} ms (n={len(samples[True][index])})"
+              f"   p99 ratio on/off {on['p99'] / off['p99']:5.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -675,9 +702,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="IDSYNC_NAME=VALUE",
                         help="product setting for the webhook and workers, e.g. IDSYNC_SF_REQUESTS_PER_S=200 "
                              "(repeatable; for what-if runs, the figures of record use the defaults)")
-    parser.add_argument("--audit", choices=("off", "on", "both"), default="both",
-                        help="run the scenarios without the audit writer, with it, or both in one run (the default; "
-                             "prints both p99s and their ratio)")
+    parser.add_argument("--audit", choices=tuple(AUDIT_MODES), default="both",
+                        help="run the scenarios without the audit writer, with it, both in one run (the default; "
+                             "prints both p99s and their ratio), or abba: off, on, on, off, pooled per mode (the "
+                             "order of the rounds cannot favour either mode)")
     parser.add_argument("--audit-sinks", default="jsonl",
                         help="IDSYNC_AUDIT_SINKS for the writer, e.g. jsonl,postgres (with --audit-postgres-url)")
     parser.add_argument("--audit-postgres-url", default=None, help="IDSYNC_AUDIT_POSTGRES_URL for the postgres sink")
@@ -698,14 +726,15 @@ def main(argv: list[str] | None = None) -> int:
         bench.start()
         tenant = GraphAdmin(bench.env)
         targets, others = revocable_members(bench.server)
-        modes = {"off": [False], "on": [True], "both": [False, True]}[args.audit]
+        modes = AUDIT_MODES[args.audit]
         need = WARMUP_USERS + 2 * args.users * len(modes)
         if len(targets) < need + 1:
             raise SystemExit(f"only {len(targets)} revocable users, need {need + 1}")
         backlog_ids = [t.entra_id for t in targets[need:]] + others
 
         bench.disable_all(tenant, targets[:WARMUP_USERS], "warm-up")
-        p99s: dict[bool, tuple[float, float]] = {}
+        samples: dict[bool, tuple[list[float], list[float]]] = {}
+        writer_running = False
         for round_no, audit_on in enumerate(modes):
             label = f"audit writer ON ({args.audit_sinks})" if audit_on else "audit writer OFF"
             print(f"\n######## {label}")
@@ -715,8 +744,12 @@ def main(argv: list[str] | None = None) -> int:
                 left = bench.sync_depth()
                 bench.redis.delete("sync")
                 print(f"sync lane emptied for scenario A ({left} messages of the previous backlog dropped)")
-            if audit_on:
+            if audit_on and not writer_running:
                 bench.start_audit_writer()
+            elif not audit_on and writer_running:
+                bench.stop_audit_writer()
+                print("audit writer stopped: workers append to the Redis inbox only")
+            writer_running = audit_on
             first = WARMUP_USERS + round_no * 2 * args.users
             set_a, set_b = targets[first:first + args.users], targets[first + args.users:first + 2 * args.users]
             chained_before = bench.audit_head()
@@ -741,8 +774,10 @@ def main(argv: list[str] | None = None) -> int:
             print_scenario(result_b, args.revocation_workers)
             if audit_on:
                 bench.print_audit_writer(chained_before, cpu_before, time.monotonic() - round_began)
-            p99s[audit_on] = (summary(result_a.total_ms)["p99"], summary(result_b.total_ms)["p99"])
-        print_audit_ratio(p99s)
+            pooled = samples.setdefault(audit_on, ([], []))
+            pooled[0].extend(result_a.total_ms)
+            pooled[1].extend(result_b.total_ms)
+        print_audit_ratio(samples, ["on" if m else "off" for m in modes])
         print(f"\nload average at end: {os.getloadavg()[0]:.2f}")
     except KeyboardInterrupt:
         print("interrupted; stopping everything", file=sys.stderr)
