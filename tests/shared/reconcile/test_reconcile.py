@@ -247,3 +247,25 @@ def test_a_run_s_deactivations_go_to_the_guard_as_one_set_then_to_the_revocation
     assert data.summary()["guard"]["held"] is True
     write_reports(data, [tmp_path / "run.html"])
     assert f"idsync approve {run.run_id}" in (tmp_path / "run.html").read_text()
+
+
+def test_one_run_converges_even_when_a_new_hire_s_manager_is_a_leaver_matched_in_the_same_run(
+    sandbox, deps, tenant, org, setup
+) -> None:
+    """A first run links the seeded users by matching. A new hire's manager who has just left is matched, linked and
+    deprovisioned in the same run: the new hire's ManagerId is set in that run, not left for the next one."""
+    manager = next(u for u in _linked_pool(tenant, org) if tenant.user(u["id"]).get("accountEnabled"))
+    hire_upn = f"{next(_names)}@{tenant.verified_domain()}"
+    hire = tenant.create_user("Noa", "Newhire", hire_upn, jobTitle="Analyst", department="Finance",
+                              employeeId="E771003", usageLocation="US")
+    tenant.add_to_group(hire["id"], "All Employees")
+    tenant.set_manager(hire["id"], manager["id"])
+    tenant.disable(manager["id"])
+
+    done = reconcile(deps)
+
+    assert [r["after"] for r in _by_user(list(done.rows("changes")), manager["userPrincipalName"])
+            if r["field"] == "IsActive"] == [False]
+    assert setup.user(hire_upn).get("ManagerId") == manager["sf_id"]
+    after = reconcile(deps, dry_run=True)
+    assert [r for r in _by_user(list(after.rows("changes")), hire_upn)] == []
