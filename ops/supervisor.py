@@ -136,9 +136,13 @@ class Supervisor:
         """The request poller runs only when the mapping turns the reverse flow on; a mapping that does not load
         is said once here (the workers report its problems in detail) and the poller stays off."""
         from shared.mapping import MappingError, load_mapping
-        from shared.provisioning.mapping_store import mapping_path
+        from shared.provisioning.mapping_store import EXAMPLE_MAPPING, mapping_path
 
         path = mapping_path(self.settings)
+        if path is None and "sandbox" in self.urls and EXAMPLE_MAPPING.exists():
+            # the settings were read before the sandbox started, so they do not know it is one: the children
+            # (which read var/sandbox.env) map with the demo mapping, and so does this check
+            path = EXAMPLE_MAPPING
         if path is None:
             return False
         try:

@@ -61,21 +61,23 @@ def _count(owned: dict[str, list[dict[str, object]]]) -> str:
     return ", ".join(parts) if parts else "none"
 
 
-def _watch_records(org: OrgAdmin, upn: str, wait: float) -> str:
-    """After a disable: watch the user's open records get new owners (idsync's ownership transfer)."""
+def _watch_records(org: OrgAdmin, upn: str, wait: float, before: dict[str, list[dict[str, object]]] | None) -> str:
+    """After a disable: watch the open records the user owned before it (`before`) get new owners (idsync's
+    ownership transfer; it may well be done by the time this first looks)."""
     started = time.monotonic()
     sf = org.user(upn)
     if sf is None:
         return ""
-    owned = org.open_records(sf["Id"])
-    if not any(owned.values()):
+    if before is not None and not any(before.values()):
         return "no open records to re-own"
+    owned = org.open_records(sf["Id"])
     while any(owned.values()) and time.monotonic() - started < wait:
         time.sleep(0.25)
         owned = org.open_records(sf["Id"])
     if not any(owned.values()):
-        return (f"every open record re-owned {time.monotonic() - started:.2f} s later (`idsync status`, "
-                "`idsync review list`)")
+        what = f" ({_count(before)})" if before else ""
+        return (f"every open record re-owned{what} within {time.monotonic() - started:.2f} s of the deactivation "
+                "(`idsync status`, `idsync review list`)")
     return (f"still owned after {wait:g} s: {_count(owned)} (no rule placed them? `idsync review list`; is idsync "
             "running? `make run`)")
 
@@ -296,11 +298,13 @@ def _act(args: argparse.Namespace, env: dict[str, str]) -> int:
             return 1
     if args.command in ("disable", "enable"):
         graph.user(upn)  # an unknown user is reported as such before anything changes
+        sf_before = org.user(upn) if args.command == "disable" else None
+        owned_before = org.open_records(sf_before["Id"]) if sf_before is not None else None
         (graph.disable if args.command == "disable" else graph.enable)(upn)
         print(f"{args.command}d {upn} in Entra (through Graph); watching Salesforce for up to {args.wait:g} s")
         print(_watch(org, upn, active=args.command == "enable", wait=args.wait))
         if args.command == "disable" and args.wait > 0:  # the transfer follows the revocation: give it 30 s
-            print(_watch_records(org, upn, wait=max(args.wait, 30.0)))
+            print(_watch_records(org, upn, wait=max(args.wait, 30.0), before=owned_before))
     print(_both_sides(graph, org, upn, records=args.command == "show"))
     if args.command == "show":
         print(f"  Entra groups: {', '.join(graph.groups_of(upn)) or '-'}")

@@ -164,6 +164,29 @@ def test_the_try_a_leaver_steps_reown_the_leaver_s_open_records_per_the_demo_con
     assert listed.returncode == 0 and "Review items" in listed.stdout
 
 
+def test_the_try_a_guest_and_try_a_request_steps_work_on_make_run(service, wait_for):
+    """README "Try a guest" and "Try a request" as typed: the demo mapping turns the reverse flow on, so `idsync run`
+    starts the request poller (it once did not: its settings were read before the sandbox started), a guest becomes
+    a Contact under a new Account, and an approved request becomes an Entra user and then one Salesforce user."""
+    assert "polling Salesforce every 5 s for approved requests" in service.output()
+    tenant = [sys.executable, "-m", "sandbox.tenant"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*tenant, *args], cwd=service.cwd, env=_clean_env(), capture_output=True, text=True,
+                              timeout=120)
+
+    invited = run("invite", "ana.lima@newco.example.com", "--name", "Ana Lima")
+    assert invited.returncode == 0, invited.stdout + invited.stderr
+    assert "Contact Ana Lima under Account 'newco.example.com'" in invited.stdout, invited.stdout
+    requested = run("request", "--first", "Zoë", "--last", "O'Brien", "--department", "Finance", "--title", "Analyst")
+    assert requested.returncode == 0, requested.stdout + requested.stderr
+    assert "request Completed" in requested.stdout and "Entra user zoe.obrien@" in requested.stdout, requested.stdout
+    assert re.search(r"Salesforce user zoe\.obrien@\S+ provisioned", requested.stdout), requested.stdout
+    failed = run("request", "--first", "Ida", "--last", "Ghost", "--groups", "All Employees;Ghost Team")
+    assert failed.returncode == 1
+    assert "request Failed" in failed.stdout and "unknown Entra group 'Ghost Team'" in failed.stdout, failed.stdout
+
+
 def test_idsync_run_revokes_a_disabled_user_and_status_shows_it(service, wait_for, admin_clients):
     env = service.env()
     assert re.fullmatch(r"redis://:[A-Za-z0-9_-]{24,}@127\.0\.0\.1:\d+/0", env["IDSYNC_REDIS_URL"])
