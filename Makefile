@@ -54,6 +54,7 @@ bench: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/joiners.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/offboarding.py
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/reconcile.py
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python bench/guard_decisions.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
