@@ -398,50 +398,42 @@ class GraphClient:
         then; the loop follows `@odata.nextLink` whatever page size the service chose.
         """
         fields = ",".join(dict.fromkeys(["id", *select]))
-        params: dict[str, Any] | None = {"$select": fields, "$top": str(MAX_PAGE_SIZE)}
-        if expand_manager and params is not None:
+        params: dict[str, Any] = {"$select": fields, "$top": str(MAX_PAGE_SIZE)}
+        if expand_manager:
             params["$expand"] = "manager($select=id)"
-        url: str | None = "users"
-        while url:
-            page = self.request("GET", url, params=params).json()
-            params = None  # the nextLink carries the query
+        for page in self._pages("users", params):
             yield [u for u in page.get("value", []) if isinstance(u, dict) and u.get("id")]
-            url = page.get("@odata.nextLink")
 
     def transitive_member_ids(self, group_id: str) -> set[str]:
         """Ids of every user that is a member of the group directly or through nested groups (all pages)."""
-        members: set[str] = set()
-        url: str | None = f"groups/{quote(group_id, safe='')}/transitiveMembers"
-        params: dict[str, Any] | None = {"$select": "id", "$top": str(MAX_PAGE_SIZE)}
-        while url:
-            page = self.request("GET", url, params=params).json()
-            params = None
-            for item in page.get("value", []):
-                if not isinstance(item, dict) or not item.get("id"):
-                    continue
-                kind = str(item.get("@odata.type", "#microsoft.graph.user")).lower()
-                if kind.endswith(".user"):
-                    members.add(str(item["id"]))
-            url = page.get("@odata.nextLink")
-        return members
+        return self._ids_of_type(f"groups/{quote(group_id, safe='')}/transitiveMembers", "user")
 
     def transitive_group_ids_of(self, object_id: str, kind: str = "users") -> set[str]:
         """Ids of the groups a user (or, with kind="groups", a group) belongs to, directly or through nesting."""
         if kind not in ("users", "groups"):
             raise ValueError("kind must be users or groups")
-        groups: set[str] = set()
-        url: str | None = f"{kind}/{quote(object_id, safe='')}/transitiveMemberOf"
-        params: dict[str, Any] | None = {"$select": "id", "$top": str(MAX_PAGE_SIZE)}
-        while url:
-            page = self.request("GET", url, params=params).json()
-            params = None
+        return self._ids_of_type(f"{kind}/{quote(object_id, safe='')}/transitiveMemberOf", "group")
+
+    def _ids_of_type(self, url: str, kind: str) -> set[str]:
+        """Ids of the directory objects of one type in every page of a collection (`@odata.type` absent: `kind`)."""
+        ids: set[str] = set()
+        for page in self._pages(url, {"$select": "id", "$top": str(MAX_PAGE_SIZE)}):
             for item in page.get("value", []):
                 if not isinstance(item, dict) or not item.get("id"):
                     continue
-                if str(item.get("@odata.type", "#microsoft.graph.group")).lower().endswith(".group"):
-                    groups.add(str(item["id"]))
-            url = page.get("@odata.nextLink")
-        return groups
+                if str(item.get("@odata.type", f"#microsoft.graph.{kind}")).lower().endswith(f".{kind}"):
+                    ids.add(str(item["id"]))
+        return ids
+
+    def _pages(self, url: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """Every page of a collection, following `@odata.nextLink` (which carries the query: `params` go on the
+        first request only)."""
+        next_url: str | None = url
+        while next_url:
+            page = self.request("GET", next_url, params=params).json()
+            params = None
+            yield page
+            next_url = page.get("@odata.nextLink")
 
     def groups_by_name(self, names: list[str]) -> dict[str, list[dict[str, Any]]]:
         """Display name -> the groups carrying it (display names are not unique in Entra: callers must check)."""
@@ -478,13 +470,8 @@ class GraphClient:
         """
         if resource not in DELTA_RESOURCES:
             raise ValueError(f"delta is supported for {DELTA_RESOURCES}, not {resource!r}")
-        url: str | None = link or f"{resource}/delta"
         params = {"$select": ",".join(select)} if select and not link else None
-        while url:
-            page = self.request("GET", url, params=params).json()
-            params = None  # next/delta links carry the original query
-            yield page
-            url = page.get("@odata.nextLink")
+        yield from self._pages(link or f"{resource}/delta", params)  # next/delta links carry the original query
 
     # --- subscriptions ----------------------------------------------------------------------------------------
     def create_subscription(
@@ -522,13 +509,7 @@ class GraphClient:
             pass
 
     def list_subscriptions(self) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        url: str | None = "subscriptions"
-        while url:
-            page = self.request("GET", url).json()
-            found.extend(page.get("value", []))
-            url = page.get("@odata.nextLink")
-        return found
+        return [sub for page in self._pages("subscriptions") for sub in page.get("value", [])]
 
     def close(self) -> None:
         if self._own_http:
