@@ -13,7 +13,15 @@ from sandbox.graph.errors import bad_request
 from sandbox.graph.odata import parse_select
 from sandbox.graph.routing import READ_GROUPS, WRITE_GROUPS, WRITE_MEMBERS, GraphRequest, GraphResponse, Router
 from sandbox.graph.store import GROUP_PROPERTIES, USER_PROPERTIES
-from sandbox.graph.users import USER_FILTERABLE, _ref_id, as_directory_object, context, list_collection, project
+from sandbox.graph.users import (
+    USER_FILTERABLE,
+    _ref_id,
+    as_directory_object,
+    context,
+    list_collection,
+    member_of,
+    project,
+)
 
 GROUP_TYPE = "microsoft.graph.group"
 GROUP_FILTERABLE = {
@@ -125,32 +133,8 @@ def register(router: Router) -> None:
     router.add("GET", "/groups/{gid}/members", READ_GROUPS, cost=3)(members(False))
     router.add("GET", "/groups/{gid}/transitiveMembers", READ_GROUPS, cost=5)(members(True))
 
-    def member_of(transitive: bool) -> Any:
-        """The groups a group belongs to (directly, or also through its parents), as Graph's group memberOf."""
-
-        def handler(state: Any, req: GraphRequest) -> GraphResponse:
-            with state.lock:
-                d = state.directory
-                group = d.group(req.params["gid"])
-                gids = d.transitive_member_of(group["id"]) if transitive else sorted(d.member_of.get(group["id"], ()))
-                items = [d.groups[g] for g in gids if g in d.groups]
-                return list_collection(
-                    state,
-                    req,
-                    items,
-                    type_name="microsoft.graph.group",
-                    label="Group",
-                    known=GROUP_PROPERTIES,
-                    filterable=set(GROUP_PROPERTIES),
-                    sortable={"displayName"},
-                    ctx=context(state, "directoryObjects"),
-                    render=lambda g: as_directory_object(state, "group", g, None),
-                )
-
-        return handler
-
-    router.add("GET", "/groups/{gid}/memberOf", READ_GROUPS, cost=2)(member_of(False))
-    router.add("GET", "/groups/{gid}/transitiveMemberOf", READ_GROUPS, cost=2)(member_of(True))
+    router.add("GET", "/groups/{gid}/memberOf", READ_GROUPS, cost=2)(member_of("group", "gid", False))
+    router.add("GET", "/groups/{gid}/transitiveMemberOf", READ_GROUPS, cost=2)(member_of("group", "gid", True))
 
     @router.add("POST", "/groups/{gid}/members/$ref", WRITE_MEMBERS)
     def add_member(state: Any, req: GraphRequest) -> GraphResponse:

@@ -226,6 +226,32 @@ def _ref_id(body: Any) -> str:
     return m.group(1)
 
 
+def member_of(kind: str, param: str, transitive: bool) -> Any:
+    """A handler for the groups a user or group (`kind`, found by the path parameter `param`) belongs to: directly,
+    or with `transitive` also through the groups those belong to (Graph's memberOf / transitiveMemberOf)."""
+
+    def handler(state: Any, req: GraphRequest) -> GraphResponse:
+        with state.lock:
+            d = state.directory
+            obj = d.user(req.params[param]) if kind == "user" else d.group(req.params[param])
+            gids = d.transitive_member_of(obj["id"]) if transitive else sorted(d.member_of.get(obj["id"], ()))
+            items = [d.groups[g] for g in gids if g in d.groups]
+            return list_collection(
+                state,
+                req,
+                items,
+                type_name="microsoft.graph.group",
+                label="Group",
+                known=GROUP_PROPERTIES,
+                filterable=set(GROUP_PROPERTIES),
+                sortable={"displayName"},
+                ctx=context(state, "directoryObjects"),
+                render=lambda g: as_directory_object(state, "group", g, None),
+            )
+
+    return handler
+
+
 def register(router: Router) -> None:
     @router.add("GET", "/users", READ_USERS, cost=2)
     def list_users(state: Any, req: GraphRequest) -> GraphResponse:
@@ -348,30 +374,8 @@ def register(router: Router) -> None:
                 render=lambda u: as_directory_object(state, "user", u, select),
             )
 
-    def member_of(transitive: bool) -> Any:
-        def handler(state: Any, req: GraphRequest) -> GraphResponse:
-            with state.lock:
-                d = state.directory
-                user = d.user(req.params["key"])
-                gids = d.transitive_member_of(user["id"]) if transitive else sorted(d.member_of.get(user["id"], ()))
-                items = [d.groups[g] for g in gids if g in d.groups]
-                return list_collection(
-                    state,
-                    req,
-                    items,
-                    type_name="microsoft.graph.group",
-                    label="Group",
-                    known=GROUP_PROPERTIES,
-                    filterable=set(GROUP_PROPERTIES),
-                    sortable={"displayName"},
-                    ctx=context(state, "directoryObjects"),
-                    render=lambda g: as_directory_object(state, "group", g, None),
-                )
-
-        return handler
-
-    router.add("GET", "/users/{key}/memberOf", READ_USERS, cost=2)(member_of(False))
-    router.add("GET", "/users/{key}/transitiveMemberOf", READ_USERS, cost=2)(member_of(True))
+    router.add("GET", "/users/{key}/memberOf", READ_USERS, cost=2)(member_of("user", "key", False))
+    router.add("GET", "/users/{key}/transitiveMemberOf", READ_USERS, cost=2)(member_of("user", "key", True))
 
     # ------------------------------------------------------------------------------------ recycle bin
     def deleted_list(kind: str) -> Any:
