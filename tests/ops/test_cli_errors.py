@@ -16,19 +16,8 @@ import pytest
 from ops.cli.app import Lane
 from ops.embedded_redis import free_port
 from shared.dispatch import LANES
+from tests.ops.env_files import SANDBOX, write_env
 
-SANDBOX = {
-    "IDSYNC_GRAPH_AUTHORITY": "https://127.0.0.1:8443/t1",
-    "IDSYNC_GRAPH_URL": "https://127.0.0.1:8443/v1.0",
-    "IDSYNC_GRAPH_TENANT_ID": "t1",
-    "IDSYNC_GRAPH_CLIENT_ID": "sandbox-app",
-    "IDSYNC_GRAPH_CLIENT_SECRET": "sandbox-graph-secret",
-    "IDSYNC_SF_URL": "https://127.0.0.1:8443",
-    "IDSYNC_SF_CLIENT_ID": "sandbox-sf-app",
-    "IDSYNC_SF_CLIENT_SECRET": "sandbox-sf-secret",
-    "IDSYNC_SANDBOX_ADMIN_URL": "https://127.0.0.1:8443",
-    "IDSYNC_SANDBOX_ADMIN_TOKEN": "sandbox-admin-token",
-}
 GRAPH_ONLY = {
     "IDSYNC_GRAPH_AUTHORITY": "https://login.microsoftonline.com/t1",
     "IDSYNC_GRAPH_TENANT_ID": "t1",
@@ -47,11 +36,6 @@ def _one_line(result: subprocess.CompletedProcess[str]) -> str:
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     return lines[0]
-
-
-def _write(path: Path, values: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
 
 
 @pytest.fixture
@@ -81,7 +65,7 @@ def test_an_unknown_log_level_is_one_line_naming_the_setting(tmp_path):
 
 
 def test_one_tenant_variable_next_to_the_sandbox_env_names_what_is_missing(tmp_path):
-    _write(tmp_path / "var" / "sandbox.env", SANDBOX)
+    write_env(tmp_path / "var" / "sandbox.env", SANDBOX)
     result = _idsync(tmp_path, "poll", "--once", IDSYNC_GRAPH_CLIENT_ID="x")
     assert result.returncode == 2
     assert _one_line(result).startswith(
@@ -91,7 +75,7 @@ def test_one_tenant_variable_next_to_the_sandbox_env_names_what_is_missing(tmp_p
 
 @pytest.mark.parametrize("command", [["poll", "--once"], ["worker", "--lane", "sync"], ["beat"], ["webhook"]])
 def test_graph_without_salesforce_stops_every_component_naming_the_salesforce_settings(tmp_path, command):
-    _write(tmp_path / ".env", GRAPH_ONLY)
+    write_env(tmp_path / ".env", GRAPH_ONLY)
     result = _idsync(tmp_path, *command, IDSYNC_REDIS_URL="redis://127.0.0.1:1/0")
     assert result.returncode == 2
     assert _one_line(result).startswith(
@@ -99,7 +83,7 @@ def test_graph_without_salesforce_stops_every_component_naming_the_salesforce_se
 
 
 def test_run_with_half_a_tenant_refuses_to_start_instead_of_starting_the_sandbox(tmp_path):
-    _write(tmp_path / ".env", GRAPH_ONLY)
+    write_env(tmp_path / ".env", GRAPH_ONLY)
     result = _idsync(tmp_path, "run")
     assert result.returncode == 2
     assert "IDSYNC_SF_URL" in _one_line(result)
@@ -149,7 +133,7 @@ def test_poll_once_with_the_sandbox_gone_says_graph_is_unreachable(tmp_path, red
     trustme.CA().cert_pem.write_to_path(str(ca))
     port = free_port()
     stopped = {k: v.replace(":8443", f":{port}") for k, v in SANDBOX.items()}
-    _write(tmp_path / "var" / "sandbox.env", {**stopped, "IDSYNC_CA_BUNDLE": str(ca)})
+    write_env(tmp_path / "var" / "sandbox.env", {**stopped, "IDSYNC_CA_BUNDLE": str(ca)})
     result = _idsync(tmp_path, "poll", "--once", IDSYNC_REDIS_URL=redis_server.url, IDSYNC_LOG_LEVEL="CRITICAL")
     assert result.returncode == 1
     line = _one_line(result)

@@ -7,28 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-SANDBOX = {
-    "IDSYNC_GRAPH_AUTHORITY": "https://127.0.0.1:8443/t1",
-    "IDSYNC_GRAPH_URL": "https://127.0.0.1:8443/v1.0",
-    "IDSYNC_GRAPH_TENANT_ID": "t1",
-    "IDSYNC_GRAPH_CLIENT_ID": "sandbox-app",
-    "IDSYNC_GRAPH_CLIENT_SECRET": "sandbox-graph-secret",
-    "IDSYNC_SF_URL": "https://127.0.0.1:8443",
-    "IDSYNC_SF_CLIENT_ID": "sandbox-sf-app",
-    "IDSYNC_SF_CLIENT_SECRET": "sandbox-sf-secret",
-    "IDSYNC_SANDBOX_ADMIN_URL": "https://127.0.0.1:8443",
-    "IDSYNC_SANDBOX_ADMIN_TOKEN": "sandbox-admin-token",
-}
+from tests.ops.env_files import SANDBOX, write_env
 
 
 def _config(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ops", "config", *args], cwd=cwd, capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin", **env}, timeout=60)
-
-
-def _write(path: Path, values: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
 
 
 def _lines(out: str) -> dict[str, tuple[str, str]]:
@@ -45,7 +29,7 @@ def _lines(out: str) -> dict[str, tuple[str, str]]:
 
 def test_config_shows_every_setting_with_its_origin_like_git_show_origin(tmp_path):
     (tmp_path / ".env").write_text("# local overrides\nIDSYNC_FLOWER_PORT=5002\nIDSYNC_REDIS_URL=redis://dotenv:1/0\n")
-    _write(tmp_path / "var" / "run.env", {"IDSYNC_REDIS_URL": "redis://run:1/0", "IDSYNC_WEBHOOK_PORT": "7001"})
+    write_env(tmp_path / "var" / "run.env", {"IDSYNC_REDIS_URL": "redis://run:1/0", "IDSYNC_WEBHOOK_PORT": "7001"})
     result = _config(tmp_path, IDSYNC_LOG_LEVEL="debug")
     assert result.returncode == 0, result.stderr
     rows = _lines(result.stdout)
@@ -59,7 +43,7 @@ def test_config_shows_every_setting_with_its_origin_like_git_show_origin(tmp_pat
 
 
 def test_config_masks_secrets_and_passwords_in_urls(tmp_path):
-    _write(tmp_path / "var" / "sandbox.env", SANDBOX)
+    write_env(tmp_path / "var" / "sandbox.env", SANDBOX)
     result = _config(tmp_path, IDSYNC_REDIS_URL="redis://:redis-password@127.0.0.1:6379/0")
     assert result.returncode == 0, result.stderr
     for secret in ("sandbox-graph-secret", "sandbox-sf-secret", "sandbox-admin-token", "redis-password",
@@ -73,8 +57,8 @@ def test_config_masks_secrets_and_passwords_in_urls(tmp_path):
 
 
 def test_config_json_gives_value_and_origin_per_setting(tmp_path):
-    _write(tmp_path / "var" / "sandbox.env", SANDBOX)
-    _write(tmp_path / ".env", {"IDSYNC_GRAPH_CLIENT_ID": "mine"})  # a tenant setting: the sandbox file is ignored
+    write_env(tmp_path / "var" / "sandbox.env", SANDBOX)
+    write_env(tmp_path / ".env", {"IDSYNC_GRAPH_CLIENT_ID": "mine"})  # a tenant setting: the sandbox file is ignored
     result = _config(tmp_path, "--json")
     data = json.loads(result.stdout)
     assert data["settings"]["IDSYNC_GRAPH_CLIENT_ID"] == {"value": "mine", "origin": ".env:1"}
@@ -85,7 +69,7 @@ def test_config_json_gives_value_and_origin_per_setting(tmp_path):
 
 
 def test_config_shows_an_invalid_value_and_its_origin_then_the_one_line_error(tmp_path):
-    _write(tmp_path / ".env", {"IDSYNC_WEBHOOK_PORT": "eighty"})
+    write_env(tmp_path / ".env", {"IDSYNC_WEBHOOK_PORT": "eighty"})
     result = _config(tmp_path)
     assert result.returncode == 2
     assert _lines(result.stdout)["IDSYNC_WEBHOOK_PORT"] == (".env:1", "eighty")
