@@ -41,7 +41,7 @@ from shared.entra_status import (  # noqa: F401 - re-exported: the sync lane imp
 )
 from shared.errors import NotFound, PermanentError
 from shared.events import EventKind, IdentityEvent
-from shared.identity_links import IdentityLinks
+from shared.identity_links import IdentityLinks, Link
 from shared.logging import get_logger
 from shared.offboarding.blockers import DEACTIVATION_BLOCKER_CODES, describe_blocker
 from shared.offboarding.leave_of_absence import on_leave_of_absence
@@ -76,9 +76,9 @@ class SalesforceUser:
     is_active: bool | None  # None: found by stored link only, state not read
 
 
-def find_salesforce_user(sf: Any, links: IdentityLinks, entra_id: str, upn: str | None) -> SalesforceUser | None:
-    """Stored link first (survives renames and hard deletes), then FederationIdentifier, then Username."""
-    link = links.get_link(entra_id)
+def find_salesforce_user(sf: Any, link: Link | None, entra_id: str, upn: str | None) -> SalesforceUser | None:
+    """Stored link first (survives renames and hard deletes), then FederationIdentifier, then Username. The caller
+    reads the link (it usually needs it too: one Redis read, not two)."""
     upn = upn or (link.upn if link else None)
     record = sf.find_user(entra_id, upn, upn)
     if link and link.sf_user_id:
@@ -112,7 +112,7 @@ def relink_on_not_found(
     except NotFound as exc:
         refused = exc
     links.forget_salesforce_user(entra_id, user.id)
-    found = find_salesforce_user(sf, links, entra_id, upn)
+    found = find_salesforce_user(sf, links.get_link(entra_id), entra_id, upn)
     if found is not None and found.id == user.id:
         raise refused
     log.warning("stale_identity_link_dropped", entra_id=entra_id, stale_sf_user_id=user.id,
@@ -138,8 +138,8 @@ def revoke(task: IdentityTask, event: IdentityEvent, state: EntraState, rule: st
     links, redis, entra_id, cid = ctx.links, ctx.redis, event.object_id, event.correlation_id
     links.set_tombstone(entra_id, event.observed_at.timestamp())
     sf = ctx.salesforce(task.lane)
-    user = find_salesforce_user(sf, links, entra_id, state.upn)
     link = links.get_link(entra_id)
+    user = find_salesforce_user(sf, link, entra_id, state.upn)
     upn = state.upn or (link.upn if link else None)  # a hard-deleted user's UPN lives on in the link only
     if user is None:
         audit(redis, "revoke", entra_id, None, "no_salesforce_user", cid, entra_status=state.status, upn=upn,

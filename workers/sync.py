@@ -215,7 +215,7 @@ def _reactivation_only(task: IdentityTask, claimed: Claimed) -> str:
         # Salesforce (licences, an investigation); an enabled Entra account is no reason to turn them back on.
         return done("in_sync", reason="not_revoked_by_idsync")
     sf = ctx.salesforce(task.lane)
-    user = find_salesforce_user(sf, links, entra_id, state.upn)
+    user = find_salesforce_user(sf, links.get_link(entra_id), entra_id, state.upn)
     if user is None:
         return done("no_salesforce_user")
     links.set_link(entra_id, user.id, state.upn)
