@@ -325,32 +325,26 @@ class _Run:
         self.with_reviews = {str(k).partition("#")[0] for k in self.redis.hkeys(REVIEWS_KEY)}
 
     def _read_groups(self) -> None:
-        """Resolve the mapping's groups and read their members. A group deleted since its id was cached answers
-        404: the cache is dropped and the names resolved afresh once (the deleted group is then unresolved, so
-        nobody is in it, which is exactly what the deprovisioning guard exists to stop from going through)."""
+        """Resolve the mapping's groups afresh (the sync lane's cached ids may name a group deleted or renamed since:
+        one Graph call per run) and read their members. A group deleted in Entra is then unresolved, so nobody is in
+        it, which is exactly what the deprovisioning guard exists to stop from going through; one deleted between
+        the two reads answers 404 and counts as empty the same way."""
         deps = self.deps
-        members_of: dict[str, set[str]] = {}
-        for attempt in (1, 2):
-            self.groups = resolve_groups(deps.graph, None if self.dry else self.redis, self.mapping)
-            members_of, stale = {}, False
-            for group_id in self.groups.ids:
-                before = _calls(deps.graph)
-                try:
-                    members_of[group_id] = deps.graph.transitive_member_ids(group_id)
-                except NotFound:
-                    # deleted after it was resolved: retry with fresh names once, then count it as empty
-                    stale = True
-                    members_of[group_id] = set()
-                self.calls.graph_group_pages += _calls(deps.graph) - before
-                self.owner.refresh()
-            if not stale or attempt == 2 or self.dry:
-                break
-            forget_group_ids(self.redis)
+        if not self.dry:
+            forget_group_ids(self.redis)  # a dry run does not read the cache at all, nor write it
+        self.groups = resolve_groups(deps.graph, None if self.dry else self.redis, self.mapping)
         snapshots = GroupMembership(self.redis)
-        for group_id, members in members_of.items():
+        for group_id in self.groups.ids:
+            before = _calls(deps.graph)
+            try:
+                members = deps.graph.transitive_member_ids(group_id)
+            except NotFound:
+                members = set()
+            self.calls.graph_group_pages += _calls(deps.graph) - before
             self.members[group_id] = members
             if not self.dry:
                 snapshots.replace(group_id, members)
+            self.owner.refresh()
         if not self.dry:
             snapshots.establish_baseline()  # every mapped group's members are planned by this run
 
