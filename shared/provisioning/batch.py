@@ -219,11 +219,14 @@ def prepare_groups(deps: SyncDeps, mapping: Mapping, snapshots: GroupMembership,
     # a first start only set the baseline: the tenant as it stands is for a reconciliation (a plan before any write);
     # a group mapped later is read against that baseline and its members are planned. Without it, the poller's first
     # full round hints every user itself, and the members are marked once that round has reached the queue.
-    if deps.settings.delta_start_from_now:
-        plan_members = snapshots.baseline_established()
-    else:
-        plan_members = users_enumerated(deps.redis, deps.settings)
-    for group_id in sorted(snapshots.not_ready(groups.ids)):
+    first_reads = sorted(snapshots.not_ready(groups.ids))
+    plan_members = False
+    if first_reads:  # otherwise (every batch but the first few) nothing below runs: no Redis calls for it
+        if deps.settings.delta_start_from_now:
+            plan_members = snapshots.baseline_established()
+        else:
+            plan_members = users_enumerated(deps.redis, deps.settings)
+    for group_id in first_reads:
         # One worker reads a group for the first time; the others wait for it: two first reads would each plan
         # every member again (and the second would re-plan users the first batches already provisioned).
         lock = deps.redis.lock(f"idsync:gm:first_read:{group_id}", timeout=120, blocking_timeout=60)
@@ -239,7 +242,8 @@ def prepare_groups(deps: SyncDeps, mapping: Mapping, snapshots: GroupMembership,
                 backlog.mark(sorted(changed - exclude - backlog.in_flight_ids()))
         log.info("group_snapshot_read", group_id=group_id, group=groups.names.get(group_id), members=len(changed),
                  planned=plan_members)
-    snapshots.establish_baseline()
+    if first_reads:
+        snapshots.establish_baseline()
     if groups.unresolved:
         log.warning("mapping_groups_unresolved", groups=list(groups.unresolved))
     return groups
