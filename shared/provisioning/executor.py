@@ -110,9 +110,9 @@ class Executor:
         """Apply every plan (create/update); other actions are returned untouched for the caller to route."""
         results = {p.entra_id: UserResult(p, p.sf_user_id) for p in plans}
         todo = [r for r in results.values() if r.plan.action in (PlanAction.CREATE, PlanAction.UPDATE)]
-        # a matched user who is out of scope is linked too: the match is as certain, and a report whose manager
-        # this is can then be bound in the same run instead of waiting for the revocation lane to link them
-        self._links([r for r in results.values() if r.plan.action is not PlanAction.CREATE])
+        # every plan that carries a link, a matched user out of scope included: the match is as certain, and a
+        # report whose manager this is can be bound in the same run instead of waiting for the revocation lane
+        self._links(list(results.values()))
         self._creates([r for r in todo if r.plan.action is PlanAction.CREATE], username_candidates or {},
                       nickname_retry or {})
         self._updates([r for r in todo if r.plan.action is PlanAction.UPDATE])
