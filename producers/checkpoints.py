@@ -19,17 +19,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from shared.delta_keys import delta_key
+from shared.redis_values import argument_slices, as_text_or_none
 
 #: A half-finished round's memory lives one day: long enough for any retry, short enough to never leak.
 ROUND_SET_TTL_S = 24 * 3600
 #: The stored error message is for a human glance in `idsync status`, not a log: keep it short.
 ERROR_MESSAGE_CHARS = 200
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class DeltaCheckpoints:
@@ -45,7 +40,7 @@ class DeltaCheckpoints:
     # --- the deltaLink
 
     def get(self, resource: str) -> str | None:
-        return _text(self.redis.get(self._key(resource, "link")))
+        return as_text_or_none(self.redis.get(self._key(resource, "link")))
 
     def save(self, resource: str, delta_link: str) -> None:
         """Persist the link and end any pending resync, in one transaction; callers do this only after every event
@@ -66,7 +61,7 @@ class DeltaCheckpoints:
 
     def resync_pending(self, resource: str) -> dict[str, Any] | None:
         """Why and since when a full resync is owed, or None."""
-        raw = _text(self.redis.get(self._key(resource, "resync_pending")))
+        raw = as_text_or_none(self.redis.get(self._key(resource, "resync_pending")))
         if raw is None:
             return None
         try:
@@ -81,9 +76,9 @@ class DeltaCheckpoints:
         """After an incremental round: remember objects that exist, forget those delta reported removed."""
         live, removed = list(live), list(removed)
         pipe = self.redis.pipeline(transaction=True)
-        for chunk in _chunks(live):
+        for chunk in argument_slices(live):
             pipe.sadd(self._key(resource, "known"), *chunk)
-        for chunk in _chunks(removed):
+        for chunk in argument_slices(removed):
             pipe.srem(self._key(resource, "known"), *chunk)
         pipe.execute()
 
@@ -95,10 +90,10 @@ class DeltaCheckpoints:
         staged = self._key(resource, "known:staged")
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(staged)
-        for chunk in _chunks(list(live)):
+        for chunk in argument_slices(list(live)):
             pipe.sadd(staged, *chunk)
         pipe.execute()
-        return {t for t in (_text(m) for m in self.redis.sdiff(self._key(resource, "known"), staged)) if t}
+        return {t for t in (as_text_or_none(m) for m in self.redis.sdiff(self._key(resource, "known"), staged)) if t}
 
     def replace_known(self, resource: str) -> None:
         staged = self._key(resource, "known:staged")
@@ -150,7 +145,8 @@ class DeltaCheckpoints:
 
     def outcome(self, resource: str) -> dict[str, Any]:
         """{last_success, last_progress, consecutive_failures, last_error: {class, message, time} | None}."""
-        raw = {_text(k): _text(v) for k, v in self.redis.hgetall(self._outcome_key(resource)).items()}
+        stored = self.redis.hgetall(self._outcome_key(resource))
+        raw = {as_text_or_none(k): as_text_or_none(v) for k, v in stored.items()}
 
         def stamp(name: str) -> float | None:
             value = raw.get(name)
@@ -168,11 +164,11 @@ class DeltaCheckpoints:
         }
 
     def last_round(self, resource: str) -> dict[str, Any] | None:
-        raw = _text(self.redis.get(self._key(resource, "last_round")))
+        raw = as_text_or_none(self.redis.get(self._key(resource, "last_round")))
         if raw is None:
             return None
         summary: dict[str, Any] = json.loads(raw)
-        summary["resyncs"] = int(_text(self.redis.get(self._key(resource, "resyncs"))) or 0)
+        summary["resyncs"] = int(as_text_or_none(self.redis.get(self._key(resource, "resyncs"))) or 0)
         return summary
 
     # --- "already published in this round" dedupe
@@ -182,7 +178,8 @@ class DeltaCheckpoints:
         return self._key(resource, f"round:{digest}")
 
     def published_in_round(self, resource: str, start_link: str | None) -> set[str]:
-        return {t for t in (_text(m) for m in self.redis.smembers(self._round_key(resource, start_link))) if t}
+        members = self.redis.smembers(self._round_key(resource, start_link))
+        return {t for t in (as_text_or_none(m) for m in members) if t}
 
     def mark_published(self, resource: str, start_link: str | None, fingerprints: Iterable[str]) -> None:
         batch = list(fingerprints)
@@ -197,8 +194,3 @@ class DeltaCheckpoints:
     def finish_round(self, resource: str, start_link: str | None) -> None:
         """Drop the round's set once its deltaLink is saved: the next round starts from a different link."""
         self.redis.delete(self._round_key(resource, start_link))
-
-
-def _chunks(items: list[str], size: int = 5000) -> Iterable[list[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]

@@ -20,6 +20,7 @@ from typing import Any
 from redis.exceptions import LockError, LockNotOwnedError, RedisError
 
 from shared.logging import get_logger
+from shared.redis_values import as_text_or_none
 
 log = get_logger(__name__)
 
@@ -39,12 +40,6 @@ class PollerBusy(Exception):  # noqa: N818 - a state, reported as such
                          "it is polling already")
         self.tenant = tenant
         self.holder = holder
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class PollerLease:
@@ -82,7 +77,7 @@ class PollerLease:
     def holder(self) -> str | None:
         """Who holds the lease now (host:pid:nonce), for the standby's log line."""
         try:
-            return _text(self.redis.get(self.key))
+            return as_text_or_none(self.redis.get(self.key))
         except RedisError:
             return None
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from shared.errors import IdsyncError, NotFound, PermanentError, RetryableError
 from shared.logging import get_logger
+from shared.redis_values import as_text
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -46,10 +47,6 @@ def _norm_resource(resource: str) -> str:
     return "/" + resource.strip().strip("/").lower()
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def subscriptions_key(tenant: str) -> str:
     """The Redis hash of recorded subscriptions: one field per resource, JSON {id, resource, expiry}."""
     return f"idsync:subscriptions:{tenant}"
@@ -60,7 +57,7 @@ def recorded_subscription_ids(redis: Any, tenant: str) -> set[str]:
     ids = set()
     for raw in redis.hvals(subscriptions_key(tenant)):
         try:
-            record = json.loads(_text(raw))
+            record = json.loads(as_text(raw))
         except json.JSONDecodeError:
             continue
         if isinstance(record, dict) and record.get("id"):
@@ -74,9 +71,9 @@ def subscription_status(redis: Any, settings: Settings) -> list[dict[str, Any]]:
     out = []
     tenant = settings.graph_tenant_id or "default"
     for resource, raw in sorted(redis.hgetall(subscriptions_key(tenant)).items()):
-        record = json.loads(_text(raw))
+        record = json.loads(as_text(raw))
         expiry = parse_graph_time(record["expiry"])
-        out.append({"id": record["id"], "resource": _text(resource), "expiry": record["expiry"],
+        out.append({"id": record["id"], "resource": as_text(resource), "expiry": record["expiry"],
                     "expires_in_s": round((expiry - now).total_seconds())})
     return out
 
@@ -95,7 +92,7 @@ class SubscriptionManager:
 
     def _records(self) -> dict[str, dict[str, Any]]:
         raw = self.redis.hgetall(self.key)
-        return {_text(k): json.loads(_text(v)) for k, v in raw.items()}
+        return {as_text(k): json.loads(as_text(v)) for k, v in raw.items()}
 
     def _record(self, resource: str, sub_id: str, expiry: datetime) -> dict[str, Any]:
         record = {"id": sub_id, "resource": resource, "expiry": expiry.astimezone(UTC).isoformat()}

@@ -52,6 +52,7 @@ from shared.audit import append_many
 from shared.audit_events import Action, AuditEvent
 from shared.identity_links import LINKS_BY_SF_KEY
 from shared.logging import get_logger
+from shared.redis_values import as_text
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -219,10 +220,6 @@ class HeldRun:
     linked_total: int
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def run_key(run_id: str) -> str:
     return f"{RUN_PREFIX}{run_id}"
 
@@ -319,7 +316,7 @@ class DeprovisionGuard:
         args = [entra_id, repr(now), s.guard_window_s, s.guard_max_count, s.guard_max_share,
                 s.guard_share_min_count, user.to_json(), RUN_PREFIX, _day(now)]
         decision, run_id, count, linked, opened, new = self._check(keys=keys, args=args)
-        decision, run_id = _text(decision), _text(run_id) or None
+        decision, run_id = as_text(decision), as_text(run_id) or None
         if decision != HELD or not int(new):
             return LiveCheck(decision, run_id)
         assert run_id is not None
@@ -357,7 +354,7 @@ class DeprovisionGuard:
 
     def _settle(self, run_id: str, decision: str, actor: str, prefix: str, ttl_s: int) -> list[HeldUser]:
         keys = [run_key(run_id), run_users_key(run_id), HELD_KEY, RUNS_KEY, LIVE_RUN_KEY, WINDOW_KEY]
-        result = [_text(v) for v in self._decide(
+        result = [as_text(v) for v in self._decide(
             keys=keys, args=[run_id, decision, actor, repr(time.time()), prefix, ttl_s, DECIDED_RUN_TTL_S])]
         before, released = result[0], result[1:]
         if before == "unknown":
@@ -387,7 +384,7 @@ class DeprovisionGuard:
 
     def held_runs(self) -> list[HeldRun]:
         """Runs waiting for `idsync approve` / `idsync reject`, oldest first."""
-        ids = [_text(r) for r in self.redis.zrange(RUNS_KEY, 0, -1)]
+        ids = [as_text(r) for r in self.redis.zrange(RUNS_KEY, 0, -1)]
         if not ids:
             return []
         pipe = self.redis.pipeline(transaction=False)
@@ -406,7 +403,7 @@ class DeprovisionGuard:
 
     def held_run_of(self, entra_id: str) -> str | None:
         run = self.redis.hget(HELD_KEY, entra_id)
-        return None if run is None else _text(run)
+        return None if run is None else as_text(run)
 
 
 def _day(now: float) -> str:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from shared.events import EventKind, EventSource, IdentityEvent
 from shared.logging import get_logger
+from shared.redis_values import as_text_or_none
 
 log = get_logger(__name__)
 
@@ -127,12 +128,6 @@ PENDING_TTL_S = 3600
 PENDING_STALE_S = 120.0
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class PendingWork:
     """One marker per (revocation task, user) while a message for it waits: claimed (`SET NX`) before sending,
     confirmed after the send, cleared by the worker when the task STARTS, before it re-reads Graph.
@@ -170,7 +165,7 @@ class PendingWork:
         value = f"{message_id} {now:.3f}"
         if self.redis.set(key, value, nx=True, ex=PENDING_CLAIM_TTL_S):
             return value
-        current = _text(self.redis.get(key))
+        current = as_text_or_none(self.redis.get(key))
         if current is None:
             # The pending task started between our SET and GET: it cleared the marker *before* reading Graph, and
             # our event happened before our SET, so that read sees it. Collapsing is still correct.
@@ -197,7 +192,7 @@ class PendingWork:
     def release(self, task_name: str, object_id: str, value: str) -> None:
         """Undo a claim whose send failed, if the marker is still ours (a stray delete only costs a duplicate)."""
         key = self.key(task_name, object_id)
-        if _text(self.redis.get(key)) == value:
+        if as_text_or_none(self.redis.get(key)) == value:
             self.redis.delete(key)
 
     def clear(self, task_name: str, object_id: str) -> None:

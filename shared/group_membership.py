@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from shared.redis_values import argument_slices
+
 PREFIX = "idsync:gm"
 READY_KEY = f"{PREFIX}:ready"  # hash: group id -> time of the last full read
 # set once the first snapshots of the mapped groups exist (first sync batch or first reconcile): a group read for the
@@ -51,7 +53,7 @@ class GroupMembership:
         previous = {str(m) for m in self.redis.smembers(key)}
         staged = f"{key}:staged:{time.time_ns()}"
         pipe = self.redis.pipeline(transaction=True)
-        for chunk in _chunks(sorted(members)):
+        for chunk in argument_slices(sorted(members)):
             pipe.sadd(staged, *chunk)
         if members:
             pipe.rename(staged, key)
@@ -98,8 +100,3 @@ class GroupMembership:
 
     def members(self, group_id: str) -> set[str]:
         return {str(m) for m in self.redis.smembers(self._key(group_id))}
-
-
-def _chunks(items: list[str], size: int = 5000) -> Iterable[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
