@@ -11,16 +11,13 @@ minutes; a lock timeout that long would leave the tenant unpolled for as long af
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
-import uuid
 from typing import Any
 
-from redis.exceptions import LockError, LockNotOwnedError, RedisError
+from redis.exceptions import RedisError
 
 from shared.logging import get_logger
-from shared.redis_values import as_text_or_none
+from shared.redis_lock import RedisLock
 
 log = get_logger(__name__)
 
@@ -47,10 +44,8 @@ class PollerLease:
         self.redis = redis
         self.key = f"idsync:delta:{tenant}:lock"
         self.lease_s = lease_s
-        # thread_local=False: the renewal thread must see the token the polling thread acquired with.
-        self._lock = redis.lock(self.key, timeout=lease_s, thread_local=False)
-        # The token names the holder, so a standby can say who is polling.
-        self._token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # The token names the holder (host:pid:nonce), so a standby can say who is polling.
+        self._lock = RedisLock(redis, self.key, int(lease_s * 1000))
         self._held = False
         self._lost = threading.Event()
         self._stop_renewing = threading.Event()
@@ -58,7 +53,7 @@ class PollerLease:
 
     def acquire(self) -> bool:
         """Take the lease if free (never waits); starts the renewal thread."""
-        if not self._lock.acquire(blocking=False, token=self._token):
+        if not self._lock.acquire():
             return False
         self._held = True
         self._lost.clear()
@@ -77,7 +72,7 @@ class PollerLease:
     def holder(self) -> str | None:
         """Who holds the lease now (host:pid:nonce), for the standby's log line."""
         try:
-            return as_text_or_none(self.redis.get(self.key))
+            return self._lock.holder()
         except RedisError:
             return None
 
@@ -89,18 +84,19 @@ class PollerLease:
         if self._held and not self._lost.is_set():
             try:
                 self._lock.release()
-            except (LockError, RedisError):  # expired or Redis gone: the lease lapses on its own
+            except RedisError:  # Redis gone: the lease lapses on its own
                 pass
         self._held = False
 
     def _renew(self) -> None:
         while not self._stop_renewing.wait(self.lease_s / 3):
             try:
-                self._lock.reacquire()
-            except LockNotOwnedError:
+                renewed = self._lock.renew()
+            except RedisError as err:
+                # Redis unreachable: keep trying; if it stays away past the lease, the next renewal says "lost".
+                log.warning("delta_lease_renew_failed", key=self.key, error=type(err).__name__)
+                continue
+            if not renewed:
                 log.error("delta_lease_lost", key=self.key, reason="expired or taken over before renewal")
                 self._lost.set()
                 return
-            except (LockError, RedisError) as err:
-                # Redis unreachable: keep trying; if it stays away past the lease, the next renewal says "lost".
-                log.warning("delta_lease_renew_failed", key=self.key, error=type(err).__name__)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from shared.errors import IdsyncError, NotFound, PermanentError, RetryableError
 from shared.logging import get_logger
+from shared.redis_lock import RedisLock
 from shared.redis_values import as_text
 from shared.settings import Settings
 
@@ -100,7 +101,8 @@ class SubscriptionManager:
         return record
 
     def _lock(self, wait: float = LOCK_WAIT_S) -> Any:
-        return self.redis.lock(f"{self.key}:lock", timeout=LOCK_TIMEOUT_S, blocking_timeout=wait)
+        """One replica at a time creates, renews or deletes subscriptions (LockBusy, retried next tick, otherwise)."""
+        return RedisLock(self.redis, f"{self.key}:lock", LOCK_TIMEOUT_S * 1000).held(wait)
 
     def _expiration(self, now: datetime | None = None) -> datetime:
         return (now or datetime.now(UTC)) + timedelta(minutes=self.settings.subscription_lifetime_min)

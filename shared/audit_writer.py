@@ -35,6 +35,7 @@ from shared.audit_chain import GENESIS_HASH, make_checkpoint, make_entry
 from shared.audit_events import canonical_json
 from shared.audit_sinks import AuditSink
 from shared.logging import get_logger
+from shared.redis_lock import RedisLock
 
 CHAIN_KEY = "idsync:audit:chain"
 HEAD_KEY = "idsync:audit:head"
@@ -77,16 +78,6 @@ if tonumber(ARGV[2]) > cur then redis.call('SET', KEYS[2], ARGV[2]) end
 return 1
 """
 
-# KEYS: lock. ARGV: token, ttl ms.
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def sink_key(name: str) -> str:
@@ -152,12 +143,11 @@ class AuditWriter:
         self.recent_keep = recent_keep
         self.backoff_max_s = backoff_max_s
         self.clock = clock
-        self.token = uuid.uuid4().hex
+        self._lock = RedisLock(redis, LOCK_KEY, LOCK_TTL_MS, token=uuid.uuid4().hex)
+        self.token = self._lock.token  # the scripts below write only while the lock holds this token
         self.leading = threading.Event()
         self._append = redis.register_script(_APPEND)
         self._advance = redis.register_script(_ADVANCE)
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
         self._threads: list[threading.Thread] = []
 
     @classmethod
@@ -169,14 +159,14 @@ class AuditWriter:
 
     # ------------------------------------------------------------------------------------------------ the lock
     def acquire(self) -> bool:
-        if self.redis.set(LOCK_KEY, self.token, nx=True, px=LOCK_TTL_MS):
+        if self._lock.acquire():
             self.leading.set()
             log.info("audit_writer_leading")
             return True
         return False
 
     def renew(self) -> bool:
-        if int(self._renew(keys=[LOCK_KEY], args=[self.token, LOCK_TTL_MS])) == 1:
+        if self._lock.renew():
             return True
         self.leading.clear()
         log.warning("audit_writer_lost_lock")
@@ -185,7 +175,7 @@ class AuditWriter:
     def release(self) -> None:
         self.leading.clear()
         try:
-            self._release(keys=[LOCK_KEY], args=[self.token])
+            self._lock.release()
         except redis_lib.RedisError:
             pass
 

@@ -31,19 +31,12 @@ from shared.offboarding.executor import OwnershipTransfer
 from shared.offboarding.mapping_access import current_mapping
 from shared.offboarding.reader import read_offboarding
 from shared.offboarding.scope import offboarding_state
+from shared.redis_lock import RedisLock
 from workers.base import IdentityTask
 
 LOCK_PREFIX = "idsync:offboarding:lock"
 #: How long a busy leaver's second transfer waits before it looks again.
 BUSY_RECHECK_S = 15.0
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
 
 def _lock_key(entra_id: str) -> str:
     return f"{LOCK_PREFIX}:{entra_id}"
@@ -51,17 +44,11 @@ def _lock_key(entra_id: str) -> str:
 
 def acquire(redis: Any, entra_id: str, holder: str, ttl_s: int) -> bool:
     """Take the user's transfer lock for `holder` (a task id); a holder that already owns it takes it again."""
-    key = _lock_key(entra_id)
-    if redis.set(key, holder, nx=True, ex=ttl_s):
-        return True
-    if redis.get(key) == holder:
-        redis.expire(key, ttl_s)
-        return True
-    return False
+    return RedisLock(redis, _lock_key(entra_id), ttl_s * 1000, token=holder).acquire()
 
 
 def release(redis: Any, entra_id: str, holder: str) -> None:
-    redis.eval(_RELEASE, 1, _lock_key(entra_id), holder)
+    RedisLock(redis, _lock_key(entra_id), 0, token=holder).release()
 
 
 @shared_task(base=IdentityTask, bind=True, name="sync.transfer_ownership")

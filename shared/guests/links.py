@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.errors import SERVICE_REDIS, RetryableError
+from shared.redis_lock import RedisLock
 
 PREFIX = "idsync:contacts"
 OWNER_KEY = f"{PREFIX}:owner"
@@ -32,14 +33,6 @@ LOCK_PREFIX = "idsync:lock:guest-domain"
 LOCK_TTL_MS = 30_000
 #: How long a second guest of the same new domain waits for the first one's Account before retrying later.
 LOCK_WAIT_S = 10.0
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
 
 @dataclass(frozen=True)
 class ContactLink:
@@ -132,15 +125,11 @@ class ContactLinks:
                     sleep: Any = time.sleep) -> Iterator[None]:
         """Held while one worker finds or creates the Account of `domain`; a second worker waits for it, then
         finds the Account the first one created. Raises RetryableError when it cannot get the lock in time."""
-        key = f"{LOCK_PREFIX}:{domain}"
-        token = uuid.uuid4().hex
-        deadline = time.monotonic() + wait_s
-        while not self.redis.set(key, token, nx=True, px=ttl_ms):
-            if time.monotonic() > deadline:
-                raise RetryableError(f"another worker holds the Account lock of {domain}", service=SERVICE_REDIS,
-                                     code="domain_locked", retry_after=1.0)
-            sleep(0.05)
+        lock = RedisLock(self.redis, f"{LOCK_PREFIX}:{domain}", ttl_ms, token=uuid.uuid4().hex)
+        if not lock.acquire_within(wait_s, sleep=sleep):
+            raise RetryableError(f"another worker holds the Account lock of {domain}", service=SERVICE_REDIS,
+                                 code="domain_locked", retry_after=1.0)
         try:
             yield
         finally:
-            self.redis.eval(_RELEASE, 1, key, token)
+            lock.release()

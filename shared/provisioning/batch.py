@@ -54,6 +54,7 @@ from shared.provisioning.mapping_store import MappingStore
 from shared.provisioning.reactivation import reactivate_revoked
 from shared.provisioning.review_decisions import ReviewDecisions
 from shared.provisioning.state_reader import StateReader, UserContext
+from shared.redis_lock import RedisLock
 
 log = get_logger("idsync.provisioning")
 
@@ -229,8 +230,7 @@ def prepare_groups(deps: SyncDeps, mapping: Mapping, snapshots: GroupMembership,
     for group_id in first_reads:
         # One worker reads a group for the first time; the others wait for it: two first reads would each plan
         # every member again (and the second would re-plan users the first batches already provisioned).
-        lock = deps.redis.lock(f"idsync:gm:first_read:{group_id}", timeout=120, blocking_timeout=60)
-        with lock:
+        with RedisLock(deps.redis, f"idsync:gm:first_read:{group_id}", 120_000).held(60):
             if not snapshots.not_ready([group_id]):
                 continue  # another worker read it while this one waited
             changed = snapshots.refresh(deps.graph, group_id)

@@ -16,12 +16,13 @@ A dry run keeps the same state in memory only: it writes nothing anywhere.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+from shared.redis_lock import RedisLock, holder_is_dead_here
+from shared.redis_values import as_text_or_none
 
 PREFIX = "idsync:reconcile"
 CURRENT_KEY = f"{PREFIX}:current"  # the run id of the run in progress (or cut short)
@@ -46,73 +47,37 @@ def new_run_id(now: float | None = None) -> str:
 
 
 class RunLock:
-    """`SET NX` with a TTL refreshed while the run works; the value names the holder (host, pid), so a process on
-    the same host may take over at once from a holder that no longer exists (a killed worker), instead of waiting
+    """The reconciliation lock, refreshed while the run works. Its token names the holder (host, pid), so a process
+    on the same host may take over at once from a holder that no longer exists (a killed worker), instead of waiting
     for the TTL."""
 
     def __init__(self, redis: Any, ttl_s: int = LOCK_TTL_S) -> None:
-        self.redis = redis
-        self.ttl_s = ttl_s
-        self.value = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lock = RedisLock(redis, LOCK_KEY, ttl_s * 1000)
+        self.value = self._lock.token
         self.held = False
 
     def acquire(self) -> None:
-        if self.redis.set(LOCK_KEY, self.value, nx=True, ex=self.ttl_s):
+        holder = self._lock.holder()
+        if self._lock.acquire() or (holder and holder_is_dead_here(holder) and self._lock.take_over(holder)):
             self.held = True
             return
-        holder = self.redis.get(LOCK_KEY)
-        if holder and _dead_on_this_host(str(holder)):
-            # compare-and-set: only replace the dead holder's value
-            with self.redis.pipeline() as pipe:
-                try:
-                    pipe.watch(LOCK_KEY)
-                    if pipe.get(LOCK_KEY) == holder:
-                        pipe.multi()
-                        pipe.set(LOCK_KEY, self.value, ex=self.ttl_s)
-                        pipe.execute()
-                        self.held = True
-                        return
-                except Exception:  # noqa: BLE001 - WatchError: someone else took it meanwhile
-                    pass
-        raise RunInProgress(f"a reconciliation is running ({holder or 'lock just released'}); one run at a time")
+        raise RunInProgress(f"a reconciliation is running ({self._lock.holder() or 'lock just released'}); "
+                            "one run at a time")
 
     def refresh(self) -> None:
-        if self.held and self.redis.get(LOCK_KEY) == self.value:
-            self.redis.expire(LOCK_KEY, self.ttl_s)
+        if self.held:
+            self._lock.renew()
 
     def release(self) -> None:
-        if self.held and self.redis.get(LOCK_KEY) == self.value:
-            self.redis.delete(LOCK_KEY)
+        if self.held:
+            self._lock.release()
         self.held = False
 
 
 def run_in_progress(redis: Any) -> bool:
     """True while a live process holds the lock (a holder that died on this host does not count)."""
-    holder = redis.get(LOCK_KEY)
-    return bool(holder) and not _dead_on_this_host(str(holder))
-
-
-def _dead_on_this_host(holder: str) -> bool:
-    host, _, rest = holder.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return _zombie(int(pid_text))
-
-
-def _zombie(pid: int) -> bool:
-    """A killed process nobody has reaped yet (common in containers) still answers `kill(pid, 0)`."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rpartition(")")[2].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
+    holder = as_text_or_none(redis.get(LOCK_KEY))
+    return bool(holder) and not holder_is_dead_here(str(holder))
 
 
 class RunLog:

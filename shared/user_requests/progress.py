@@ -19,17 +19,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from shared.redis_lock import RedisLock
+
 PREFIX = "idsync:request"
 #: Progress is kept this long after the last step: long after any retry or redelivery of the request's message.
 PROGRESS_TTL_S = 30 * 86_400
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
 
 class RequestBusy(Exception):  # noqa: N818 - a state, not a failure
     """Another worker holds this request; `retry_after_s` is how long its lock may still last."""
@@ -52,15 +46,13 @@ class RequestProgress:
 
     @contextmanager
     def lock(self, request_id: str, ttl_s: float) -> Iterator[None]:
-        key = f"{PREFIX}:lock:{request_id}"
-        token = uuid.uuid4().hex
-        if not self.redis.set(key, token, nx=True, px=int(ttl_s * 1000)):
-            remaining = self.redis.pttl(key)
-            raise RequestBusy(request_id, max(1.0, (remaining if remaining and remaining > 0 else 1000) / 1000))
+        lock = RedisLock(self.redis, f"{PREFIX}:lock:{request_id}", int(ttl_s * 1000), token=uuid.uuid4().hex)
+        if not lock.acquire():
+            raise RequestBusy(request_id, max(1.0, lock.remaining_s() or 1.0))
         try:
             yield
         finally:
-            self.redis.eval(_RELEASE, 1, key, token)
+            lock.release()
 
     def get(self, request_id: str) -> Progress:
         data = self.redis.hgetall(f"{PREFIX}:{request_id}")
