@@ -102,11 +102,10 @@ class Supervisor:
             if replaced:
                 self.echo(f"port {self.settings.webhook_metrics_port} is taken: webhook metrics on {metrics_port}")
             env["IDSYNC_WEBHOOK_METRICS_PORT"] = str(metrics_port)
-            self.urls["metrics"] = f"http://{host}:{metrics_port}/metrics"
         if not self.settings.webhook_public_url:
             env["IDSYNC_WEBHOOK_PUBLIC_URL"] = f"http://{host}:{webhook_port}"
         self.urls["webhook"] = f"http://{host}:{webhook_port}/graph/notifications"
-        env.update(self._metrics_ports())
+        env.update(self._metrics_ports(env.get("IDSYNC_WEBHOOK_METRICS_PORT")))
         self.urls["flower"] = f"http://127.0.0.1:{flower_port}/"
         run_env = dict(env)
         run_env["IDSYNC_VAR_DIR"] = str(self.var_dir)
@@ -165,8 +164,9 @@ class Supervisor:
         argv = [sys.executable, "-m", "ops", *args]
         return lambda: subprocess.Popen(argv, env=self.env, start_new_session=True)
 
-    def _metrics_ports(self) -> dict[str, str]:
-        """Each component's /metrics port (a taken one is replaced and said), as settings for the children."""
+    def _metrics_ports(self, webhook_port: str | None = None) -> dict[str, str]:
+        """Each component's /metrics port (a taken one is replaced and said), as settings for the children; the
+        start-up lines name them all, the webhook's (chosen with its listener) included."""
         env: dict[str, str] = {}
         host = self.settings.metrics_host
         for component in ("worker_revocation", "worker_sync", "beat", "poller", "audit_writer"):
@@ -179,6 +179,8 @@ class Supervisor:
             env[f"IDSYNC_METRICS_PORT_{component.upper()}"] = str(port)
         shown = [f"{name.removeprefix('IDSYNC_METRICS_PORT_').lower().replace('_', '-')} :{port}"
                  for name, port in env.items()]
+        if webhook_port:
+            shown.append(f"webhook :{webhook_port}")
         if shown:
             self.urls["metrics"] = f"http://{host}:<port>/metrics ({', '.join(shown)})"
         return env

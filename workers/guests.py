@@ -44,13 +44,10 @@ def follow_up_removal(sender: TaskSender, redis: Any, event: IdentityEvent) -> b
 
 
 def contact_follow_ups(sender: TaskSender, redis: Any, event: IdentityEvent, entra_ids: Sequence[str]) -> list[str]:
-    """The sync lane's hook for members: of `entra_ids` (users it just reconciled), those whose change touches a
-    Contact (linked themselves, or shown on linked reports' Contacts) get `sync.contact_changed`. Returns them.
-
-    TODO(lead, issue 7): call from the sync lane's drain (`sync_users`) for the batch's user ids; with
-    `enrichment.employees: true` call it for every member instead of the `concerned` ones (their Contact is found
-    by Email on the first event).
-    """
+    """The sync lane's hook for members (`workers.sync`, after each batch): of `entra_ids` (users it just
+    reconciled), those whose change touches a Contact (linked themselves, or shown on linked reports' Contacts) get
+    `sync.contact_changed`. Returns them. With `enrichment.employees: true` the sync lane sends every member
+    instead."""
     concerned = ContactLinks(redis).concerned(list(entra_ids))
     for entra_id in concerned:
         publish(sender, _about(event, entra_id), CONTACT_TASK)

@@ -14,7 +14,8 @@ Who caused it: Salesforce keeps no per-field history by default, but every recor
 drift on a record last modified by someone other than idsync's own user is reported as a direct Salesforce edit,
 naming that user and the time; an entitlement idsync granted that is gone is one too (someone removed it in
 Salesforce). Attribution is per record: if a person edited Title and a flow later touched the record, the flow is
-named.
+named. One exception: on a user matched for the first time (idsync never wrote the record), a field that is empty
+in Salesforce was never filled rather than edited, so it is plain drift.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def change_rows(p: Plan, record: Mapping[str, Any] | None, granted: frozenset[st
     rows: list[dict[str, Any]] = []
     modified_by = str(record.get("LastModifiedById") or "") if record is not None else ""
     by_someone_else = bool(modified_by) and own_user_id is not None and not same_user_id(modified_by, own_user_id)
+    # A user matched for the first time was never written by idsync: a field it never had filled is not an edit.
+    first_link = any(change.kind is ChangeKind.LINK for change in p.changes)
     for change in p.changes:
         kind = drift_kind(change)
         before, after = change.before, change.after
@@ -79,7 +82,7 @@ def change_rows(p: Plan, record: Mapping[str, Any] | None, granted: frozenset[st
             before, after = True, False
         direct = False
         note = ""
-        if kind == "field" and by_someone_else:
+        if kind == "field" and by_someone_else and not (first_link and before in (None, "")):
             direct = True
             note = "record last modified in Salesforce by someone other than idsync"
         elif change.kind.value.startswith("add_") and any(key in granted for key in change.grants):

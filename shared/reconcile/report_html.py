@@ -46,7 +46,7 @@ td.v{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;word
 _COUNT_LABELS = {"create": "to create" , "update": "to update", "deprovision": "to deprovision",
                  "review": "need a person", "unchanged": "unchanged", "ignored": "out of scope, not linked",
                  "skipped": "skipped (revoked meanwhile)", "salesforce_only": "Salesforce only",
-                 "retry_later": "retried later"}
+                 "retry_later": "retried later", "guests": "guests (Contacts, contact lane)"}
 _DONE_LABELS = {"create": "created", "update": "updated", "deprovision": "deprovisioned"}
 
 

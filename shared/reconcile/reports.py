@@ -5,10 +5,10 @@ All three are written from one `ReportData` (summary figures computed once, rows
 they cannot disagree: the JSON's `counts` are the CSV's `summary` rows and the HTML's summary cards.
 
 JSON: `run_id`, `dry_run`, `counts` (`create`, `update`, `deprovision`, `review`, `unchanged`, and `ignored`,
-`skipped`, `salesforce_only` when any), `totals`, `drift_by_field`, `calls`, `guard`, and the rows: `changes` (one
-object per change: `entra_id`, `salesforce_id`, `action`, `field`, `before`, `after`, plus `upn`, `change`, `rule`,
-`drift`, `direct_edit` and, for a direct edit, `modified_by`, `modified_by_name`, `modified_at`), `reviews`,
-`deprovisions`, `failures`, `salesforce_only`.
+`skipped`, `salesforce_only`, `guests` when any), `totals`, `drift_by_field`, `calls`, `guard`, and the rows:
+`changes` (one object per change: `entra_id`, `salesforce_id`, `action`, `field`, `before`, `after`, plus `upn`,
+`change`, `rule`, `drift`, `direct_edit` and, for a direct edit, `modified_by`, `modified_by_name`, `modified_at`),
+`reviews`, `deprovisions`, `failures`, `salesforce_only`.
 CSV: one table with a `section` column (`summary`, `change`, `review`, `deprovision`, `failure`, `salesforce_only`).
 """
 

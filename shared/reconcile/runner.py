@@ -31,7 +31,7 @@ from typing import Any
 from shared.audit import audit
 from shared.deprovision_guard import DeprovisionGuard
 from shared.dirty_users import DirtyUsers
-from shared.dispatch import publish
+from shared.dispatch import CONTACT_TASK, publish
 from shared.engine import EntraUser, Plan, PlanAction, graph_properties, match_user
 from shared.errors import NotFound
 from shared.events import EventKind, EventSource, IdentityEvent
@@ -273,6 +273,8 @@ class _Run:
         #: users planned with something to write, applied `chunk_size` at a time: id -> (context, observed, tombstone)
         self.queue: dict[str, tuple[UserContext, float, float | None]] = {}
         self.with_reviews: set[str] = set()
+        #: B2B guests Entra lists (when the mapping makes them Contacts): handed to the contact lane, not planned here
+        self.guests: set[str] = set()
         self.planned = 0
         self.local_counts: dict[str, int] = {}
 
@@ -292,6 +294,9 @@ class _Run:
         if not self.runlog.scope:
             runlog.set(phase="salesforce_only")
             self._salesforce_only_phase()
+        if self.mapping.guests is not None:
+            runlog.set(phase="guests")
+            self._guests_phase()
         if not self.dry:
             runlog.set(phase="late_managers")
             self._late_managers_phase()
@@ -392,7 +397,10 @@ class _Run:
                     if user_id in self.members[g]
                 ]
                 manager = user_json.get("manager")
-                users.append(EntraUser.from_graph(user_json, groups, manager if isinstance(manager, dict) else None))
+                user = EntraUser.from_graph(user_json, groups, manager if isinstance(manager, dict) else None)
+                if user.user_type.casefold() == "guest":
+                    self.guests.add(user_id)
+                users.append(user)
             seen += len(page)
             for start in range(0, len(users), self.owner.chunk_size):
                 self._chunk(users[start : start + self.owner.chunk_size], observed)
@@ -414,6 +422,32 @@ class _Run:
             ]
             self._chunk(users, observed)
             self.owner.report_progress("gone", done=start + len(ids), total=len(gone), counts=self._counts())
+
+    def _guests_phase(self) -> None:
+        """Every B2B guest, once, to the contact lane (`sync.contact_changed`): a guest invited before idsync ran, or
+        whose event was lost, becomes (or stays) a Contact the same way a live invitation does; the task re-reads
+        Graph and Salesforce and writes only what differs. Counted as `guests`; a dry run only counts them. Resumable:
+        the sorted list is published from where a run cut short had got to (a repeat is harmless, the task is
+        idempotent)."""
+        guests = sorted(self.guests)
+        runlog = self.runlog
+        if not runlog.get("guests_counted"):
+            runlog.count("guests", len(guests))
+            self.local_counts["guests"] = len(guests)
+            runlog.set(guests_counted=1)
+        if self.dry or self.deps.sender is None or not guests:
+            return
+        start = int(runlog.get("guests_published", 0) or 0)
+        tenant = self.deps.settings.graph_tenant_id or "default"
+        for n, entra_id in enumerate(guests[start:], start=start):
+            event = IdentityEvent(kind=EventKind.USER_CHANGED, source=self.options.source, tenant=tenant,
+                                  object_id=entra_id, correlation_id=runlog.run_id)
+            publish(self.deps.sender, event, CONTACT_TASK)
+            if (n + 1) % 100 == 0:
+                runlog.set(guests_published=n + 1)
+                self.owner.refresh()
+        runlog.set(guests_published=len(guests))
+        self.owner.report_progress("guests", done=len(guests), total=len(guests), counts=self._counts())
 
     def _chunk(self, users: list[EntraUser], observed: float) -> None:
         """Plan a chunk and record every plan; users whose plan needs the write path join the write queue, which

@@ -269,3 +269,18 @@ def test_one_run_converges_even_when_a_new_hire_s_manager_is_a_leaver_matched_in
     assert setup.user(hire_upn).get("ManagerId") == manager["sf_id"]
     after = reconcile(deps, dry_run=True)
     assert [r for r in _by_user(list(after.rows("changes")), hire_upn)] == []
+
+
+def test_every_guest_is_handed_to_the_contact_lane_once_and_a_dry_run_only_counts_them(sandbox, deps, tenant) -> None:
+    guests = {u["id"] for u in tenant.users("userType eq 'Guest'", select="id")}
+    assert guests  # the seed has B2B guests, invited before idsync ran
+
+    dry = reconcile(deps, dry_run=True)
+    assert dry.counts()["guests"] == len(guests)
+    assert not [t for t in deps.sender.tasks if t[0] == "sync.contact_changed"]
+
+    run = reconcile(deps)
+    handed = [event for name, event in deps.sender.tasks if name == "sync.contact_changed"]
+    assert sorted(e["object_id"] for e in handed) == sorted(guests)
+    assert {e["correlation_id"] for e in handed} == {run.run_id}
+    assert run.counts()["guests"] == len(guests)
