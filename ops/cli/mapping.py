@@ -24,9 +24,9 @@ app.add_typer(mapping_app, name="mapping")
 def _online_problems(text: str, file: Path) -> tuple[list[Any], str]:
     """Problems with names, checked against the org and the tenant; (problems, a note about what was checked)."""
     from shared.engine import check_names
+    from shared.engine.names import entra_group_references
     from shared.mapping.loader import parse_mapping_text
     from shared.provisioning.catalog_reader import read_catalog
-    from shared.provisioning.entra_reader import group_references
     from shared.salesforce_client import SalesforceClient
     from shared.settings import SettingsError, checked_settings
 
@@ -43,7 +43,7 @@ def _online_problems(text: str, file: Path) -> tuple[list[Any], str]:
     graph = components.graph_client(settings)
     try:
         catalog = read_catalog(sf)
-        refs = group_references(mapping)
+        refs = list(dict.fromkeys(name for _path, name in entra_group_references(mapping)))
         found = graph.groups_by_ids([r for r in refs if _is_object_id(r)])
         by_name = graph.groups_by_name([r for r in refs if not _is_object_id(r)])
         known = set(found) | {name for name, groups in by_name.items() if groups}

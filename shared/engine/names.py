@@ -69,10 +69,21 @@ def check_names(
 
     if entra_groups is not None:
         folded = {g.casefold(): g for g in entra_groups}
-        refs: list[tuple[Path, str]] = [(("scope", "groups", i), g) for i, g in enumerate(mapping.scope.groups)]
-        refs += [(("group_rules", i, "group"), r.group) for i, r in enumerate(mapping.group_rules)]
-        for path, group in refs:
+        for path, group in entra_group_references(mapping):
             if group.casefold() not in folded:
                 problems.append(_problem(mapping, path, f"Entra group '{group}' does not exist in the tenant",
                                          group, folded.values()))
     return sorted(problems, key=lambda p: (p.line, p.column))
+
+
+def entra_group_references(mapping: Mapping) -> list[tuple[Path, str]]:
+    """Every Entra group the mapping names, with where: scope, group rules, guest relationship rules and the groups
+    a Salesforce request may ask for. A misspelt one would otherwise match nobody, silently."""
+    refs: list[tuple[Path, str]] = [(("scope", "groups", i), g) for i, g in enumerate(mapping.scope.groups)]
+    refs += [(("group_rules", i, "group"), r.group) for i, r in enumerate(mapping.group_rules)]
+    if mapping.guests is not None and mapping.guests.relationship is not None:
+        refs += [(("guests", "relationship", "rules", i, "group"), r.group)
+                 for i, r in enumerate(mapping.guests.relationship.rules) if r.group is not None]
+    if mapping.requests is not None:
+        refs += [(("requests", "allowed_groups", i), g) for i, g in enumerate(mapping.requests.allowed_groups)]
+    return refs

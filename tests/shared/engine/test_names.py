@@ -53,3 +53,22 @@ def test_groups_may_be_named_by_object_id() -> None:
 
 def test_without_tenant_groups_only_the_org_is_checked() -> None:
     assert check_names(parse_mapping_text(DEMO_MAPPING.read_text(), "mapping.yaml"), CATALOG) == []
+
+
+def test_groups_named_by_guest_rules_and_by_requests_are_checked_too() -> None:
+    mapping = parse_mapping_text("""\
+guests:
+  relationship:
+    field: Relationship__c
+    rules:
+      - {group: Distributers, value: Distributor}
+      - {domains: [agency.example.net], value: Client}
+requests:
+  enabled: true
+  allowed_groups: [All Employees, Markting]
+""", "m.yaml")
+    found = [str(p) for p in check_names(mapping, CATALOG, [*GROUP_IDS, *GROUP_IDS.values()])]
+    assert [f.split(": ", 1)[1] for f in found] == [
+        "Entra group 'Distributers' does not exist in the tenant (fix: did you mean 'Distributors'?)",
+        "Entra group 'Markting' does not exist in the tenant (fix: did you mean 'Marketing'?)",
+    ]
