@@ -134,15 +134,16 @@ def reconcile(
 ) -> None:
     """Reconcile every user: a plan from THE engine, drift reports, writes in resumable chunks on the sync lane."""
     from ops.cli.sync_user import provisioning_deps
+    from shared.output_files import OutputPathError
     from shared.provisioning.mapping_store import NoMapping
-    from shared.reconcile.reports import ReportData, ReportFormatError, check_paths, write_reports
+    from shared.reconcile.reports import ReportData, check_paths
     from shared.reconcile.run_state import RunInProgress
     from shared.reconcile.runner import Options, ReconcileError, Reconciler
 
     paths = list(report or [])
     try:
-        check_paths(paths)
-    except ReportFormatError as err:
+        check_paths(paths)  # before the run: a report that cannot be written stops nothing half-way
+    except OutputPathError as err:
         raise _fail(str(err)) from None
     settings = _settings()
     deps = provisioning_deps(settings, with_sender=not dry_run)
@@ -161,16 +162,40 @@ def reconcile(
     if dry_run and not quiet:
         _print_plan(data)
     _print_summary(data, dry_run)
-    written = write_reports(data, paths)
-    if not dry_run:
-        folder = settings.reconcile_reports
-        folder.mkdir(parents=True, exist_ok=True)
-        written += write_reports(data, [folder / f"{runlog.run_id}.json", folder / f"{runlog.run_id}.html"])
-        _keep_reports(folder)
-    for path in written:
-        console.print(f"report: {path}", highlight=False)
+    _write_all(data, settings, paths, dry_run)
     if data.totals.get("failures"):
         raise typer.Exit(1)
+
+
+def _write_all(data: Any, settings: Any, paths: list[Path], dry_run: bool) -> None:
+    """The run's own copies in the report directory first (a real run), then the reports asked for. A write that
+    fails anyway (the disk filled up, a directory removed meanwhile) does not stop the others; the one line then says
+    the run completed and which report was not written."""
+    from ops.cli.errors import os_error_hint
+    from shared.reconcile.reports import write_reports
+
+    targets = list(paths)
+    if not dry_run:
+        folder = settings.reconcile_reports
+        own = [folder / f"{data.runlog.run_id}.json", folder / f"{data.runlog.run_id}.html"]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # the writes below fail and say so
+        targets = own + targets
+    failed: list[str] = []
+    for path in targets:
+        try:
+            write_reports(data, [path])
+        except OSError as err:
+            failed.append(f"{path} was not written: {err.strerror or err} — {os_error_hint(err)}")
+            continue
+        console.print(f"report: {path}", highlight=False, soft_wrap=True)
+    if not dry_run:
+        _keep_reports(settings.reconcile_reports)
+    if failed:
+        done = "the dry run completed" if dry_run else f"the run {data.runlog.run_id} completed"
+        raise _fail(f"{done}, but {'; '.join(failed)}", 1)
 
 
 @access_app.command("report")
@@ -180,16 +205,17 @@ def access_report(
     """Every Salesforce user's profile, role, permission sets (and groups), licences, public groups and queues, with
     the Entra group and mapping rule that justifies each; hand-granted entitlements, out-of-scope holders and
     disabled Entra accounts listed apart. Reads only."""
+    from ops.cli.sync_user import provisioning_deps
+    from shared.output_files import OutputPathError, check_output
     from shared.provisioning.mapping_store import NoMapping
     from shared.reconcile.access import write_access_report
 
-    if output.suffix.lower() not in (".html", ".csv"):
-        raise _fail(f"--output {output}: the format comes from the extension: .html or .csv")
-    from ops.cli.sync_user import provisioning_deps
-
+    try:
+        check_output(output, "--output", (".html", ".csv"))
+    except OutputPathError as err:
+        raise _fail(str(err)) from None
     settings = _settings()
     deps = provisioning_deps(settings, with_sender=False)
-    output.parent.mkdir(parents=True, exist_ok=True)
     try:
         data = write_access_report(deps, output)
     except NoMapping as err:
@@ -197,4 +223,4 @@ def access_report(
     console.print(f"{data.user_count} Salesforce users, {data.grant_count} entitlements: {data.justified} justified "
                   f"by a rule, {data.unjustified} granted by hand, {len(data.out_of_scope)} users out of scope "
                   f"holding entitlements, {len(data.disabled)} linked users disabled in Entra", highlight=False)
-    console.print(f"report: {output}", highlight=False)
+    console.print(f"report: {output}", highlight=False, soft_wrap=True)

@@ -153,3 +153,19 @@ def test_the_boundary_sorts_failures_into_configuration_and_unavailable_services
         "check IDSYNC_CA_BUNDLE (a PEM file of CA certificates)")
     code, line = explain(KeyError("surprise"))
     assert code == 1 and line.startswith("idsync: unexpected KeyError: 'surprise' — this is a bug")
+
+
+def test_a_file_error_points_to_the_path_and_a_port_error_to_the_port():
+    import errno
+
+    from ops.cli.errors import explain
+
+    assert explain(FileExistsError(errno.EEXIST, "File exists", "plan.json")) == (
+        1, "idsync: File exists (plan.json) — check the path and its permissions")
+    assert explain(NotADirectoryError(errno.ENOTDIR, "Not a directory", "plan.json/x.html"))[1].endswith(
+        "— check the path and its permissions")
+    assert explain(OSError(errno.EADDRINUSE, "Address already in use"))[1] == (
+        "idsync: Address already in use — the port is in use by another process (another `idsync run`?) or not "
+        "available here")
+    assert "port" not in explain(PermissionError(errno.EACCES, "Permission denied", "/var/x"))[1]
+
