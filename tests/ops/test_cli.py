@@ -51,7 +51,16 @@ def test_dlq_list_json_filters_by_lane_and_show_prints_the_entry(redis_server, r
     assert [e["id"] for e in listed] == ["d2"]
     shown = _run(redis_server, tmp_path, "dlq", "show", "d1", "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["correlation_id"] == "corr-1"
-    assert _run(redis_server, tmp_path, "dlq", "show", "nope").returncode == 1
+
+
+
+@pytest.mark.parametrize("command", ["show", "replay"])
+def test_an_unknown_dead_letter_is_one_line_on_stderr_and_exit_2(redis_server, redis_client, tmp_path, command):
+    _dead(redis_client, "d1", "sync")
+    result = _run(redis_server, tmp_path, "dlq", command, "nope")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "idsync: no dead letter 'nope' (`idsync dlq list` lists them)\n"
+    assert [e.id for e in DeadLetterQueue(redis_client, 100, 86400).list()] == ["d1"]  # nothing else touched
 
 
 def test_dlq_json_times_are_iso_8601_with_the_first_failure_and_the_attempt_history(
@@ -197,3 +206,4 @@ def test_the_request_poller_says_in_one_line_when_the_mapping_leaves_requests_of
     assert result.returncode == 2
     assert result.stderr.strip() == ("idsync: the reverse flow is off — set requests: {enabled: true} in the mapping "
                                      "file (docs/guests-and-requests.md)")
+

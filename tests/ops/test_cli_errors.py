@@ -169,3 +169,22 @@ def test_a_file_error_points_to_the_path_and_a_port_error_to_the_port():
         "available here")
     assert "port" not in explain(PermissionError(errno.EACCES, "Permission denied", "/var/x"))[1]
 
+
+@pytest.fixture
+def tenant_env(tmp_path, redis_server):
+    """The settings of a running sandbox tenant (as `make run` writes them) and a real Redis."""
+    from tests.shared.reconcile.conftest import seeded
+
+    server = seeded(tmp_path / "sandbox", users=10, overlap=0.0)
+    try:
+        yield {**server.env(), "IDSYNC_REDIS_URL": redis_server.url, "IDSYNC_VAR_DIR": str(tmp_path / "var")}
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("command", [["sync-user"], ["sync-user", "--dry-run"], ["offboard"],
+                                     ["offboard", "--dry-run"]])
+def test_an_unknown_user_is_bad_input_one_line_and_exit_2_for_every_command(tmp_path, tenant_env, command):
+    result = _idsync(tmp_path, *command, "nobody@example.com", **tenant_env)
+    assert result.returncode == 2 and result.stdout == ""
+    assert _one_line(result).startswith("idsync: no Entra user 'nobody@example.com' (give a UPN or an object id")
