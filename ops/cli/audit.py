@@ -184,7 +184,7 @@ def report_cmd(
     else:
         scope = (f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC from the {sink} sink · period "
                  f"{_day(start) or 'start of trail'} – {_day(end) or 'now'}" + (f" · user {user}" if user else ""))
-        write_html(users, output, title="idsync access report", verdict=verdict.summary(), intact=verdict.intact,
+        write_html(users, output, title="idsync audit report", verdict=verdict.summary(), intact=verdict.intact,
                    scope=scope)
     changes = sum(len(u.changes) for u in users)
     typer.echo(f"wrote {output}: {len(users)} user(s), {changes} access change(s); {verdict.summary()}")

@@ -112,6 +112,8 @@ def test_the_html_report_is_one_self_contained_page(redis_server, trail, tmp_pat
     assert _run(redis_server, tmp_path, "audit", "report", "--output", str(page)).returncode == 0
     html = page.read_text()
     assert html.startswith("<!doctype html>") and "the chain is intact" in html
+    assert "<title>idsync audit report</title>" in html and "<h1>idsync audit report</h1>" in html
+    assert "access report" not in html  # `idsync access report` is another page
     assert "ann@example.com" in html and "revoked" in html and "granted" in html and "#3:" in html
     assert "<script" not in html and "src=" not in html and "http" not in html.replace("http-equiv", "")
     wrong = _run(redis_server, tmp_path, "audit", "report", "--output", str(tmp_path / "report.pdf"))
