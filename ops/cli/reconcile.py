@@ -198,6 +198,18 @@ def _write_all(data: Any, settings: Any, paths: list[Path], dry_run: bool) -> No
         raise _fail(f"{done}, but {'; '.join(failed)}", 1)
 
 
+def access_summary(data: Any) -> str:
+    """The access report in one line, from the same rows as its table: each figure is a count of row statuses or of
+    the users those rows belong to."""
+    by_status = data.by_status
+    return (f"{data.user_count} Salesforce users, {data.grant_count} entitlements: {data.justified} justified by a "
+            f"rule, {data.unjustified} no rule justifies ({by_status.get('granted_by_hand', 0)} granted by hand, "
+            f"{by_status.get('pending_removal', 0)} pending removal, {by_status.get('out_of_scope', 0)} out of scope, "
+            f"{by_status.get('entra_disabled', 0)} Entra account disabled, {by_status.get('no_entra_user', 0)} no "
+            f"Entra user); {len(data.out_of_scope)} users out of scope holding entitlements, {len(data.disabled)} "
+            "linked users disabled in Entra")
+
+
 @access_app.command("report")
 def access_report(
     output: Annotated[Path, typer.Option("--output", "-o", help="PATH.html or PATH.csv")],
@@ -220,7 +232,5 @@ def access_report(
         data = write_access_report(deps, output)
     except NoMapping as err:
         raise _fail(str(err)) from None
-    console.print(f"{data.user_count} Salesforce users, {data.grant_count} entitlements: {data.justified} justified "
-                  f"by a rule, {data.unjustified} granted by hand, {len(data.out_of_scope)} users out of scope "
-                  f"holding entitlements, {len(data.disabled)} linked users disabled in Entra", highlight=False)
+    console.print(access_summary(data), highlight=False)
     console.print(f"report: {output}", highlight=False, soft_wrap=True)
