@@ -101,18 +101,38 @@ def _print_plan(data: Any) -> None:
         console.print(f"[yellow]review[/yellow] {escape(str(row.get('message')))}", highlight=False)
 
 
+#: The items counted across users (`totals`), as the summary names them: "review items" are questions for a person
+#: on any user's plan, not the `review` count of users whose whole plan waits for a person.
+TOTAL_LABELS = {"changes": "changes", "direct_edits": "direct Salesforce edits", "reviews": "review items",
+                "failures": "failures"}
+
+
+def summary_rows(summary: dict[str, Any]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """(users per plan, by the JSON report's `counts` keys; items, by `TOTAL_LABELS`) as the summary table shows
+    them."""
+    users = [(key, int(value)) for key, value in summary["counts"].items()]
+    items = [(label, int(summary["totals"].get(key, 0))) for key, label in TOTAL_LABELS.items()]
+    return users, items
+
+
 def _print_summary(data: Any, dry_run: bool) -> None:
     from rich.table import Table
 
     s = data.summary()
+    users, items = summary_rows(s)
     table = Table(title=f"reconciliation {s['run_id']}" + (" (dry run: nothing written)" if dry_run else ""))
-    table.add_column("users")
+    table.add_column("users by plan")
     table.add_column("count", justify="right")
-    for key, value in s["counts"].items():
+    for key, value in users:
         table.add_row(key, str(value))
-    for key in ("changes", "direct_edits", "reviews", "failures"):
-        table.add_row(f"[dim]{key.replace('_', ' ')}[/dim]", str(s["totals"].get(key, 0)))
+    table.add_section()
+    for label, value in items:
+        table.add_row(f"[dim]{label}[/dim]", str(value))
     console.print(table)
+    if s["counts"].get("review") or s["totals"].get("reviews"):
+        console.print("[dim]review: users whose whole plan waits for a person (nothing is written for them); review "
+                      "items: each question for a person, on any user's plan (a user being updated can carry one)"
+                      "[/dim]", soft_wrap=True)
     guard = s.get("guard")
     if isinstance(guard, dict) and guard.get("held"):
         console.print(f"[yellow]{guard.get('deprovisions')} deactivations are HELD by the mass-deprovisioning guard "

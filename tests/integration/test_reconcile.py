@@ -67,6 +67,10 @@ def test_the_demo_dry_run_shows_the_seeded_drift_and_a_run_repairs_every_linked_
     result = json.loads((stack.tmp / "done.json").read_text())
     own = stack.tmp / "var" / "reconcile" / f"{result['run_id']}.json"
     assert json.loads(own.read_text())["counts"] == result["counts"]  # the run's own copy, written first
+    # the terminal shows the summary, not log lines: no JSON, no information-level event (warnings only, readable)
+    assert not [line for line in (done.stdout + done.stderr).splitlines() if line.lstrip().startswith("{")]
+    assert "reconcile_deprovisions_allowed" not in done.stdout + done.stderr
+    assert "review items" in done.stdout and "users by plan" in done.stdout
 
     tenant = GraphAdmin(stack.env)
     entra = {u["id"]: u for u in tenant.users(

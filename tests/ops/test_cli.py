@@ -207,3 +207,18 @@ def test_the_request_poller_says_in_one_line_when_the_mapping_leaves_requests_of
     assert result.stderr.strip() == ("idsync: the reverse flow is off — set requests: {enabled: true} in the mapping "
                                      "file (docs/guests-and-requests.md)")
 
+
+def test_interactive_commands_log_readable_warnings_on_stderr_and_nothing_below_warning(tmp_path):
+    """What `main()` sets up before every command: stdout holds the command's answer only; a warning is one readable
+    line on stderr (JSON even when IDSYNC_LOG_JSON asks for it is for the long-running components); info is not
+    shown."""
+    script = ("from ops.cli import _quiet_logging\n_quiet_logging()\nfrom shared.logging import get_logger\n"
+              "log = get_logger('idsync.reconcile')\nlog.info('reconcile_deprovisions_allowed', deprovisions=2)\n"
+              "log.warning('reconcile_deprovisions_held', deprovisions=40)\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "IDSYNC_LOG_JSON": "true"}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert "reconcile_deprovisions_held" in line and "deprovisions=40" in line and "warning" in line
+    assert not line.lstrip().startswith("{")

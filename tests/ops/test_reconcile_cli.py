@@ -95,3 +95,16 @@ def test_a_report_failing_after_a_real_run_leaves_the_run_s_copies_and_says_the_
     assert json.loads(own[0].read_text())["run_id"] == "rec-20261130T080000Z-abcdef"
     assert [line for line in out.splitlines() if line.startswith("report: ")] == [f"report: {p}" for p in own]
 
+
+def test_the_summary_tells_users_needing_a_person_from_review_items(capsys: pytest.CaptureFixture[str]) -> None:
+    from ops.cli.reconcile import _print_summary, summary_rows
+
+    data = ReportData.of(_runlog())
+    users, items = summary_rows(data.summary())
+    assert users == [("create", 1), ("update", 0), ("deprovision", 0), ("review", 0), ("unchanged", 1)]
+    assert dict(users) == data.summary()["counts"]  # the JSON report's counts, row for row
+    assert items == [("changes", 0), ("direct Salesforce edits", 0), ("review items", 1), ("failures", 0)]
+    _print_summary(data, dry_run=False)
+    table = capsys.readouterr().out
+    assert "review items" in table and "users by plan" in table
+    assert not any(line.split("│")[1:2] == [" reviews "] for line in table.splitlines())
