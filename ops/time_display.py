@@ -20,20 +20,32 @@ def iso(ts: float | None, timespec: str = "milliseconds") -> str | None:
 
 
 def ago(ts: float | None, now: float | None = None) -> str:
-    """`just now`, `42 s ago`, `3 min ago`, `5 h ago`, `2 d ago` (or `in 3 min` for a future time)."""
+    """`just now`, `42 s ago`, `3 min ago`, `5 h 12 min ago`, `2 d 3 h ago` (or `in 3 h 59 min` for a future time).
+
+    Hours and days carry the next unit too (when not zero): "in 3 h" for a time 3 h 59 min away misled by an hour.
+    Below an hour, whole minutes; below a minute, seconds. Always rounded down."""
     if ts is None:
         return "never"
     delta = (time.time() if now is None else now) - float(ts)
     future, seconds = delta < 0, abs(delta)
     if seconds < 1:
         return "just now"
-    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
-        if seconds >= size:
-            amount = f"{int(seconds // size)} {unit}"
-            break
-    else:
-        amount = f"{int(seconds)} s"
+    amount = duration(seconds)
     return f"in {amount}" if future else f"{amount} ago"
+
+
+def duration(seconds: float) -> str:
+    """`42 s`, `3 min`, `3 h 59 min`, `2 d 3 h`: the largest unit, and the next one for hours and days."""
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3_600:
+        return f"{whole // 60} min"
+    units = (("d", 86_400, "h", 3_600), ("h", 3_600, "min", 60))
+    unit, size, sub_unit, sub_size = units[0] if whole >= 86_400 else units[1]
+    major, rest = divmod(whole, size)
+    minor = rest // sub_size
+    return f"{major} {unit}" + (f" {minor} {sub_unit}" if minor else "")
 
 
 def when(ts: float | None, now: float | None = None) -> str:

@@ -165,6 +165,10 @@ class GuardError(ValueError):
     """An operator asked for something the guard cannot do (an unknown run, approving a rejected run...)."""
 
 
+class UnknownRun(GuardError):
+    """The run id names no run the guard holds or held."""
+
+
 @dataclass(frozen=True)
 class HeldUser:
     entra_id: str
@@ -358,7 +362,7 @@ class DeprovisionGuard:
             keys=keys, args=[run_id, decision, actor, repr(time.time()), prefix, ttl_s, DECIDED_RUN_TTL_S])]
         before, released = result[0], result[1:]
         if before == "unknown":
-            raise GuardError(f"no held run {run_id!r} (`idsync status` lists the held runs)")
+            raise UnknownRun(f"no held run {run_id!r} (`idsync held` lists the held runs)")
         users = self.users(run_id)
         if before == decision:
             return users  # decided so before: the same answer again

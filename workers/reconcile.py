@@ -49,6 +49,7 @@ def reconcile(self: IdentityTask, event: dict[str, Any]) -> str:
     except NoMapping:
         return "no_mapping"
     folder = ctx.settings.reconcile_reports
+    folder.mkdir(parents=True, exist_ok=True)
     write_reports(ReportData.of(runlog), [folder / f"{runlog.run_id}.json", folder / f"{runlog.run_id}.html"])
     return "done"
 

@@ -34,14 +34,15 @@ __all__ = ["app", "main", "parse_duration"]
 
 
 def _quiet_logging() -> None:
-    """Before any command runs: library log lines go to stderr, warnings and up only, so a command's answer on stdout
-    (`--json` included) is never mixed with them. The long-running components (worker, webhook, poller, beat...)
-    configure their own logging from the settings when they start."""
+    """Before any command runs: log lines go to stderr, warnings and up only, and readable (never JSON, which is for
+    the long-running components' log collectors), so a command's answer on stdout (`--json` included) is never mixed
+    with them and a person at a terminal reads no JSON. The long-running components (worker, webhook, poller,
+    beat...) configure their own logging from the settings when they start."""
     from types import SimpleNamespace
 
     from shared.logging import configure_logging
 
-    configure_logging(SimpleNamespace(log_json=None, log_level="WARNING"))
+    configure_logging(SimpleNamespace(log_json=False, log_level="WARNING"))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

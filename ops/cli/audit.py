@@ -32,6 +32,18 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _check_output(path: Path | None, formats: tuple[str, ...] | None) -> None:
+    """Before reading the trail: a file that could not be written there is one line and exit 2 (nothing created)."""
+    from shared.output_files import OutputPathError, check_output
+
+    if path is None:
+        return
+    try:
+        check_output(path, "--output", formats)
+    except OutputPathError as err:
+        raise _fail(str(err)) from None
+
+
 def _entries(settings: Settings, sink: str, directory: Path | None) -> list[Any]:
     """The trail as held by `sink`, in the sink's order; unreadable lines stay in place as problems."""
     from shared.audit_chain import parse_lines
@@ -131,6 +143,7 @@ def export_cmd(
 
     if fmt not in ("jsonl", "csv"):
         raise typer.BadParameter("--format must be jsonl or csv")
+    _check_output(output, None)
     settings = _settings()
     entries = [e for e in _entries(settings, sink, directory) if not isinstance(e, Problem)]
     chosen = in_range(entries, parse_when(since), parse_when(until))
@@ -159,8 +172,7 @@ def report_cmd(
     from shared.audit_chain import Problem, verify
 
     suffix = output.suffix.lower()
-    if suffix not in (".html", ".htm", ".csv"):
-        raise typer.BadParameter("--output must end in .html or .csv")
+    _check_output(output, (".html", ".htm", ".csv"))
     settings = _settings()
     items = _entries(settings, sink, directory)
     verdict = verify(items, _keys(settings, key_files))
@@ -172,7 +184,7 @@ def report_cmd(
     else:
         scope = (f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC from the {sink} sink · period "
                  f"{_day(start) or 'start of trail'} – {_day(end) or 'now'}" + (f" · user {user}" if user else ""))
-        write_html(users, output, title="idsync access report", verdict=verdict.summary(), intact=verdict.intact,
+        write_html(users, output, title="idsync audit report", verdict=verdict.summary(), intact=verdict.intact,
                    scope=scope)
     changes = sum(len(u.changes) for u in users)
     typer.echo(f"wrote {output}: {len(users)} user(s), {changes} access change(s); {verdict.summary()}")

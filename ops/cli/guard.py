@@ -18,9 +18,10 @@ from rich.table import Table
 from ops import components
 from ops.cli.app import app, console
 from ops.cli.app import settings as _settings
+from ops.cli.errors import EXIT_UNAVAILABLE, fail
 from ops.time_display import when, with_iso_times
 
-RunId = Annotated[str, typer.Argument(help="the held run's id, as `idsync status` shows it")]
+RunId = Annotated[str, typer.Argument(help="the held run's id, as `idsync held` lists it")]
 
 
 def _guard() -> Any:
@@ -31,16 +32,18 @@ def _guard() -> Any:
 
 
 def _decide(run_id: str, approve: bool) -> list[Any]:
-    """The decision, or one line on stderr and exit 1 (an unknown run, a run decided the other way)."""
+    """The decision, or one line on stderr: exit 2 for an unknown run (bad input, like an unknown user or review
+    item), 1 for a run decided the other way already."""
     from shared.audit_events import operator_actor
-    from shared.deprovision_guard import GuardError
+    from shared.deprovision_guard import GuardError, UnknownRun
 
     guard = _guard()
     try:
         return list((guard.approve if approve else guard.reject)(run_id, operator_actor()))
+    except UnknownRun as err:
+        raise fail(str(err)) from None
     except GuardError as err:
-        typer.echo(f"idsync: {err}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(str(err), EXIT_UNAVAILABLE) from None
 
 
 @app.command()
@@ -91,8 +94,7 @@ def held(
         return
     users = [vars(u) for u in guard.users(run_id)]
     if not users:
-        typer.echo(f"idsync: no run {run_id!r} (`idsync held` lists the held runs)", err=True)
-        raise typer.Exit(1)
+        raise fail(f"no held run {run_id!r} (`idsync held` lists the held runs)")
     if as_json:
         typer.echo(json.dumps(with_iso_times(users), indent=2))
         return

@@ -22,6 +22,7 @@ import typer
 from ops import components
 from ops.cli.app import app, console
 from ops.cli.app import settings as _settings
+from ops.cli.errors import EXIT_BAD_INPUT
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -30,7 +31,8 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _entra_id(graph: Any, links: Any, target: str) -> str:
-    """An object id as given, or the id of the user with that UPN (live or soft-deleted with a stored link)."""
+    """An object id as given, or the id of the user with that UPN (live or soft-deleted with a stored link); nobody:
+    one line and exit 2 (bad input), as `idsync sync-user` answers."""
     from shared.mapping.model import GUID
 
     if GUID.match(target):
@@ -38,7 +40,8 @@ def _entra_id(graph: Any, links: Any, target: str) -> str:
     user = graph.get_user(target, select=["id"])
     if user is not None:
         return str(user["id"])
-    _fail(f"no user {target} in Entra (a deleted user: give the object id, e.g. from `idsync review list`)")
+    _fail(f"no Entra user {target!r} (give a UPN or an object id; a deleted user: the object id, e.g. from "
+          "`idsync review list`)", EXIT_BAD_INPUT)
     raise AssertionError("unreachable")
 
 

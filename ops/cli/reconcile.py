@@ -101,18 +101,38 @@ def _print_plan(data: Any) -> None:
         console.print(f"[yellow]review[/yellow] {escape(str(row.get('message')))}", highlight=False)
 
 
+#: The items counted across users (`totals`), as the summary names them: "review items" are questions for a person
+#: on any user's plan, not the `review` count of users whose whole plan waits for a person.
+TOTAL_LABELS = {"changes": "changes", "direct_edits": "direct Salesforce edits", "reviews": "review items",
+                "failures": "failures"}
+
+
+def summary_rows(summary: dict[str, Any]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """(users per plan, by the JSON report's `counts` keys; items, by `TOTAL_LABELS`) as the summary table shows
+    them."""
+    users = [(key, int(value)) for key, value in summary["counts"].items()]
+    items = [(label, int(summary["totals"].get(key, 0))) for key, label in TOTAL_LABELS.items()]
+    return users, items
+
+
 def _print_summary(data: Any, dry_run: bool) -> None:
     from rich.table import Table
 
     s = data.summary()
+    users, items = summary_rows(s)
     table = Table(title=f"reconciliation {s['run_id']}" + (" (dry run: nothing written)" if dry_run else ""))
-    table.add_column("users")
+    table.add_column("users by plan")
     table.add_column("count", justify="right")
-    for key, value in s["counts"].items():
+    for key, value in users:
         table.add_row(key, str(value))
-    for key in ("changes", "direct_edits", "reviews", "failures"):
-        table.add_row(f"[dim]{key.replace('_', ' ')}[/dim]", str(s["totals"].get(key, 0)))
+    table.add_section()
+    for label, value in items:
+        table.add_row(f"[dim]{label}[/dim]", str(value))
     console.print(table)
+    if s["counts"].get("review") or s["totals"].get("reviews"):
+        console.print("[dim]review: users whose whole plan waits for a person (nothing is written for them); review "
+                      "items: each question for a person, on any user's plan (a user being updated can carry one)"
+                      "[/dim]", soft_wrap=True)
     guard = s.get("guard")
     if isinstance(guard, dict) and guard.get("held"):
         console.print(f"[yellow]{guard.get('deprovisions')} deactivations are HELD by the mass-deprovisioning guard "
@@ -134,15 +154,16 @@ def reconcile(
 ) -> None:
     """Reconcile every user: a plan from THE engine, drift reports, writes in resumable chunks on the sync lane."""
     from ops.cli.sync_user import provisioning_deps
+    from shared.output_files import OutputPathError
     from shared.provisioning.mapping_store import NoMapping
-    from shared.reconcile.reports import ReportData, ReportFormatError, check_paths, write_reports
+    from shared.reconcile.reports import ReportData, check_paths
     from shared.reconcile.run_state import RunInProgress
     from shared.reconcile.runner import Options, ReconcileError, Reconciler
 
     paths = list(report or [])
     try:
-        check_paths(paths)
-    except ReportFormatError as err:
+        check_paths(paths)  # before the run: a report that cannot be written stops nothing half-way
+    except OutputPathError as err:
         raise _fail(str(err)) from None
     settings = _settings()
     deps = provisioning_deps(settings, with_sender=not dry_run)
@@ -161,16 +182,52 @@ def reconcile(
     if dry_run and not quiet:
         _print_plan(data)
     _print_summary(data, dry_run)
-    written = write_reports(data, paths)
-    if not dry_run:
-        folder = settings.reconcile_reports
-        folder.mkdir(parents=True, exist_ok=True)
-        written += write_reports(data, [folder / f"{runlog.run_id}.json", folder / f"{runlog.run_id}.html"])
-        _keep_reports(folder)
-    for path in written:
-        console.print(f"report: {path}", highlight=False)
+    _write_all(data, settings, paths, dry_run)
     if data.totals.get("failures"):
         raise typer.Exit(1)
+
+
+def _write_all(data: Any, settings: Any, paths: list[Path], dry_run: bool) -> None:
+    """The run's own copies in the report directory first (a real run), then the reports asked for. A write that
+    fails anyway (the disk filled up, a directory removed meanwhile) does not stop the others; the one line then says
+    the run completed and which report was not written."""
+    from ops.cli.errors import os_error_hint
+    from shared.reconcile.reports import write_reports
+
+    targets = list(paths)
+    if not dry_run:
+        folder = settings.reconcile_reports
+        own = [folder / f"{data.runlog.run_id}.json", folder / f"{data.runlog.run_id}.html"]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # the writes below fail and say so
+        targets = own + targets
+    failed: list[str] = []
+    for path in targets:
+        try:
+            write_reports(data, [path])
+        except OSError as err:
+            failed.append(f"{path} was not written: {err.strerror or err} — {os_error_hint(err)}")
+            continue
+        console.print(f"report: {path}", highlight=False, soft_wrap=True)
+    if not dry_run:
+        _keep_reports(settings.reconcile_reports)
+    if failed:
+        done = "the dry run completed" if dry_run else f"the run {data.runlog.run_id} completed"
+        raise _fail(f"{done}, but {'; '.join(failed)}", 1)
+
+
+def access_summary(data: Any) -> str:
+    """The access report in one line, from the same rows as its table: each figure is a count of row statuses or of
+    the users those rows belong to."""
+    by_status = data.by_status
+    return (f"{data.user_count} Salesforce users, {data.grant_count} entitlements: {data.justified} justified by a "
+            f"rule, {data.unjustified} no rule justifies ({by_status.get('granted_by_hand', 0)} granted by hand, "
+            f"{by_status.get('pending_removal', 0)} pending removal, {by_status.get('out_of_scope', 0)} out of scope, "
+            f"{by_status.get('entra_disabled', 0)} Entra account disabled, {by_status.get('no_entra_user', 0)} no "
+            f"Entra user); {len(data.out_of_scope)} users out of scope holding entitlements, {len(data.disabled)} "
+            "linked users disabled in Entra")
 
 
 @access_app.command("report")
@@ -180,21 +237,20 @@ def access_report(
     """Every Salesforce user's profile, role, permission sets (and groups), licences, public groups and queues, with
     the Entra group and mapping rule that justifies each; hand-granted entitlements, out-of-scope holders and
     disabled Entra accounts listed apart. Reads only."""
+    from ops.cli.sync_user import provisioning_deps
+    from shared.output_files import OutputPathError, check_output
     from shared.provisioning.mapping_store import NoMapping
     from shared.reconcile.access import write_access_report
 
-    if output.suffix.lower() not in (".html", ".csv"):
-        raise _fail(f"--output {output}: the format comes from the extension: .html or .csv")
-    from ops.cli.sync_user import provisioning_deps
-
+    try:
+        check_output(output, "--output", (".html", ".csv"))
+    except OutputPathError as err:
+        raise _fail(str(err)) from None
     settings = _settings()
     deps = provisioning_deps(settings, with_sender=False)
-    output.parent.mkdir(parents=True, exist_ok=True)
     try:
         data = write_access_report(deps, output)
     except NoMapping as err:
         raise _fail(str(err)) from None
-    console.print(f"{data.user_count} Salesforce users, {data.grant_count} entitlements: {data.justified} justified "
-                  f"by a rule, {data.unjustified} granted by hand, {len(data.out_of_scope)} users out of scope "
-                  f"holding entitlements, {len(data.disabled)} linked users disabled in Entra", highlight=False)
-    console.print(f"report: {output}", highlight=False)
+    console.print(access_summary(data), highlight=False)
+    console.print(f"report: {output}", highlight=False, soft_wrap=True)

@@ -19,11 +19,17 @@ from rich.table import Table
 from ops import components
 from ops.cli.app import app, console
 from ops.cli.app import settings as _settings
+from ops.cli.errors import fail
 from ops.time_display import when, with_iso_times
 
 review_app = typer.Typer(help="Work that needs a person (blocked deactivations, records no rule could place).",
                          no_args_is_help=True)
 app.add_typer(review_app, name="review")
+
+
+def _unknown(item_id: str) -> typer.Exit:
+    """An id that names no open item: bad input (exit 2), one line on stderr."""
+    return fail(f"no review item {item_id!r} (`idsync review list` lists the open items)")
 
 
 def _links() -> Any:
@@ -58,8 +64,7 @@ def review_show(
     """One item in full: who, why the deactivation was blocked, and what Salesforce said."""
     item = _links().get_review(item_id)
     if item is None:
-        console.print(f"no review item {item_id} (see `idsync review list`)", style="red", markup=False)
-        raise typer.Exit(1)
+        raise _unknown(item_id)
     if as_json:
         typer.echo(json.dumps(with_iso_times(item), indent=2))
         return
@@ -112,12 +117,10 @@ def review_resolve(
     links = _links()
     item = links.get_review(item_id)
     if item is None:
-        typer.echo(f"idsync: no review item {item_id} (see `idsync review list`)", err=True)
-        raise typer.Exit(1)
+        raise _unknown(item_id)
     task = _ACTIONS[action].get(item["reason"])
     if task is None:
-        typer.echo(f"idsync: --{action} does not apply to a '{item['reason']}' item", err=True)
-        raise typer.Exit(1)
+        raise fail(f"--{action} does not apply to a '{item['reason']}' item")
     from shared import audit as audit_mod
     from shared.audit_events import operator_actor
     from shared.dispatch import publish
@@ -154,8 +157,7 @@ def _decide(item_id: str, link: str | None, create: bool) -> None:
     links = _links()
     item = links.get_review(item_id)
     if item is None:
-        console.print(f"no review item {item_id} (see `idsync review list`)", style="red", markup=False)
-        raise typer.Exit(1)
+        raise _unknown(item_id)
     entra_id, topic = item["entra_id"], item.get("topic")
     decisions = ReviewDecisions(links.redis)
     if link is not None:

@@ -17,6 +17,7 @@ import typer
 from ops import components
 from ops.cli.app import app, console
 from ops.cli.app import settings as _settings
+from ops.cli.errors import fail
 
 
 def provisioning_deps(settings: Any, *, with_sender: bool) -> Any:
@@ -34,10 +35,10 @@ def provisioning_deps(settings: Any, *, with_sender: bool) -> Any:
 
 
 def resolve_user(graph: Any, key: str) -> str:
-    """An object id or a UPN -> the object id (one Graph read); a one-line error for nobody."""
+    """An object id or a UPN -> the object id (one Graph read); nobody: one line and exit 2 (bad input)."""
     found = graph.get_user(key, select=["id"])
     if found is None:
-        raise typer.BadParameter(f"no Entra user {key!r} (give a UPN or an object id)")
+        raise fail(f"no Entra user {key!r} (give a UPN or an object id)")
     return str(found["id"])
 
 

@@ -7,10 +7,13 @@ public groups and queues they hold, each with its status:
   line) are named, from `desired_user`, so the justification is exactly what the engine would grant;
 - `granted_by_hand`: no rule gives it, and idsync did not grant it (someone assigned it in Salesforce);
 - `pending_removal`: idsync granted it, no rule gives it any more: the next sync or reconciliation removes it;
-- `out_of_scope`: the user's Entra account is disabled or outside the mapping's scope (a leaver to be);
+- `out_of_scope`: the user's Entra account is enabled but outside the mapping's scope (a leaver to be);
+- `entra_disabled`: the user's Entra account is disabled (a leaver);
 - `no_entra_user`: the Salesforce user has no Entra counterpart (no link, no match).
-Listed apart: entitlements no rule justifies, users holding entitlements while out of scope, and linked users whose
-Entra account is disabled.
+Listed apart: entitlements no rule justifies (every status but `justified`), users holding entitlements while out
+of scope (the users of the `out_of_scope` rows), and linked users whose Entra account is disabled (the users of the
+`entra_disabled` rows). Each list and its count come from the rows themselves, so the summary, the lists and the
+table's statuses cannot disagree.
 """
 
 from __future__ import annotations
@@ -47,13 +50,15 @@ class AccessData:
     justified: int = 0
     grant_count: int = 0
     user_count: int = 0
-    by_hand: list[dict[str, Any]] = field(default_factory=list)
-    out_of_scope: list[dict[str, Any]] = field(default_factory=list)
-    disabled: list[dict[str, Any]] = field(default_factory=list)
+    by_status: dict[str, int] = field(default_factory=dict)  # rows per status
+    by_hand: list[dict[str, Any]] = field(default_factory=list)  # every row no rule justifies (any such status)
+    out_of_scope: list[dict[str, Any]] = field(default_factory=list)  # one per user with `out_of_scope` rows
+    disabled: list[dict[str, Any]] = field(default_factory=list)  # one per user with `entra_disabled` rows
     sink: Callable[[dict[str, Any]], None] | None = None  # receives every row (the CSV is written as rows come)
 
     def add(self, row: dict[str, Any]) -> None:
         self.grant_count += 1
+        self.by_status[row["status"]] = self.by_status.get(row["status"], 0) + 1
         if row["status"] == "justified":
             self.justified += 1
         else:
@@ -110,13 +115,15 @@ def _user_rows(data: AccessData, view: RowView, run: _Run, entra: EntraUser | No
     entra_state = ("none" if entra is None else "disabled" if not entra.enabled else
                    "in scope" if desired is not None and desired.in_scope else "out of scope")
     data.user_count += 1
-    holds_entitlements = False
+    statuses: set[str] = set()
     for kind, name, sf_id in _held(view, catalog, side):
         rule = wanted.get((kind, sf_id))
         key = kind if kind in ("role", "profile") else entitlement_key(kind, name)
         if entra is None:
             status = "no_entra_user"
-        elif entra_state != "in scope":
+        elif entra_state == "disabled":
+            status = "entra_disabled"
+        elif entra_state == "out of scope":
             status = "out_of_scope"
         elif rule is not None:
             status = "justified"
@@ -124,16 +131,18 @@ def _user_rows(data: AccessData, view: RowView, run: _Run, entra: EntraUser | No
             status = "pending_removal"
         else:
             status = "granted_by_hand"
-        if kind != "profile":
-            holds_entitlements = True
+        statuses.add(status)
         data.add({"username": view.get("Username"), "salesforce_id": str(view["Id"]), "active": view.get("IsActive"),
                   "entra_upn": entra.upn if entra else None, "entra_state": entra_state, "kind": KIND_LABELS[kind],
                   "name": name, "status": status,
                   "entra_groups": ", ".join(dict.fromkeys(_GROUP.findall(rule or ""))) or None, "rule": rule})
-    if entra is not None and view.get("IsActive") and holds_entitlements and entra_state == "out of scope":
+    if entra is None:
+        return
+    if "out_of_scope" in statuses:
         data.out_of_scope.append({"username": view.get("Username"), "entra_upn": entra.upn,
+                                  "salesforce_active": bool(view.get("IsActive")),
                                   "reason": desired.reason if desired else ""})
-    if entra is not None and not entra.enabled and entra.deleted is None:
+    if "entra_disabled" in statuses:
         data.disabled.append({"username": view.get("Username"), "entra_upn": entra.upn,
                               "salesforce_active": bool(view.get("IsActive"))})
 
@@ -215,10 +224,11 @@ def render_access(data: AccessData) -> str:
              _section("Entitlements no rule justifies", "unjustified", by_hand,
                       ("username", "entra_upn", "kind", "name", "status"), data.unjustified,
                       '<p class="muted">granted_by_hand: assigned in Salesforce, not by idsync; pending_removal: '
-                      "idsync granted it and will remove it; out_of_scope: the Entra account is disabled or out of "
-                      "scope; no_entra_user: the user has no Entra account.</p>"),
+                      "idsync granted it and will remove it; out_of_scope: the Entra account is enabled but out of "
+                      "scope; entra_disabled: the Entra account is disabled; no_entra_user: the user has no Entra "
+                      "account.</p>"),
              _section("Users holding entitlements while out of scope", "out-of-scope", data.out_of_scope,
-                      ("username", "entra_upn", "reason"), len(data.out_of_scope)),
+                      ("username", "entra_upn", "salesforce_active", "reason"), len(data.out_of_scope)),
              _section("Linked users whose Entra account is disabled", "disabled", data.disabled,
                       ("username", "entra_upn", "salesforce_active"), len(data.disabled)),
              _section("Every entitlement", "all", data.rows,

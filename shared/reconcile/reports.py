@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.output_files import OutputPathError, check_output
 from shared.reconcile.run_state import COUNT_KEYS, ROW_LISTS, RunLog
 
 FORMATS = (".json", ".csv", ".html")
@@ -29,16 +30,15 @@ CSV_COLUMNS = ("section", "entra_id", "salesforce_id", "upn", "action", "change"
                "drift", "direct_edit", "modified_by", "modified_at", "rule", "code", "message")
 
 
-class ReportFormatError(ValueError):
-    pass
+#: A report path refused before the run (an unknown extension, a missing directory...): `OutputPathError`.
+ReportFormatError = OutputPathError
 
 
 def check_paths(paths: list[Path]) -> None:
-    """Refuse an unknown extension before the run starts, not after it."""
+    """Refuse a report that could not be written (unknown extension, missing or unwritable directory, a directory
+    given as the file) before the run starts, not after it. Nothing is created."""
     for path in paths:
-        if path.suffix.lower() not in FORMATS:
-            raise ReportFormatError(f"--report {path}: the format comes from the extension: "
-                                    f"{', '.join(FORMATS)}")
+        check_output(path, "--report", FORMATS)
 
 
 @dataclass
@@ -101,9 +101,11 @@ def _number(value: Any) -> float | None:
 
 
 def write_reports(data: ReportData, paths: list[Path]) -> list[Path]:
-    check_paths(paths)
+    """Write each report; the directories must exist (`check_paths` says so before a run; a caller writing to its own
+    folder creates it)."""
     for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() not in FORMATS:
+            raise ReportFormatError(f"--report {path}: the format comes from the extension: {', '.join(FORMATS)}")
         suffix = path.suffix.lower()
         if suffix == ".json":
             write_json(data, path)

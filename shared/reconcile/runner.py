@@ -690,7 +690,8 @@ class _Run:
                     "linked_total": linked_total,
                 }
             )
-            log.warning(
+            # a hold needs a person (a warning); deprovisions the guard lets through are the run's ordinary work
+            (log.warning if held else log.info)(
                 "reconcile_deprovisions_held" if held else "reconcile_deprovisions_allowed",
                 run_id=runlog.run_id,
                 deprovisions=len(rows),

@@ -64,6 +64,13 @@ def test_the_demo_dry_run_shows_the_seeded_drift_and_a_run_repairs_every_linked_
 
     done = idsync(stack, "reconcile", "--report", "done.json", "--report", "done.html")
     assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((stack.tmp / "done.json").read_text())
+    own = stack.tmp / "var" / "reconcile" / f"{result['run_id']}.json"
+    assert json.loads(own.read_text())["counts"] == result["counts"]  # the run's own copy, written first
+    # the terminal shows the summary, not log lines: no JSON, no information-level event (warnings only, readable)
+    assert not [line for line in (done.stdout + done.stderr).splitlines() if line.lstrip().startswith("{")]
+    assert "reconcile_deprovisions_allowed" not in done.stdout + done.stderr
+    assert "review items" in done.stdout and "users by plan" in done.stdout
 
     tenant = GraphAdmin(stack.env)
     entra = {u["id"]: u for u in tenant.users(
@@ -96,3 +103,12 @@ def test_a_report_with_an_unknown_extension_is_refused_before_anything_runs(stac
     assert done.returncode == 2
     assert done.stderr.strip().startswith("idsync: --report plan.pdf") and "Traceback" not in done.stderr
     assert not Path(stack.tmp / "plan.pdf").exists()
+
+
+def test_a_report_path_that_cannot_be_written_stops_a_real_run_before_anything_is_applied(stack) -> None:
+    (stack.tmp / "plan.json").write_text("{}")
+    refused = idsync(stack, "reconcile", "--report", "plan.json/x.html")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr == "idsync: --report plan.json/x.html: plan.json is a file, not a directory\n"
+    assert not (stack.tmp / "var" / "reconcile").exists()
+    assert not stack.redis.hlen(LINKS_BY_SF_KEY)  # nothing created or linked: the run never started

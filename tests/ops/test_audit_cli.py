@@ -112,10 +112,35 @@ def test_the_html_report_is_one_self_contained_page(redis_server, trail, tmp_pat
     assert _run(redis_server, tmp_path, "audit", "report", "--output", str(page)).returncode == 0
     html = page.read_text()
     assert html.startswith("<!doctype html>") and "the chain is intact" in html
+    assert "<title>idsync audit report</title>" in html and "<h1>idsync audit report</h1>" in html
+    assert "access report" not in html  # `idsync access report` is another page
     assert "ann@example.com" in html and "revoked" in html and "granted" in html and "#3:" in html
     assert "<script" not in html and "src=" not in html and "http" not in html.replace("http-equiv", "")
     wrong = _run(redis_server, tmp_path, "audit", "report", "--output", str(tmp_path / "report.pdf"))
-    assert wrong.returncode != 0 and ".html or .csv" in wrong.stderr
+    assert wrong.returncode == 2 and wrong.stderr == (
+        f"idsync: --output {tmp_path / 'report.pdf'}: the format comes from the extension: .html, .htm, .csv\n")
+
+
+@pytest.mark.parametrize("command", [["report"], ["export"]])
+def test_an_output_in_a_missing_directory_is_one_line_before_the_trail_is_read_and_nothing_is_created(
+        redis_server, tmp_path, command):
+    target = tmp_path / "missing" / "dir" / "audit.html"
+    result = _run(redis_server, tmp_path, "audit", *command, "--output", str(target))  # no trail: checked first
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (f"idsync: --output {target}: the directory {target.parent} does not exist (create it "
+                             "first)\n")
+    assert not (tmp_path / "missing").exists()
+
+
+def test_an_output_under_a_file_or_naming_a_directory_is_refused(redis_server, trail, tmp_path):
+    (tmp_path / "plan.json").write_text("{}")
+    under_a_file = _run(redis_server, tmp_path, "audit", "report", "--output", "plan.json/a.html")
+    assert under_a_file.returncode == 2
+    assert under_a_file.stderr == "idsync: --output plan.json/a.html: plan.json is a file, not a directory\n"
+    (tmp_path / "out.csv").mkdir()
+    a_directory = _run(redis_server, tmp_path, "audit", "report", "--output", "out.csv")
+    assert a_directory.returncode == 2
+    assert a_directory.stderr == "idsync: --output out.csv: is a directory; give a file name in it\n"
 
 
 def test_a_dlq_replay_is_audited_with_the_operator_as_actor(redis_server, redis_client, tmp_path):

@@ -51,7 +51,16 @@ def test_dlq_list_json_filters_by_lane_and_show_prints_the_entry(redis_server, r
     assert [e["id"] for e in listed] == ["d2"]
     shown = _run(redis_server, tmp_path, "dlq", "show", "d1", "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["correlation_id"] == "corr-1"
-    assert _run(redis_server, tmp_path, "dlq", "show", "nope").returncode == 1
+
+
+
+@pytest.mark.parametrize("command", ["show", "replay"])
+def test_an_unknown_dead_letter_is_one_line_on_stderr_and_exit_2(redis_server, redis_client, tmp_path, command):
+    _dead(redis_client, "d1", "sync")
+    result = _run(redis_server, tmp_path, "dlq", command, "nope")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "idsync: no dead letter 'nope' (`idsync dlq list` lists them)\n"
+    assert [e.id for e in DeadLetterQueue(redis_client, 100, 86400).list()] == ["d1"]  # nothing else touched
 
 
 def test_dlq_json_times_are_iso_8601_with_the_first_failure_and_the_attempt_history(
@@ -197,3 +206,19 @@ def test_the_request_poller_says_in_one_line_when_the_mapping_leaves_requests_of
     assert result.returncode == 2
     assert result.stderr.strip() == ("idsync: the reverse flow is off — set requests: {enabled: true} in the mapping "
                                      "file (docs/guests-and-requests.md)")
+
+
+def test_interactive_commands_log_readable_warnings_on_stderr_and_nothing_below_warning(tmp_path):
+    """What `main()` sets up before every command: stdout holds the command's answer only; a warning is one readable
+    line on stderr (JSON even when IDSYNC_LOG_JSON asks for it is for the long-running components); info is not
+    shown."""
+    script = ("from ops.cli import _quiet_logging\n_quiet_logging()\nfrom shared.logging import get_logger\n"
+              "log = get_logger('idsync.reconcile')\nlog.info('reconcile_deprovisions_allowed', deprovisions=2)\n"
+              "log.warning('reconcile_deprovisions_held', deprovisions=40)\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "IDSYNC_LOG_JSON": "true"}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert "reconcile_deprovisions_held" in line and "deprovisions=40" in line and "warning" in line
+    assert not line.lstrip().startswith("{")

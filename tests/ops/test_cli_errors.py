@@ -153,3 +153,38 @@ def test_the_boundary_sorts_failures_into_configuration_and_unavailable_services
         "check IDSYNC_CA_BUNDLE (a PEM file of CA certificates)")
     code, line = explain(KeyError("surprise"))
     assert code == 1 and line.startswith("idsync: unexpected KeyError: 'surprise' — this is a bug")
+
+
+def test_a_file_error_points_to_the_path_and_a_port_error_to_the_port():
+    import errno
+
+    from ops.cli.errors import explain
+
+    assert explain(FileExistsError(errno.EEXIST, "File exists", "plan.json")) == (
+        1, "idsync: File exists (plan.json) — check the path and its permissions")
+    assert explain(NotADirectoryError(errno.ENOTDIR, "Not a directory", "plan.json/x.html"))[1].endswith(
+        "— check the path and its permissions")
+    assert explain(OSError(errno.EADDRINUSE, "Address already in use"))[1] == (
+        "idsync: Address already in use — the port is in use by another process (another `idsync run`?) or not "
+        "available here")
+    assert "port" not in explain(PermissionError(errno.EACCES, "Permission denied", "/var/x"))[1]
+
+
+@pytest.fixture
+def tenant_env(tmp_path, redis_server):
+    """The settings of a running sandbox tenant (as `make run` writes them) and a real Redis."""
+    from tests.shared.reconcile.conftest import seeded
+
+    server = seeded(tmp_path / "sandbox", users=10, overlap=0.0)
+    try:
+        yield {**server.env(), "IDSYNC_REDIS_URL": redis_server.url, "IDSYNC_VAR_DIR": str(tmp_path / "var")}
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("command", [["sync-user"], ["sync-user", "--dry-run"], ["offboard"],
+                                     ["offboard", "--dry-run"]])
+def test_an_unknown_user_is_bad_input_one_line_and_exit_2_for_every_command(tmp_path, tenant_env, command):
+    result = _idsync(tmp_path, *command, "nobody@example.com", **tenant_env)
+    assert result.returncode == 2 and result.stdout == ""
+    assert _one_line(result).startswith("idsync: no Entra user 'nobody@example.com' (give a UPN or an object id")

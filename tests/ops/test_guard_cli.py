@@ -102,12 +102,19 @@ def test_review_resolve_retry_of_a_rejected_user_forgets_the_rejection(redis_ser
     assert guard.check_deactivation("c", "005c", "c@contoso.com").decision != "rejected"
 
 
-def test_an_unknown_or_already_decided_run_is_one_line_and_exit_1(redis_server, guard, run_id, tmp_path) -> None:
-    unknown = _run(redis_server, tmp_path, "approve", "live-19700101-9")
-    assert unknown.returncode == 1 and unknown.stderr.strip() == (
-        "idsync: no held run 'live-19700101-9' (`idsync status` lists the held runs)")
+@pytest.mark.parametrize("command", ["approve", "reject", "held"])
+def test_an_unknown_run_is_one_line_pointing_to_idsync_held_and_exit_2(redis_server, guard, run_id, tmp_path,
+                                                                         command) -> None:
+    unknown = _run(redis_server, tmp_path, command, "live-19700101-9")
+    assert unknown.returncode == 2 and unknown.stdout == ""
+    assert unknown.stderr == "idsync: no held run 'live-19700101-9' (`idsync held` lists the held runs)\n"
+    listed = _run(redis_server, tmp_path, "held")  # and `idsync held` is indeed the list
+    assert listed.returncode == 0 and run_id in listed.stdout and "Held runs (1)" in listed.stdout
+
+
+def test_a_run_already_decided_the_other_way_is_one_line_and_exit_1(redis_server, guard, run_id, tmp_path) -> None:
     guard.reject(run_id, "operator:alice")
     twice = _run(redis_server, tmp_path, "approve", run_id)
     assert twice.returncode == 1 and twice.stderr.strip() == (
         f"idsync: run {run_id} was rejected already, by operator:alice")
-    assert "Traceback" not in unknown.stderr + twice.stderr
+    assert "Traceback" not in twice.stderr

@@ -50,10 +50,12 @@ def test_review_json_output_has_iso_times_and_the_stable_id(redis_server, blocke
     assert shown["created_at"].endswith("Z") and datetime.fromisoformat(shown["created_at"])
 
 
-def test_an_unknown_review_item_is_one_line_and_a_non_zero_exit(redis_server, tmp_path):
-    result = _run(redis_server, tmp_path, "show", "nope")
-    assert result.returncode == 1 and "no review item nope" in result.stdout
-    assert "Traceback" not in result.stdout + result.stderr
+@pytest.mark.parametrize("args", [["show", "nope"], ["show", "nope", "--json"], ["resolve", "nope", "--retry"],
+                                  ["resolve", "nope", "--ignore"], ["resolve", "nope", "--create"]])
+def test_an_unknown_review_item_is_one_line_on_stderr_and_exit_2(redis_server, tmp_path, args):
+    result = _run(redis_server, tmp_path, *args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "idsync: no review item 'nope' (`idsync review list` lists the open items)\n"
 
 
 def _queued(redis_client, queue: str) -> list[str]:
@@ -83,6 +85,6 @@ def test_review_resolve_needs_one_action_and_an_item_it_applies_to(redis_server,
     no_action = _run(redis_server, tmp_path, "resolve", item["id"])
     assert no_action.returncode == 2 and "choose one action: --retry" in no_action.stderr
     wrong = _run(redis_server, tmp_path, "resolve", item["id"], "--retry")
-    assert wrong.returncode == 1 and "--retry does not apply to a 'match_several' item" in wrong.stderr
+    assert wrong.returncode == 2 and wrong.stderr == "idsync: --retry does not apply to a 'match_several' item\n"
     assert "Traceback" not in wrong.stdout + wrong.stderr + no_action.stderr
     assert redis_client.llen("revocation") == 0 and redis_client.llen("sync") == 0

@@ -20,6 +20,9 @@ def test_relative_times_read_like_a_person_would_say_them() -> None:
     assert ago(T, now=T + 5 * 3600) == "5 h ago"
     assert ago(T, now=T + 2 * 86400 + 7) == "2 d ago"
     assert ago(T + 180, now=T) == "in 3 min"
+    assert ago(T + 3 * 3600 + 59 * 60 + 30, now=T) == "in 3 h 59 min"  # not "in 3 h": an hour off
+    assert ago(T, now=T + 5 * 3600 + 12 * 60) == "5 h 12 min ago"
+    assert ago(T, now=T + 2 * 86400 + 3 * 3600 + 59 * 60) == "2 d 3 h ago"
     assert ago(None) == "never"
     assert when(T, now=T + 180) == "2025-03-01T09:30:00Z (3 min ago)"
 

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
+from ops.cli.reconcile import access_summary
 from sandbox.admin_clients import GraphAdmin
 from shared.reconcile.access import write_access_report
+from shared.settings import load_settings
 from tests.shared.reconcile.browser import render
-from tests.shared.reconcile.conftest import Setup, reconcile, seeded
+from tests.shared.reconcile.conftest import Setup, make_deps, reconcile, seeded
 
 
 @pytest.fixture
@@ -68,12 +70,21 @@ def test_the_access_report_tells_justified_from_hand_granted_and_lists_the_excep
     assert {r["status"] for r in ana.values()} == {"out_of_scope"}
     assert ("permission set", "Sales_Cloud_User") in ana and ("public group", "All_Sales") in ana
     bo = _of(rows, people["bo"][1])
-    assert bo[("permission set", "Marketing_User")]["status"] == "out_of_scope"
+    assert {r["status"] for r in bo.values()} == {"entra_disabled"}  # disabled, not "out of scope"
+    assert bo[("permission set", "Marketing_User")]["status"] == "entra_disabled"
     integration = _of(rows, "idsync.integration@idsync-sandbox.example.com")
     assert integration[("permission set", "API_Only")]["status"] == "no_entra_user"  # the seed's hand grant
 
     assert [o["entra_upn"] for o in data.out_of_scope] == [people["ana"][1]]
     assert [d["entra_upn"] for d in data.disabled] == [people["bo"][1]]
+    # the lists and their counts are the users of the table's rows with those statuses
+    def users_with(status: str) -> set[str]:
+        return {r["entra_upn"] for r in rows if r["status"] == status}
+
+    assert {o["entra_upn"] for o in data.out_of_scope} == users_with("out_of_scope")
+    assert {d["entra_upn"] for d in data.disabled} == users_with("entra_disabled")
+    assert data.by_status == {s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}}
+    assert data.by_status["out_of_scope"] == len(ana) and data.by_status["entra_disabled"] == len(bo)
     dom, console = render(html_path)
     assert console == []
     totals = {m.group(1): int(m.group(2)) for m in re.finditer(r'data-total="([^"]+)"[^>]*>(\d+)<', dom)}
@@ -81,3 +92,30 @@ def test_the_access_report_tells_justified_from_hand_granted_and_lists_the_excep
     assert totals["justified"] == sum(r["status"] == "justified" for r in rows)
     unjustified = dom[dom.index('id="unjustified"'):dom.index('id="out-of-scope"')]
     assert "API_Only" in unjustified and people["cy"][1] in unjustified
+    assert totals["out-of-scope"] == 1 and totals["disabled"] == 1
+    out_of_scope = dom[dom.index('id="out-of-scope"'):dom.index('id="disabled"')]
+    disabled = dom[dom.index('id="disabled"'):dom.index('id="all"')]
+    assert people["ana"][1] in out_of_scope and people["bo"][1] not in out_of_scope and "None." not in out_of_scope
+    assert people["bo"][1] in disabled and people["ana"][1] not in disabled
+
+
+def test_the_demo_s_disabled_leavers_are_counted_in_the_summary_the_sections_and_the_table_alike(
+        tmp_path, redis_server, redis_client) -> None:
+    """What `make run` seeds (seed 1): tom.meyer and nina.larsen are linked, disabled in Entra, and still hold their
+    access in Salesforce. Every place of the report says so with the same numbers."""
+    server = seeded(tmp_path / "demo", users=50, groups=13, seed=1, overlap=0.3)
+    try:
+        values = {k.removeprefix("IDSYNC_").lower(): v for k, v in server.env().items()}
+        settings = load_settings(_env_file=None, **values, redis_url=redis_server.url, var_dir=str(tmp_path / "var"))
+        data = write_access_report(make_deps(settings, redis_client), tmp_path / "access.html")
+    finally:
+        server.stop()
+    leavers = {"tom.meyer@fabrikam.example.com", "nina.larsen@fabrikam.example.com"}
+    disabled_rows = [r for r in data.rows if r["status"] == "entra_disabled"]
+    assert {r["entra_upn"] for r in disabled_rows} == leavers and len(disabled_rows) == 10
+    assert not [r for r in data.rows if r["status"] == "out_of_scope"]
+    assert {d["entra_upn"] for d in data.disabled} == leavers and data.out_of_scope == []
+    line = access_summary(data)
+    assert "10 Entra account disabled" in line and "0 out of scope," in line
+    assert line.endswith("0 users out of scope holding entitlements, 2 linked users disabled in Entra")
+    assert f"{data.unjustified} no rule justifies" in line and data.by_status.get("justified") == data.justified

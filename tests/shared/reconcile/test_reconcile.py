@@ -249,6 +249,28 @@ def test_a_run_s_deactivations_go_to_the_guard_as_one_set_then_to_the_revocation
     assert f"idsync approve {run.run_id}" in (tmp_path / "run.html").read_text()
 
 
+class _AllowingGuard(_HoldingGuard):
+    def hold_run(self, run_id: str, deprovisions: list[tuple[str, str | None, str]], linked_total: int) -> Any:
+        super().hold_run(run_id, deprovisions, linked_total)
+        from types import SimpleNamespace
+
+        return SimpleNamespace(held=False, reason="")
+
+
+@pytest.mark.parametrize(("guard", "event", "level"), [(_HoldingGuard, "reconcile_deprovisions_held", "warning"),
+                                                       (_AllowingGuard, "reconcile_deprovisions_allowed", "info")])
+def test_a_hold_is_logged_as_a_warning_and_deactivations_let_through_as_information(sandbox, deps, guard, event,
+                                                                                     level) -> None:
+    """A warning reaches the operator's terminal (`idsync reconcile` shows warnings); an allowed guard decision is the
+    run's ordinary work and is not one."""
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        Reconciler(deps, guard=guard()).run(Options())
+    [decision] = [entry for entry in logs if entry["event"].startswith("reconcile_deprovisions_")]
+    assert (decision["event"], decision["log_level"]) == (event, level)
+
+
 def test_one_run_converges_even_when_a_new_hire_s_manager_is_a_leaver_matched_in_the_same_run(
     sandbox, deps, tenant, org, setup
 ) -> None:
