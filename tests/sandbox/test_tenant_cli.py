@@ -282,3 +282,20 @@ def test_help_describes_every_subcommand(capsys):
         described = [line for line in out.splitlines() if line.split()[:1] == [command] and len(line.split()) > 1]
         assert described, f"{command} has no description in --help:\n{out}"
 
+
+def test_invite_into_distributors_joins_the_group_make_run_seeds(tmp_path_factory, capsys):
+    from ops.supervisor import SANDBOX_GROUPS
+
+    server = SandboxServer(tmp_path_factory.mktemp("sandbox14"), users=20, groups=SANDBOX_GROUPS, seed=1).start()
+    try:
+        env_file = _env_file(server, tmp_path_factory.mktemp("env"))
+        assert main(["--env-file", env_file, "invite", "ana.lima@newco.example.com", "--group", "Distributors",
+                     "--wait", "0"]) == 1  # no idsync here to make the Contact
+        captured = capsys.readouterr()
+        assert "no Entra group" not in captured.err
+        with server.state.lock:
+            d = server.state.directory
+            guest = next(u for u in d.users.values() if u.get("mail") == "ana.lima@newco.example.com")
+            assert {d.groups[g]["displayName"] for g in d.member_of.get(guest["id"], ())} == {"Distributors"}
+    finally:
+        server.stop()
