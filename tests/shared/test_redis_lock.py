@@ -83,7 +83,11 @@ def test_waiting_ends_as_soon_as_the_holder_lets_go(redis_client: redis.Redis) -
     holder = RedisLock(redis_client, "t:lock", 30_000)
     holder.acquire()
     waiter = RedisLock(redis_client, "t:lock", 30_000)
-    assert waiter.acquire_within(5.0, sleep=lambda _s: holder.release())
+
+    def let_go(_seconds: float) -> None:  # the holder releases while the waiter waits
+        holder.release()
+
+    assert waiter.acquire_within(5.0, sleep=let_go)
     assert waiter.holder() == waiter.token
 
 
