@@ -30,6 +30,9 @@ from shared.settings_sources import read_env_values
 # The audit writer after the workers: it chains and delivers what they audited while stopping.
 STOP_ORDER = ("poller", "request-poller", "webhook", "beat", "flower", "worker-sync", "worker-revocation",
               "audit-writer", "sandbox", "redis")
+#: Entra groups the sandbox seeds for `make run`: every group the demo mapping names (examples/mapping.yaml:
+#: Marketing is the ninth seeded group; Distributors, which invited guests join, the fourteenth)
+SANDBOX_GROUPS = 14
 SANDBOX_RESTART_NOTE = "; the sandbox reseeds on start: its users, groups, Salesforce data and subscriptions are new"
 
 
@@ -199,8 +202,7 @@ class Supervisor:
             "--state-dir", str(self.var_dir / "sandbox"),
             "--env-file", str(env_file),
             "--port", str(port),
-            # every group the demo mapping names (examples/mapping.yaml: Marketing is the ninth seeded group)
-            "--groups", "13",
+            "--groups", str(SANDBOX_GROUPS),
         ]
         self.echo("no tenant configured (IDSYNC_GRAPH_* / IDSYNC_SF_*): starting the sandbox")
         sandbox = Supervised("sandbox", lambda: subprocess.Popen(argv, start_new_session=True),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ssl
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import msal
@@ -18,9 +19,18 @@ from simple_salesforce import Salesforce, format_soql
 
 from sandbox.envfile import read_env_file
 
-__all__ = ["GraphAdmin", "OrgAdmin", "read_env_file", "requests_session"]
+__all__ = ["GraphAdmin", "OrgAdmin", "read_env_file", "requests_session", "segment"]
 
 GRAPH_SCOPE = ["https://graph.microsoft.com/.default"]
+
+
+def segment(value: str) -> str:
+    """`value` (an object id or a UPN) as one URL path segment: percent-encoded except `@`, as Graph expects.
+
+    A guest's UPN carries `#EXT#`; unencoded, the `#` would start the URL's fragment and cut the path there (Graph
+    wants `%23`). `/`, `?`, `%` and spaces are encoded too, so a value never spills into another segment.
+    """
+    return quote(value, safe="@")
 
 
 def requests_session(ca: str) -> requests.Session:
@@ -61,18 +71,18 @@ class GraphAdmin:
         return out
 
     def user(self, id_or_upn: str) -> dict[str, Any]:
-        return self.http.get(f"/users/{id_or_upn}", params={"$select": "id,userPrincipalName,accountEnabled"}
+        return self.http.get(f"/users/{segment(id_or_upn)}", params={"$select": "id,userPrincipalName,accountEnabled"}
                              ).raise_for_status().json()
 
     def disable(self, id_or_upn: str) -> None:
-        self.http.patch(f"/users/{id_or_upn}", json={"accountEnabled": False}).raise_for_status()
+        self.http.patch(f"/users/{segment(id_or_upn)}", json={"accountEnabled": False}).raise_for_status()
 
     def enable(self, id_or_upn: str) -> None:
-        self.http.patch(f"/users/{id_or_upn}", json={"accountEnabled": True}).raise_for_status()
+        self.http.patch(f"/users/{segment(id_or_upn)}", json={"accountEnabled": True}).raise_for_status()
 
     def delete(self, id_or_upn: str) -> None:
         """Soft delete: the user goes to deleted items for 30 days."""
-        self.http.delete(f"/users/{id_or_upn}").raise_for_status()
+        self.http.delete(f"/users/{segment(id_or_upn)}").raise_for_status()
 
     def verified_domain(self) -> str:
         """The tenant's custom domain (the one its members' UPNs use), else its onmicrosoft.com domain."""
@@ -93,41 +103,42 @@ class GraphAdmin:
 
     def update(self, id_or_upn: str, changes: dict[str, Any] | None = None, **values: Any) -> None:
         """PATCH the user with `changes` and/or keyword values (a None value clears the attribute)."""
-        self.http.patch(f"/users/{id_or_upn}", json={**(changes or {}), **values}).raise_for_status()
+        self.http.patch(f"/users/{segment(id_or_upn)}", json={**(changes or {}), **values}).raise_for_status()
 
     def set_manager(self, id_or_upn: str, manager: str) -> None:
         manager_id = self.user(manager)["id"]
-        self.http.put(f"/users/{id_or_upn}/manager/$ref",
+        self.http.put(f"/users/{segment(id_or_upn)}/manager/$ref",
                       json={"@odata.id": f"{self.http.base_url}/directoryObjects/{manager_id}"}).raise_for_status()
 
     def group(self, name: str) -> dict[str, Any]:
         found = self.http.get("/groups", params={"$filter": f"displayName eq '{name.replace(chr(39), chr(39) * 2)}'",
                                                   "$select": "id,displayName"}).raise_for_status().json()["value"]
         if not found:
-            raise LookupError(f"no group named {name!r}")
+            raise LookupError(f"no group named {name!r} in Entra")
         return dict(found[0])
 
     def add_to_group(self, id_or_upn: str, group: str) -> None:
         user_id = self.user(id_or_upn)["id"]
-        self.http.post(f"/groups/{self.group(group)['id']}/members/$ref",
+        self.http.post(f"/groups/{segment(self.group(group)['id'])}/members/$ref",
                        json={"@odata.id": f"{self.http.base_url}/directoryObjects/{user_id}"}).raise_for_status()
 
     def remove_from_group(self, id_or_upn: str, group: str) -> None:
         user_id = self.user(id_or_upn)["id"]
-        self.http.delete(f"/groups/{self.group(group)['id']}/members/{user_id}/$ref").raise_for_status()
+        group_id = self.group(group)["id"]
+        self.http.delete(f"/groups/{segment(group_id)}/members/{segment(user_id)}/$ref").raise_for_status()
 
     def groups_of(self, id_or_upn: str) -> list[str]:
-        body = self.http.get(f"/users/{id_or_upn}/memberOf", params={"$select": "displayName"}
+        body = self.http.get(f"/users/{segment(id_or_upn)}/memberOf", params={"$select": "displayName"}
                              ).raise_for_status().json()
         return sorted(g.get("displayName", "") for g in body["value"])
 
     def restore(self, object_id: str) -> None:
         """Restore a soft-deleted user from deleted items."""
-        self.http.post(f"/directory/deletedItems/{object_id}/restore").raise_for_status()
+        self.http.post(f"/directory/deletedItems/{segment(object_id)}/restore").raise_for_status()
 
     def purge(self, object_id: str) -> None:
         """Hard delete: remove a soft-deleted user from deleted items for good."""
-        self.http.delete(f"/directory/deletedItems/{object_id}").raise_for_status()
+        self.http.delete(f"/directory/deletedItems/{segment(object_id)}").raise_for_status()
 
     def invite(self, email: str, display_name: str | None = None) -> dict[str, Any]:
         """`POST /invitations` as an admin inviting a B2B guest; returns the invitation (with `invitedUser.id`)."""
@@ -139,7 +150,7 @@ class GraphAdmin:
 
     def add_member(self, group_id: str, user_id: str) -> None:
         ref = {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{user_id}"}
-        self.http.post(f"/groups/{group_id}/members/$ref", json=ref).raise_for_status()
+        self.http.post(f"/groups/{segment(group_id)}/members/$ref", json=ref).raise_for_status()
 
 
 

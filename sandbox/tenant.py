@@ -25,17 +25,27 @@ would see a real admin's.
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import ssl
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import requests
 from simple_salesforce.exceptions import SalesforceError
 
 from sandbox.admin_clients import GraphAdmin, OrgAdmin, read_env_file
+
+#: how the hints name this tool: the venv's interpreter (a bare `python` outside it cannot import the sandbox)
+TOOL = ".venv/bin/python -m sandbox.tenant"
+
+
+class UsageError(Exception):
+    """The command line asks for something malformed: reported as it is, before anything changes."""
 
 
 def _both_sides(graph: GraphAdmin, org: OrgAdmin, upn: str, *, records: bool = False) -> str:
@@ -146,6 +156,13 @@ def _mover(args: argparse.Namespace, graph: GraphAdmin, org: OrgAdmin) -> int:
               f"watching Salesforce for up to {args.wait:g} s")
         print(_watch_change(org, upn, None, args.wait))
         return 0
+    changes: dict[str, Any] = {}
+    for pair in getattr(args, "changes", None) or ():  # `set`: checked before anything is asked of the sandbox
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"{pair!r} is not ATTRIBUTE=VALUE (an empty value clears it), e.g. jobTitle=\"Sales "
+                             "Manager\" or mobilePhone=")
+        changes[name] = value or None
     upn = graph.user(args.upn)["userPrincipalName"]
     before = org.view(upn)
     if args.command == "add-to-group":
@@ -158,12 +175,6 @@ def _mover(args: argparse.Namespace, graph: GraphAdmin, org: OrgAdmin) -> int:
         graph.set_manager(upn, args.manager)
         done = f"set the manager of {upn} to {args.manager}"
     else:
-        changes: dict[str, Any] = {}
-        for pair in args.changes:
-            name, sep, value = pair.partition("=")
-            if not sep or not name:
-                raise ValueError(f"{pair!r} is not ATTRIBUTE=VALUE (an empty value clears it)")
-            changes[name] = value or None
         graph.update(upn, changes)
         done = f"updated {upn}: " + ", ".join(f"{k}={v!r}" for k, v in changes.items())
     print(f"{done} in Entra (through Graph); watching Salesforce for up to {args.wait:g} s")
@@ -321,29 +332,77 @@ def _blockers(env: dict[str, str]) -> dict[str, str]:
     return dict(response.json())
 
 
+def _refusal(body: object) -> str | None:
+    """`code: message` from an error body: Graph's and the control API's `{"error": {"code", "message"}}`,
+    Salesforce's `[{"errorCode", "message"}]`, OAuth's `{"error", "error_description"}`; None: no such body."""
+    if isinstance(body, bytes | str):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return None
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        code, message = body[0].get("errorCode"), body[0].get("message")
+    elif isinstance(body, dict) and isinstance(body.get("error"), dict):
+        code, message = body["error"].get("code"), body["error"].get("message")
+    elif isinstance(body, dict) and isinstance(body.get("error"), str):
+        code, message = body["error"], body.get("error_description")
+    else:
+        return None
+    text = ": ".join(str(part) for part in (code, message) if part)
+    return " ".join(text.split())[:300] or None
+
+
+#: a Graph path naming one user: a 404 on it means that user does not exist
+_USER_PATH = re.compile(r"^/v1\.0/users/([^/]+)$")
+
+
+def _http_problem(err: httpx.HTTPStatusError) -> str:
+    request, status = err.request, err.response.status_code
+    raw_path = request.url.raw_path.decode("ascii").partition("?")[0]
+    missing = _USER_PATH.match(raw_path)
+    if status == 404 and missing:
+        return f"no user {unquote(missing.group(1))} in Entra — `{TOOL} list` shows the users"
+    path = unquote(raw_path)
+    who = ("Graph" if path.startswith("/v1.0/") else "the sandbox's control API" if path.startswith("/_sandbox/")
+           else "the sandbox")
+    try:
+        detail = _refusal(err.response.json())
+    except ValueError:
+        detail = None
+    if detail is None:
+        return f"{who} answered {status} to {request.method} {path} (with no error message)"
+    return f"{who} refused {request.method} {path}: {detail}"
+
+
 def _problem(err: Exception, args: argparse.Namespace, env: dict[str, str]) -> str | None:
-    """One line for an expected failure (sandbox stopped, unknown user, incomplete env file); None: a bug."""
+    """One line for an expected failure (sandbox stopped, unknown user, a request refused, incomplete env file,
+    a malformed argument); None: a bug. Only connection and login failures get a hint about the sandbox itself."""
     where = env.get("IDSYNC_SANDBOX_ADMIN_URL") or env.get("IDSYNC_GRAPH_URL") or args.env_file
-    start = "`make run` (or `python -m sandbox`) starts it"
+    start = "`make run` (or `.venv/bin/python -m sandbox`) starts it"
+    same = f"is the sandbox at {where} the one that wrote {args.env_file}?"
+    if isinstance(err, UsageError):
+        return str(err)
     if isinstance(err, httpx.HTTPStatusError):
-        status = err.response.status_code
-        if status == 404 and getattr(args, "upn", None):
-            return f"no user {args.upn} in Entra — `python -m sandbox.tenant list` shows the users"
-        return f"the sandbox answered {status} to {err.request.method} {err.request.url.path} — see its log"
+        line = _http_problem(err)
+        return f"{line} — {same}" if err.response.status_code in (401, 403) else line
+    if isinstance(err, requests.HTTPError) and err.response is not None:  # the Salesforce token request
+        detail = _refusal(err.response.content) or "no error message"
+        return (f"Salesforce refused {err.request.method if err.request else 'POST'} "
+                f"{urlsplit(err.response.url).path} ({err.response.status_code}): {detail} — {same}")
     if isinstance(err, httpx.TransportError | requests.RequestException):
         return f"cannot reach the sandbox at {where} ({type(err).__name__}) — is it running? {start}"
     if isinstance(err, OSError):  # e.g. the CA file named in the env file is gone with the sandbox's state
         return f"{' '.join(str(err).split())[:200]} — {start} again"
     if isinstance(err, SalesforceError):
-        return f"Salesforce API error {err.status} — see the sandbox log"
-    if isinstance(err, LookupError) and not isinstance(err, KeyError):
-        return str(err)
+        detail = _refusal(err.content) or "no error message"
+        line = f"Salesforce refused {urlsplit(err.url).path} ({err.status}): {detail}"
+        return f"{line} — {same}" if err.status in (401, 403) else line
     if isinstance(err, KeyError):
         return f"{args.env_file} has no {err.args[0]} — it is written by the sandbox; {start} again"
-    if isinstance(err, LookupError):
-        return f"{err.args[0]} in Entra — `python -m sandbox.tenant show UPN` lists a user's groups"
+    if isinstance(err, LookupError):  # no such group, guest, permission set...: the message says which
+        return str(err)
     if isinstance(err, RuntimeError | ValueError):  # msal: token refused or authority metadata unreachable
-        return f"{' '.join(str(err).split())[:200]} — is the sandbox at {where} the one that wrote {args.env_file}?"
+        return f"{' '.join(str(err).split())[:200]} — {same}"
     return None
 
 
@@ -352,8 +411,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--env-file", default="var/sandbox.env", help="written by the sandbox (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="users on both sides")
-    for name in ("disable", "enable", "show"):
-        cmd = sub.add_parser(name)
+    for name, text in (("disable", "a leaver: disable an Entra user through Graph (no UPN: one who owns open "
+                                   "Salesforce records), watch Salesforce deactivate them"),
+                       ("enable", "re-enable an Entra user through Graph, watch Salesforce reactivate them"),
+                       ("show", "one user on both sides: Entra state and groups, Salesforce access and open records")):
+        cmd = sub.add_parser(name, help=text)
         cmd.add_argument("upn", nargs="?" if name == "disable" else None)
         if name != "show":
             cmd.add_argument("--wait", type=float, default=5.0, help="seconds to watch Salesforce (default: 5)")
@@ -368,14 +430,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     create.add_argument("--employee-id")
     create.add_argument("--usage-location", default="US")
     create.add_argument("--manager", help="the manager's UPN")
-    for name in ("add-to-group", "remove-from-group"):
-        cmd = sub.add_parser(name)
+    for name, text in (("add-to-group", "a mover: add an Entra user to a group, watch Salesforce follow"),
+                       ("remove-from-group", "a mover (or, from the scope group, a leaver): remove an Entra user "
+                                             "from a group, watch Salesforce follow")):
+        cmd = sub.add_parser(name, help=text)
         cmd.add_argument("upn")
         cmd.add_argument("group", help="the group's display name")
     setter = sub.add_parser("set", help="change Entra attributes: jobTitle=... department=... mobilePhone=")
     setter.add_argument("upn")
     setter.add_argument("changes", nargs="+", metavar="ATTRIBUTE=VALUE")
-    manager = sub.add_parser("set-manager")
+    manager = sub.add_parser("set-manager", help="set an Entra user's manager, watch Salesforce's ManagerId follow")
     manager.add_argument("upn")
     manager.add_argument("manager", help="the manager's UPN")
     assign = sub.add_parser("sf-assign", help="assign a permission set in Salesforce by hand, as an admin would")
@@ -418,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if line is None:
             raise
         print(f"sandbox.tenant: {line}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(err, UsageError) else 1
 
 
 if __name__ == "__main__":

@@ -262,7 +262,7 @@ def _generated_flower_password(pw_file: Path) -> str:
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def sandbox(ctx: typer.Context) -> None:
-    """Run the local Entra ID + Graph + Salesforce sandbox (arguments as `python -m sandbox --help`)."""
+    """Run the local Entra ID + Graph + Salesforce sandbox (arguments as `.venv/bin/python -m sandbox --help`)."""
     from sandbox.__main__ import main
 
     raise typer.Exit(main(list(ctx.args)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import unquote
 
 from sandbox.graph.errors import GraphError, bad_request, error_body
 from sandbox.graph.routing import JSON_TYPE, GraphRequest, GraphResponse, Headers, Router
@@ -100,7 +101,7 @@ def register(router: Router) -> None:
                     err = bad_request("Nested batch requests are not supported.", "BadRequest")
                     resp = GraphResponse(400, error_body(state, err))
                 else:
-                    inner = GraphRequest(item["method"].upper(), path, query, headers, item.get("body"))
+                    inner = GraphRequest(item["method"].upper(), unquote(path), query, headers, item.get("body"))
                     resp = router.dispatch(inner)
             status_by_id[rid.lower()] = resp.status
             out_headers = {k: v for k, v in resp.headers.items() if k.lower() not in ("request-id",)}

@@ -294,13 +294,18 @@ def _skip_decode(token: str) -> int:
         ) from None
 
 
+#: what a link's path keeps as it is (RFC 3986 pchar minus `&`); everything else is percent-encoded
+_PATH_SAFE = "/@$:()',=!*+;"
+
+
 def link(base: str, path: str, raw_query: str, drop: Iterable[str], add: dict[str, str]) -> str:
     """Rebuild a request URL keeping the caller's own parameters (minus `drop`) and adding `add`."""
     dropped = {d.lower() for d in drop}
     pairs = [(k, v) for k, v in parse_qsl(raw_query, keep_blank_values=True) if k.lstrip("$").lower() not in dropped]
     pairs += list(add.items())
     query = urlencode(pairs, quote_via=quote, safe="$,'()/:@")
-    return f"{base}/v1.0{path}" + (f"?{query}" if query else "")
+    # `path` is decoded: encode it again, or a guest's `#EXT#` would end the link's path
+    return f"{base}/v1.0{quote(path, safe=_PATH_SAFE)}" + (f"?{query}" if query else "")
 
 
 def paginate(

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import unquote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -121,7 +120,7 @@ class Router:
             if ep.method != req.method:
                 allowed = True
                 continue
-            req.params = {k: unquote(v) for k, v in m.groupdict().items()}
+            req.params = m.groupdict()  # req.path is decoded already: decoding again would over-decode
             return ep
         if allowed:
             raise GraphError(405, "Request_BadRequest", f"The request method '{req.method}' is not allowed.")
@@ -183,9 +182,11 @@ def make_endpoint(router: Router) -> Callable[[Request], Any]:
                     "header is set and payload is of valid JSON format.",
                 )
                 return render(GraphResponse(400, error_body(router.state, err)))
-        path = request.url.path
+        # the ASGI server percent-decoded the path once (`%23` -> `#`), as Graph does; decoding it again would turn
+        # a literal `%23` in a UPN (sent as `%2523`) into `#` where Graph would not
+        path = request.scope["path"]
         sub = path[len("/v1.0") :] if path.lower().startswith("/v1.0") else path
-        req = GraphRequest(request.method, unquote(sub) or "/", request.url.query, Headers(request.headers), body)
+        req = GraphRequest(request.method, sub or "/", request.url.query, Headers(request.headers), body)
         resp = await run_in_threadpool(router.dispatch, req)
         return render(resp)
 

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
-    """What `make run` starts: `python -m sandbox --groups 13` with its defaults (50 users, seed 1, overlap 0.3)."""
-    server = SandboxServer(tmp_path_factory.mktemp("sandbox"), users=50, groups=13, seed=1, overlap=0.3)
+    """What `make run` starts: `python -m sandbox --groups 14` with its defaults (50 users, seed 1, overlap 0.3)."""
+    server = SandboxServer(tmp_path_factory.mktemp("sandbox"), users=50, groups=14, seed=1, overlap=0.3)
     server.start()
     try:
         yield server

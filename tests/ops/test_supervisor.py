@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ops.ports import choose_port, port_is_free
-from ops.supervisor import SANDBOX_RESTART_NOTE, Supervised, Supervisor, describe_exit
+from ops.supervisor import SANDBOX_GROUPS, SANDBOX_RESTART_NOTE, Supervised, Supervisor, describe_exit
 from shared.settings import load_settings
 
 
@@ -251,3 +251,30 @@ def test_the_request_poller_is_supervised_only_when_the_mapping_enables_requests
     broken, lines = supervisor_with("requests: {enabeld: true}\n")
     assert broken._requests_enabled() is False
     assert lines and lines[0].startswith("request poller off: the mapping does not load")
+
+
+def _entra_groups_named(node: object) -> set[str]:
+    """Every Entra group display name a mapping names: `group:` in rules, `groups:` lists, `allowed_groups:`."""
+    if isinstance(node, list):
+        return set().union(*(_entra_groups_named(item) for item in node))
+    if not isinstance(node, dict):
+        return set()
+    named: set[str] = set()
+    for key, value in node.items():
+        if key == "group" and isinstance(value, str):
+            named.add(value)
+        elif key in ("groups", "allowed_groups") and isinstance(value, list):
+            named.update(v for v in value if isinstance(v, str))
+        else:
+            named |= _entra_groups_named(value)
+    return named
+
+
+def test_make_run_seeds_every_entra_group_the_demo_mapping_names():
+    import yaml
+
+    from sandbox.graph.seed import GROUP_NAMES
+
+    named = _entra_groups_named(yaml.safe_load((Path(__file__).parents[2] / "examples" / "mapping.yaml").read_text()))
+    assert {"All Employees", "Marketing", "Distributors"} <= named  # the walk finds scope, rules and guest rules
+    assert named <= set(GROUP_NAMES[:SANDBOX_GROUPS])

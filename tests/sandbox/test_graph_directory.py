@@ -164,6 +164,31 @@ def test_user_can_be_read_by_upn_including_a_guest_ext_upn(g: Graph) -> None:
     assert r.status_code == 200 and r.json()["id"] == guest["id"]
 
 
+def test_a_batch_item_s_url_is_percent_decoded_like_a_request_s(g: Graph) -> None:
+    guest = next(u for u in g.state.directory.users.values() if u["userType"] == "Guest")
+    once = quote(guest["userPrincipalName"], safe="@")
+    r = g.post("/v1.0/$batch", {"requests": [
+        {"id": "1", "method": "GET", "url": f"/users/{once}?$select=id"},
+        {"id": "2", "method": "GET", "url": f"/users/{quote(once, safe='@')}?$select=id"},
+    ]})
+    by_id = {x["id"]: x for x in r.json()["responses"]}
+    assert by_id["1"]["status"] == 200 and by_id["1"]["body"]["id"] == guest["id"]
+    assert by_id["2"]["status"] == 404
+
+
+def test_a_next_link_below_a_guest_s_upn_keeps_the_ext_marker_encoded(g: Graph) -> None:
+    guest = next(u for u in g.state.directory.users.values() if u["userType"] == "Guest")
+    ref = {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{guest['id']}"}
+    for gid in list(g.state.directory.groups)[:2]:
+        assert g.post(f"/v1.0/groups/{gid}/members/$ref", ref).status_code == 204
+    first = g.get(f"/v1.0/users/{quote(guest['userPrincipalName'], safe='@')}/memberOf?$top=1").json()
+    nxt = first["@odata.nextLink"]
+    assert "#" not in nxt and "%23EXT%23@" in nxt
+    second = g.get(nxt.removeprefix("https://testserver"))
+    assert second.status_code == 200 and len(first["value"]) == len(second.json()["value"]) == 1
+    assert first["value"][0]["id"] != second.json()["value"][0]["id"]
+
+
 def test_creating_a_user_with_a_taken_upn_or_without_a_password_profile_is_400(g: Graph) -> None:
     created = g.new_user("dana.scully")
     dup = g.post(

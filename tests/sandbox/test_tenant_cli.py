@@ -71,14 +71,14 @@ def test_with_the_sandbox_stopped_every_command_says_so_in_one_line(sandbox: San
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert lines[0].startswith("sandbox.tenant: cannot reach the sandbox at https://127.0.0.1:")
-    assert "is it running?" in lines[0]
+    assert lines[0].endswith("is it running? `make run` (or `.venv/bin/python -m sandbox`) starts it")
 
 
 def test_show_of_an_unknown_user_is_one_line_naming_the_user(sandbox: SandboxServer, tmp_path, capsys):
     assert main(["--env-file", _env_file(sandbox, tmp_path), "show", "nobody@x"]) == 1
     captured = capsys.readouterr()
-    assert captured.err.strip() == ("sandbox.tenant: no user nobody@x in Entra — `python -m sandbox.tenant list` "
-                                    "shows the users")
+    assert captured.err.strip() == ("sandbox.tenant: no user nobody@x in Entra — `.venv/bin/python -m sandbox.tenant "
+                                    "list` shows the users")
 
 
 def test_enable_waits_until_salesforce_reactivates_the_user(sandbox: SandboxServer, tmp_path, capsys):
@@ -161,3 +161,141 @@ def test_request_inserts_an_approved_request_through_the_salesforce_api(sandbox:
     assert (record["Status__c"], record["Request_Type__c"], record["First_Name__c"], record["Last_Name__c"],
             record["Department__c"], record["Entra_Groups__c"]) == (
         "Approved", "Create", "Ana", "Lima", "Finance", "All Employees")
+
+
+def _members(sandbox: SandboxServer) -> list[str]:
+    with sandbox.state.lock:
+        return [u["userPrincipalName"] for u in sandbox.state.directory.users.values() if u["userType"] == "Member"]
+
+
+def test_set_manager_to_an_unknown_manager_names_the_manager_not_the_user(sandbox: SandboxServer, tmp_path, capsys):
+    upn = _members(sandbox)[5]
+    code = main(["--env-file", _env_file(sandbox, tmp_path), "set-manager", upn, "nobody@fabrikam.example.com"])
+    assert code == 1
+    assert capsys.readouterr().err.strip() == (
+        "sandbox.tenant: no user nobody@fabrikam.example.com in Entra — `.venv/bin/python -m sandbox.tenant list` "
+        "shows the users")
+
+
+def test_set_manager_of_an_unknown_user_names_that_user(sandbox: SandboxServer, tmp_path, capsys):
+    manager = _members(sandbox)[0]
+    assert main(["--env-file", _env_file(sandbox, tmp_path), "set-manager", "nobody@x", manager]) == 1
+    assert capsys.readouterr().err.startswith("sandbox.tenant: no user nobody@x in Entra")
+
+
+def test_a_guest_upn_as_list_prints_it_is_shown_and_moved_like_a_member_s(sandbox: SandboxServer, tmp_path, capsys):
+    env_file = _env_file(sandbox, tmp_path)
+    assert main(["--env-file", env_file, "list"]) == 0
+    upn = next(line.split()[0] for line in capsys.readouterr().out.splitlines() if "#EXT#@" in line)
+    assert main(["--env-file", env_file, "show", upn]) == 0
+    assert capsys.readouterr().out.startswith(f"{upn}: Entra accountEnabled=")
+    assert main(["--env-file", env_file, "add-to-group", upn, "Contractors", "--wait", "0"]) == 0
+    assert f"added {upn} to Contractors in Entra" in capsys.readouterr().out
+    assert main(["--env-file", env_file, "show", upn]) == 0
+    assert "Entra groups: Contractors" in capsys.readouterr().out
+
+
+def test_creating_a_user_that_exists_says_what_graph_said(sandbox: SandboxServer, tmp_path, capsys):
+    env_file = _env_file(sandbox, tmp_path)
+    assert main(["--env-file", env_file, "create-user", "Dana", "Whitfield", "--wait", "0"]) == 0
+    capsys.readouterr()
+    assert main(["--env-file", env_file, "create-user", "Dana", "Whitfield", "--wait", "0"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "sandbox.tenant: Graph refused POST /v1.0/users: Request_BadRequest: Another object with the same value for "
+        "property userPrincipalName already exists.")
+
+
+def test_setting_an_unknown_attribute_says_what_graph_said(sandbox: SandboxServer, tmp_path, capsys):
+    upn = _members(sandbox)[6]
+    assert main(["--env-file", _env_file(sandbox, tmp_path), "set", upn, "bogusAttr=1", "--wait", "0"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"sandbox.tenant: Graph refused PATCH /v1.0/users/{upn}: BadRequest: Property 'bogusAttr' does not exist on "
+        "type 'microsoft.graph.user'.")
+
+
+def test_removing_a_user_from_a_group_they_are_not_in_is_not_reported_as_an_unknown_user(
+    sandbox: SandboxServer, tmp_path, capsys
+):
+    env_file = _env_file(sandbox, tmp_path)
+    with sandbox.state.lock:
+        d = sandbox.state.directory
+        group = next(g for g in d.groups.values() if g["displayName"] == "Contractors")
+        upn = next(u["userPrincipalName"] for u in d.users.values()
+                   if u["userType"] == "Member" and u["id"] not in d.members[group["id"]])
+    assert main(["--env-file", env_file, "remove-from-group", upn, "Contractors", "--wait", "0"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"sandbox.tenant: Graph refused DELETE /v1.0/groups/{group['id']}/members/")
+    assert "Request_ResourceNotFound" in err and "no user" not in err
+
+
+def test_a_salesforce_refusal_says_what_salesforce_said(sandbox: SandboxServer, tmp_path, capsys):
+    env_file = _env_file(sandbox, tmp_path)
+    org = OrgAdmin(sandbox.env())
+    upn = next(u for u in _members(sandbox) if (sf := org.user(u)) and sf["IsActive"])
+    assert main(["--env-file", env_file, "sf-assign", upn, "API_Only"]) == 0
+    capsys.readouterr()
+    assert main(["--env-file", env_file, "sf-assign", upn, "API_Only"]) == 1  # assigned already
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sandbox.tenant: Salesforce refused /services/data/v62.0/sobjects/PermissionSetAssignment")
+    assert "DUPLICATE_VALUE" in err and "is the sandbox at" not in err
+
+
+def test_an_attribute_without_a_value_is_a_usage_error_reported_before_anything_changes(
+    sandbox: SandboxServer, tmp_path, capsys
+):
+    upn = _members(sandbox)[7]
+    assert main(["--env-file", _env_file(sandbox, tmp_path), "set", upn, "jobTitle", "--wait", "0"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "sandbox.tenant: 'jobTitle' is not ATTRIBUTE=VALUE (an empty value clears it), e.g. jobTitle=\"Sales Manager\" "
+        "or mobilePhone=")
+
+
+def test_a_refused_login_asks_whether_the_env_file_belongs_to_this_sandbox(sandbox: SandboxServer, tmp_path, capsys):
+    env = {**sandbox.env(), "IDSYNC_GRAPH_CLIENT_SECRET": "not-the-secret"}
+    path = tmp_path / "other.env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    assert main(["--env-file", str(path), "list"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sandbox.tenant: token request failed: invalid_client:")
+    assert err.endswith(f"— is the sandbox at {env['IDSYNC_SANDBOX_ADMIN_URL']} the one that wrote {path}?")
+
+
+def test_a_refused_salesforce_login_says_so_and_asks_the_same(sandbox: SandboxServer, tmp_path, capsys):
+    env = {**sandbox.env(), "IDSYNC_SF_CLIENT_SECRET": "not-the-secret"}
+    path = tmp_path / "other.env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    assert main(["--env-file", str(path), "list"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "sandbox.tenant: Salesforce refused POST /services/oauth2/token (400): invalid_client: invalid client "
+        f"credentials — is the sandbox at {env['IDSYNC_SANDBOX_ADMIN_URL']} the one that wrote {path}?")
+
+
+def test_help_describes_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    commands = ("list", "disable", "enable", "show", "create-user", "add-to-group", "remove-from-group", "set",
+                "set-manager", "sf-assign", "invite", "accept", "request")
+    assert "{" + ",".join(commands) + "}" in out
+    for command in commands:
+        described = [line for line in out.splitlines() if line.split()[:1] == [command] and len(line.split()) > 1]
+        assert described, f"{command} has no description in --help:\n{out}"
+
+
+def test_invite_into_distributors_joins_the_group_make_run_seeds(tmp_path_factory, capsys):
+    from ops.supervisor import SANDBOX_GROUPS
+
+    server = SandboxServer(tmp_path_factory.mktemp("sandbox14"), users=20, groups=SANDBOX_GROUPS, seed=1).start()
+    try:
+        env_file = _env_file(server, tmp_path_factory.mktemp("env"))
+        assert main(["--env-file", env_file, "invite", "ana.lima@newco.example.com", "--group", "Distributors",
+                     "--wait", "0"]) == 1  # no idsync here to make the Contact
+        captured = capsys.readouterr()
+        assert "no Entra group" not in captured.err
+        with server.state.lock:
+            d = server.state.directory
+            guest = next(u for u in d.users.values() if u.get("mail") == "ana.lima@newco.example.com")
+            assert {d.groups[g]["displayName"] for g in d.member_of.get(guest["id"], ())} == {"Distributors"}
+    finally:
+        server.stop()
