@@ -164,11 +164,15 @@ def test_the_try_a_leaver_steps_reown_the_leaver_s_open_records_per_the_demo_con
     assert listed.returncode == 0 and "Review items" in listed.stdout
 
 
-def test_the_try_a_guest_and_try_a_request_steps_work_on_make_run(service, wait_for):
+def test_the_try_a_guest_and_try_a_request_steps_work_on_make_run(service, wait_for, admin_clients):
     """README "Try a guest" and "Try a request" as typed: the demo mapping turns the reverse flow on, so `idsync run`
     starts the request poller (it once did not: its settings were read before the sandbox started), a guest becomes
-    a Contact under a new Account, and an approved request becomes an Entra user and then one Salesforce user."""
+    a Contact under a new Account, a guest invited into Distributors is a Distributor, the guests seeded before
+    idsync ran become Contacts through `idsync reconcile`, and an approved request becomes an Entra user and then
+    one Salesforce user."""
     assert "polling Salesforce every 5 s for approved requests" in service.output()
+    wait_for(lambda: {s["resource"] for s in service.status()["subscriptions"]} == {"/users", "/groups"},
+             timeout=90, interval=0.5, what="subscriptions")  # as when a person reads the banner, then types
     tenant = [sys.executable, "-m", "sandbox.tenant"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -178,6 +182,25 @@ def test_the_try_a_guest_and_try_a_request_steps_work_on_make_run(service, wait_
     invited = run("invite", "ana.lima@newco.example.com", "--name", "Ana Lima")
     assert invited.returncode == 0, invited.stdout + invited.stderr
     assert "Contact Ana Lima under Account 'newco.example.com'" in invited.stdout, invited.stdout
+    distributor = run("invite", "lee@partner2.example.net", "--name", "Lee Parts", "--group", "Distributors")
+    assert distributor.returncode == 0, distributor.stdout + distributor.stderr
+    assert "Relationship__c=Distributor" in distributor.stdout, distributor.stdout
+
+    tenant_admin, org_admin = admin_clients
+    env = service.env()
+    seeded = {u["id"] for u in tenant_admin(env).http.get("/users", params={
+        "$filter": "userType eq 'Guest'", "$select": "id,mail", "$top": 999}).json()["value"]}
+    reconciled = subprocess.run([sys.executable, "-m", "ops", "reconcile", "--quiet"], cwd=service.cwd,
+                                env=_clean_env(), capture_output=True, text=True, timeout=300)
+    assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
+    org = org_admin(env)
+
+    def linked_contacts() -> set[str]:
+        rows = org.sf.query_all("SELECT Entra_Object_Id__c FROM Contact WHERE Entra_Object_Id__c != null")["records"]
+        return {str(r["Entra_Object_Id__c"]) for r in rows}
+
+    assert wait_for(lambda: seeded <= linked_contacts(), timeout=90, interval=0.5,
+                    what="a Contact for every guest after `idsync reconcile`") is True
     requested = run("request", "--first", "Zoë", "--last", "O'Brien", "--department", "Finance", "--title", "Analyst")
     assert requested.returncode == 0, requested.stdout + requested.stderr
     assert "request Completed" in requested.stdout and "Entra user zoe.obrien@" in requested.stdout, requested.stdout
