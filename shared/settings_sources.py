@@ -24,8 +24,9 @@ from pathlib import Path
 
 ENV_PREFIX = "IDSYNC_"
 #: Names in our namespace that are not settings: the listening URLs `idsync run` writes to run.env for people and
-#: scripts, and the CLI's own switch for showing tracebacks.
-NON_SETTING_NAMES = ("IDSYNC_RUN_", "IDSYNC_TRACEBACK")
+#: scripts, the CLI's own switch for showing tracebacks, and the test suite's own variables (`IDSYNC_TEST_*`, e.g.
+#: the PostgreSQL server `.ci/run` names), which every command a test runs inherits.
+NON_SETTING_NAMES = ("IDSYNC_RUN_", "IDSYNC_TRACEBACK", "IDSYNC_TEST_")
 #: The settings that describe a tenant. Any of them from a higher layer means "the operator configured a tenant",
 #: and the sandbox's file is then ignored entirely (never merged into a half-configured real tenant).
 TENANT_NAMES = (

@@ -239,6 +239,7 @@ def test_unknown_names_are_warned_about_with_the_closest_setting(workdir, monkey
     _write(workdir / ".env", {"IDSYNC_WEBHOOK_CLIENTSTATE": "x", "IDSYNC_RUN_WEBHOOK_URL": "http://ok"})
     monkeypatch.setenv("IDSYNC_LOG_LEVLE", "DEBUG")
     monkeypatch.setenv("IDSYNC_ZZZ", "1")
+    monkeypatch.setenv("IDSYNC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1/postgres")  # the suite's own
     warnings = unknown_name_warnings(gather_layers())
     assert warnings == [
         "idsync: warning: IDSYNC_LOG_LEVLE (environment) is not a setting; did you mean IDSYNC_LOG_LEVEL?",
