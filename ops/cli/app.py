@@ -5,6 +5,8 @@ Command modules (`ops/cli/*.py`) attach their commands to `app`; `ops/cli/__init
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from typing import Annotated, Literal
 
@@ -13,8 +15,11 @@ from rich.console import Console
 
 from shared.settings import Settings, checked_settings
 
+PIPED_WIDTH = 160
 app = typer.Typer(help="idsync: Entra ID -> Salesforce joiners, movers and leavers.", no_args_is_help=True)
-console = Console()
+#: A terminal's own width; piped or redirected output (a log file, `| less`, `| grep`) is not wrapped at rich's
+#: default of 80 columns, which cut review messages and table titles mid-word (COLUMNS still wins when set).
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH)
 
 #: `--lane` everywhere: a wrong lane is refused by the parser with the valid choices, before anything runs.
 #: The same names as shared.dispatch.LANES (a test keeps them equal; a Literal cannot be built from a tuple).

@@ -19,6 +19,8 @@ BEAT_HEARTBEAT_KEY = "idsync:heartbeat:beat"
 BEAT_HEARTBEAT_INTERVAL_S = 10.0
 #: After a failed write, try again this soon: Redis coming back should turn the healthcheck green within seconds.
 BEAT_HEARTBEAT_RETRY_S = 2.0
+#: Subscription failures this soon after beat starts are the webhook still starting (logged at info, not warning).
+SUBSCRIPTION_STARTUP_GRACE_S = 30.0
 
 
 def beat_heartbeat(
@@ -189,13 +191,16 @@ def beat() -> None:
 
         def subscriptions() -> None:
             # At start-up the webhook may not listen yet (Graph's handshake would fail): retry quickly until the
-            # subscriptions exist, then settle into the manager's own renewal cadence.
+            # subscriptions exist, then settle into the manager's own renewal cadence. The first half minute of
+            # failures is the expected start-up race (info); after that it is a problem worth a warning.
+            started = time.monotonic()
             while not stop.is_set():
                 try:
                     manager.ensure()
                     break
                 except Exception as err:  # noqa: BLE001 - logged and retried; beat must keep parking going
-                    log.warning("subscriptions_not_ready", error=type(err).__name__, detail=str(err)[:200])
+                    level = log.info if time.monotonic() - started < SUBSCRIPTION_STARTUP_GRACE_S else log.warning
+                    level("subscriptions_not_ready", error=type(err).__name__, detail=str(err)[:200])
                     stop.wait(2)
             manager.run_forever(stop)
 

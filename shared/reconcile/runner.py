@@ -398,7 +398,7 @@ class _Run:
                 ]
                 manager = user_json.get("manager")
                 user = EntraUser.from_graph(user_json, groups, manager if isinstance(manager, dict) else None)
-                if user.user_type.casefold() == "guest":
+                if self.mapping.guests is not None and user.user_type.casefold() == "guest":
                     self.guests.add(user_id)
                 users.append(user)
             seen += len(page)
@@ -426,15 +426,11 @@ class _Run:
     def _guests_phase(self) -> None:
         """Every B2B guest, once, to the contact lane (`sync.contact_changed`): a guest invited before idsync ran, or
         whose event was lost, becomes (or stays) a Contact the same way a live invitation does; the task re-reads
-        Graph and Salesforce and writes only what differs. Counted as `guests`; a dry run only counts them. Resumable:
-        the sorted list is published from where a run cut short had got to (a repeat is harmless, the task is
-        idempotent)."""
+        Graph and Salesforce and writes only what differs. Counted as `guests` (not `ignored`) when planned; a dry run
+        only counts them. Resumable: the sorted list is published from where a run cut short had got to (a repeat is
+        harmless, the task is idempotent)."""
         guests = sorted(self.guests)
         runlog = self.runlog
-        if not runlog.get("guests_counted"):
-            runlog.count("guests", len(guests))
-            self.local_counts["guests"] = len(guests)
-            runlog.set(guests_counted=1)
         if self.dry or self.deps.sender is None or not guests:
             return
         start = int(runlog.get("guests_published", 0) or 0)
@@ -488,6 +484,8 @@ class _Run:
         for entra_id, p in planned.plans.items():
             ctx = contexts[entra_id]
             action = ACTION_NAMES[p.action]
+            if p.action is PlanAction.IGNORE and entra_id in self.guests:
+                action = "guests"  # not provisioned, but not ignored either: the contact lane's (`_guests_phase`)
             self.local_counts[action] = self.local_counts.get(action, 0) + 1
             if entra_id not in recorded:
                 revived, inactive = inactive_rows(p, ctx.state.user, entra_id in tombstones)

@@ -299,6 +299,11 @@ def test_every_guest_is_handed_to_the_contact_lane_once_and_a_dry_run_only_count
 
     dry = reconcile(deps, dry_run=True)
     assert dry.counts()["guests"] == len(guests)
+    members_ignored = dry.counts().get("ignored", 0)
+    entra_total = len(tenant.users("userType eq 'Member' or userType eq 'Guest'", select="id"))
+    counted = sum(v for k, v in dry.counts().items() if k not in ("salesforce_only",))
+    assert counted == entra_total  # each Entra user counted once: a guest is not also "ignored"
+    assert members_ignored < entra_total
     assert not [t for t in deps.sender.tasks if t[0] == "sync.contact_changed"]
 
     run = reconcile(deps)
