@@ -67,9 +67,12 @@ def same_user_id(a: str | None, b: str | None) -> bool:
 
 
 def change_rows(p: Plan, record: Mapping[str, Any] | None, granted: frozenset[str], own_user_id: str | None,
-                names: Mapping[str, str]) -> list[dict[str, Any]]:
+                names: Mapping[str, str], id_names: Mapping[str, Mapping[str, str]] | None = None
+                ) -> list[dict[str, Any]]:
     """One row per change of the plan. `record` is the Salesforce user as read (None for a create), `granted` what
-    idsync had granted the user, `names` Salesforce user id -> Username (to name who edited a record)."""
+    idsync had granted the user, `names` Salesforce user id -> Username (to name who edited a record). `id_names`
+    (field -> id -> name, e.g. ProfileId -> profile names) shows a new user's record with names, as updates are
+    shown, instead of ids a person cannot read."""
     rows: list[dict[str, Any]] = []
     modified_by = str(record.get("LastModifiedById") or "") if record is not None else ""
     by_someone_else = bool(modified_by) and own_user_id is not None and not same_user_id(modified_by, own_user_id)
@@ -80,6 +83,8 @@ def change_rows(p: Plan, record: Mapping[str, Any] | None, granted: frozenset[st
         before, after = change.before, change.after
         if change.kind is ChangeKind.DEPROVISION:
             before, after = True, False
+        elif change.kind is ChangeKind.CREATE_USER and id_names and isinstance(after, Mapping):
+            after = {k: id_names[k].get(str(v), v) if k in id_names and v else v for k, v in after.items()}
         direct = False
         note = ""
         if kind == "field" and by_someone_else and not (first_link and before in (None, "")):

@@ -275,6 +275,7 @@ class _Run:
         self.with_reviews: set[str] = set()
         #: B2B guests Entra lists (when the mapping makes them Contacts): handed to the contact lane, not planned here
         self.guests: set[str] = set()
+        self._names_of_ids: dict[str, Mapping[str, str]] | None = None
         self.planned = 0
         self.local_counts: dict[str, int] = {}
 
@@ -490,7 +491,8 @@ class _Run:
             if entra_id not in recorded:
                 revived, inactive = inactive_rows(p, ctx.state.user, entra_id in tombstones)
                 rows: dict[str, list[dict[str, Any]]] = {
-                    "changes": change_rows(p, ctx.state.user, ctx.state.granted, self.own_id, self.names) + revived,
+                    "changes": change_rows(p, ctx.state.user, ctx.state.granted, self.own_id, self.names,
+                                           self._id_names()) + revived,
                     "reviews": review_rows(p) + inactive,
                     "deprovisions": [deprovision_row(p)] if p.action is PlanAction.DEPROVISION else [],
                 }
@@ -562,6 +564,13 @@ class _Run:
             outcomes=report.count(),
         )
         self.owner.refresh()
+
+    def _id_names(self) -> dict[str, Mapping[str, str]]:
+        """The id fields of a new user's record, shown by name in the reports (read from the catalogue, once)."""
+        if self._names_of_ids is None:
+            self._names_of_ids = {"ProfileId": self.catalog.profile_names, "UserRoleId": self.catalog.role_names,
+                                  "ManagerId": self.names}
+        return self._names_of_ids
 
     def _count(self, action: str, n: int, recorded: set[str], ids: list[str]) -> None:
         self.local_counts[action] = self.local_counts.get(action, 0) + n

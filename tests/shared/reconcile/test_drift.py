@@ -40,3 +40,16 @@ def test_a_record_last_written_by_idsync_has_no_direct_edit() -> None:
     rows = change_rows(_plan(_field("Title", "Old", "New")), {**RECORD, "LastModifiedById": IDSYNC[:15]},
                        frozenset(), IDSYNC, {})
     assert _direct(rows) == {"Title": False}
+
+
+def test_a_new_user_s_record_names_its_profile_role_and_manager_instead_of_ids() -> None:
+    record = {"Username": "ann@example.com", "ProfileId": "00e000000000001AAA", "UserRoleId": "00E000000000002AAA",
+              "ManagerId": "005000000000003AAA", "Title": "Analyst"}
+    create = Plan("e1", "ann@example.com", None, PlanAction.CREATE, "joiner",
+                  changes=(Change(ChangeKind.CREATE_USER, "User", None, record, "scope"),))
+    id_names = {"ProfileId": {"00e000000000001AAA": "Sales User"}, "UserRoleId": {"00E000000000002AAA": "CEO"},
+                "ManagerId": {"005000000000003AAA": "boss@example.com"}}
+    [row] = change_rows(create, None, frozenset(), IDSYNC, {}, id_names)
+    assert row["after"] == {"Username": "ann@example.com", "ProfileId": "Sales User", "UserRoleId": "CEO",
+                            "ManagerId": "boss@example.com", "Title": "Analyst"}
+    assert record["ProfileId"] == "00e000000000001AAA"  # the plan itself (what is written) keeps the ids
