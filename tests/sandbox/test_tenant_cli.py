@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -299,3 +300,90 @@ def test_invite_into_distributors_joins_the_group_make_run_seeds(tmp_path_factor
             assert {d.groups[g]["displayName"] for g in d.member_of.get(guest["id"], ())} == {"Distributors"}
     finally:
         server.stop()
+
+
+#: the guests this module invites itself (the tests below want the seeded ones)
+_INVITED_HERE = {"kim@partner.example.org"}
+
+
+def _guests(sandbox: SandboxServer) -> list[dict]:
+    """The seeded B2B guests (userType Guest), in a stable order: each test below takes its own."""
+    with sandbox.state.lock:
+        return sorted((dict(u) for u in sandbox.state.directory.users.values()
+                       if u["userType"] == "Guest" and u.get("mail") not in _INVITED_HERE),
+                      key=lambda u: u["userPrincipalName"])
+
+
+def _contact_for(org: OrgAdmin, account: str, **fields: object) -> str:
+    """A Contact under a new Account `account`, as idsync's contact lane leaves one for a guest."""
+    account_id = sobject(org.sf, "Account").create({"Name": account})["id"]
+    return str(sobject(org.sf, "Contact").create({"AccountId": account_id, **fields})["id"])
+
+
+def test_show_of_a_guest_prints_the_contact_linked_to_it_not_a_salesforce_user(
+    sandbox: SandboxServer, tmp_path, capsys
+):
+    guest = _guests(sandbox)[0]
+    org = OrgAdmin(sandbox.env())
+    contact_id = _contact_for(org, "partner.example.org", FirstName="James", LastName="Lopez",
+                              Email=guest["mail"], Entra_Object_Id__c=guest["id"], Relationship__c="Partner",
+                              Invitation_State__c="PendingAcceptance", Entra_Status__c="Active")
+    assert main(["--env-file", _env_file(sandbox, tmp_path), "show", guest["userPrincipalName"]]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{guest['userPrincipalName']}: Entra accountEnabled=True (a guest); Salesforce Contact "
+                          "James Lopez under Account 'partner.example.org'\n"), out
+    assert f"  Salesforce: Contact {contact_id}  account=partner.example.org\n" in out
+    for line in ("Relationship__c       Partner", "Invitation_State__c   PendingAcceptance",
+                 "Entra_Status__c       Active"):
+        assert f"    {line}\n" in out
+    assert "not in Salesforce" not in out and "no user" not in out
+
+
+def test_show_of_a_guest_finds_an_unlinked_contact_by_its_email(sandbox: SandboxServer, tmp_path, capsys):
+    guest = _guests(sandbox)[1]
+    org = OrgAdmin(sandbox.env())
+    _contact_for(org, "Individual Guests", LastName="Byhand", Email=guest["mail"].upper())
+    assert main(["--env-file", _env_file(sandbox, tmp_path), "show", guest["userPrincipalName"]]) == 0
+    out = capsys.readouterr().out
+    assert "Salesforce Contact Byhand under Account 'Individual Guests'" in out
+    assert "    Relationship__c       -\n" in out
+
+
+def test_show_of_a_guest_without_a_contact_says_no_contact_yet(sandbox: SandboxServer, tmp_path, capsys):
+    guest = _guests(sandbox)[2]
+    assert main(["--env-file", _env_file(sandbox, tmp_path), "show", guest["userPrincipalName"]]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{guest['userPrincipalName']}: Entra accountEnabled=True (a guest); no Contact yet in "
+                          "Salesforce\n"), out
+    assert "  Salesforce: no Contact yet (idsync makes one for a guest" in out
+    assert "Salesforce: no user" not in out
+
+
+def test_list_shows_a_guest_s_contact_account_in_a_fixed_number_of_queries(
+    sandbox: SandboxServer, tmp_path, capsys, monkeypatch
+):
+    from simple_salesforce import Salesforce
+
+    guests = _guests(sandbox)
+    org = OrgAdmin(sandbox.env())
+    if org.guest_contact(guests[0]["id"], None) is None:  # the show test above made one; not when run alone
+        _contact_for(org, "partner.example.org", LastName="Lopez", Entra_Object_Id__c=guests[0]["id"])
+    expected = {g["userPrincipalName"]: org.guest_contact(g["id"], g["mail"]) for g in guests}
+    assert expected[guests[0]["userPrincipalName"]] is not None
+    queries: list[str] = []
+    query_all = Salesforce.query_all
+
+    def counted(self: Salesforce, query: str, *args: Any, **kwargs: Any) -> Any:
+        queries.append(query)
+        return query_all(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(Salesforce, "query_all", counted)
+    monkeypatch.setattr(OrgAdmin, "guest_contact", lambda *a: pytest.fail("one Contact query per guest"))
+    assert main(["--env-file", _env_file(sandbox, tmp_path), "list"]) == 0
+    rows = {line.split()[0]: line.split(maxsplit=2)[2] for line in capsys.readouterr().out.splitlines()}
+    for upn, contact in expected.items():
+        assert rows[upn] == (f"contact={contact['Account']['Name']}" if contact else "contact=-"), (upn, rows[upn])
+    assert sum("FROM Contact" in q for q in queries) <= 2, queries
+    members = [upn for upn, side in rows.items() if "#EXT#" not in upn]
+    assert members and all(rows[upn].startswith("salesforce=") for upn in members)
+    assert any(rows[upn] == "salesforce=active" for upn in members)
