@@ -20,7 +20,10 @@ Every change goes through Graph; then the command watches Salesforce until idsyn
                                                # watch it complete and the Salesforce user appear
 
 It is how a person tries a leaver without writing code; changes go through Graph, so idsync sees them exactly as it
-would see a real admin's.
+would see a real admin's. Exit codes: 0 done; 2 bad input (a malformed argument; an unknown user, group, guest or
+permission set; a request Graph or Salesforce refuses with a 4xx, e.g. a user who exists already); 1 the sandbox
+unreachable, a login refused, a 5xx, or a watched outcome that did not happen in time (`invite`, `accept`,
+`request`). Every problem is one line on stderr.
 """
 
 from __future__ import annotations
@@ -445,6 +448,26 @@ def _problem(err: Exception, args: argparse.Namespace, env: dict[str, str]) -> s
     return None
 
 
+#: 4xx answers that refuse no input of the user's: a login refused, throttling, a timeout
+_NOT_THE_INPUT = frozenset({401, 403, 407, 408, 429})
+
+
+def _exit_code(err: Exception) -> int:
+    """The product CLI's convention: 2 is bad input (a malformed argument; an unknown user, group, guest or
+    permission set; a 4xx refusal of what was asked, e.g. a user who exists already; an incomplete env file); 1 is
+    the sandbox unreachable, a login refused, a 5xx, a transient refusal (429, a locked row). (A watched outcome that
+    does not happen in time returns 1 from the command itself, not through here.)"""
+    if isinstance(err, UsageError | LookupError):  # LookupError includes KeyError: the env file lacks a setting
+        return 2
+    if isinstance(err, httpx.HTTPStatusError):
+        status = err.response.status_code
+        return 2 if 400 <= status < 500 and status not in _NOT_THE_INPUT else 1
+    if isinstance(err, SalesforceError):
+        transient = "UNABLE_TO_LOCK_ROW" in (_refusal(err.content) or "")
+        return 2 if 400 <= err.status < 500 and err.status not in _NOT_THE_INPUT and not transient else 1
+    return 1  # unreachable, the CA file gone, a token refused (msal or Salesforce's token endpoint)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox.tenant", description=__doc__.splitlines()[0])
     parser.add_argument("--env-file", default="var/sandbox.env", help="written by the sandbox (default: %(default)s)")
@@ -522,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if line is None:
             raise
         print(f"sandbox.tenant: {line}", file=sys.stderr)
-        return 2 if isinstance(err, UsageError) else 1
+        return _exit_code(err)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def test_with_the_sandbox_stopped_every_command_says_so_in_one_line(sandbox: San
 
 
 def test_show_of_an_unknown_user_is_one_line_naming_the_user(sandbox: SandboxServer, tmp_path, capsys):
-    assert main(["--env-file", _env_file(sandbox, tmp_path), "show", "nobody@x"]) == 1
+    assert main(["--env-file", _env_file(sandbox, tmp_path), "show", "nobody@x"]) == 2
     captured = capsys.readouterr()
     assert captured.err.strip() == ("sandbox.tenant: no user nobody@x in Entra — `.venv/bin/python -m sandbox.tenant "
                                     "list` shows the users")
@@ -172,7 +172,7 @@ def _members(sandbox: SandboxServer) -> list[str]:
 def test_set_manager_to_an_unknown_manager_names_the_manager_not_the_user(sandbox: SandboxServer, tmp_path, capsys):
     upn = _members(sandbox)[5]
     code = main(["--env-file", _env_file(sandbox, tmp_path), "set-manager", upn, "nobody@fabrikam.example.com"])
-    assert code == 1
+    assert code == 2
     assert capsys.readouterr().err.strip() == (
         "sandbox.tenant: no user nobody@fabrikam.example.com in Entra — `.venv/bin/python -m sandbox.tenant list` "
         "shows the users")
@@ -180,7 +180,7 @@ def test_set_manager_to_an_unknown_manager_names_the_manager_not_the_user(sandbo
 
 def test_set_manager_of_an_unknown_user_names_that_user(sandbox: SandboxServer, tmp_path, capsys):
     manager = _members(sandbox)[0]
-    assert main(["--env-file", _env_file(sandbox, tmp_path), "set-manager", "nobody@x", manager]) == 1
+    assert main(["--env-file", _env_file(sandbox, tmp_path), "set-manager", "nobody@x", manager]) == 2
     assert capsys.readouterr().err.startswith("sandbox.tenant: no user nobody@x in Entra")
 
 
@@ -200,7 +200,7 @@ def test_creating_a_user_that_exists_says_what_graph_said(sandbox: SandboxServer
     env_file = _env_file(sandbox, tmp_path)
     assert main(["--env-file", env_file, "create-user", "Dana", "Whitfield", "--wait", "0"]) == 0
     capsys.readouterr()
-    assert main(["--env-file", env_file, "create-user", "Dana", "Whitfield", "--wait", "0"]) == 1
+    assert main(["--env-file", env_file, "create-user", "Dana", "Whitfield", "--wait", "0"]) == 2  # a 400
     assert capsys.readouterr().err.strip() == (
         "sandbox.tenant: Graph refused POST /v1.0/users: Request_BadRequest: Another object with the same value for "
         "property userPrincipalName already exists.")
@@ -208,7 +208,7 @@ def test_creating_a_user_that_exists_says_what_graph_said(sandbox: SandboxServer
 
 def test_setting_an_unknown_attribute_says_what_graph_said(sandbox: SandboxServer, tmp_path, capsys):
     upn = _members(sandbox)[6]
-    assert main(["--env-file", _env_file(sandbox, tmp_path), "set", upn, "bogusAttr=1", "--wait", "0"]) == 1
+    assert main(["--env-file", _env_file(sandbox, tmp_path), "set", upn, "bogusAttr=1", "--wait", "0"]) == 2
     assert capsys.readouterr().err.strip() == (
         f"sandbox.tenant: Graph refused PATCH /v1.0/users/{upn}: BadRequest: Property 'bogusAttr' does not exist on "
         "type 'microsoft.graph.user'.")
@@ -223,7 +223,7 @@ def test_removing_a_user_from_a_group_they_are_not_in_is_not_reported_as_an_unkn
         group = next(g for g in d.groups.values() if g["displayName"] == "Contractors")
         upn = next(u["userPrincipalName"] for u in d.users.values()
                    if u["userType"] == "Member" and u["id"] not in d.members[group["id"]])
-    assert main(["--env-file", env_file, "remove-from-group", upn, "Contractors", "--wait", "0"]) == 1
+    assert main(["--env-file", env_file, "remove-from-group", upn, "Contractors", "--wait", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"sandbox.tenant: Graph refused DELETE /v1.0/groups/{group['id']}/members/")
     assert "Request_ResourceNotFound" in err and "no user" not in err
@@ -235,7 +235,7 @@ def test_a_salesforce_refusal_says_what_salesforce_said(sandbox: SandboxServer, 
     upn = next(u for u in _members(sandbox) if (sf := org.user(u)) and sf["IsActive"])
     assert main(["--env-file", env_file, "sf-assign", upn, "API_Only"]) == 0
     capsys.readouterr()
-    assert main(["--env-file", env_file, "sf-assign", upn, "API_Only"]) == 1  # assigned already
+    assert main(["--env-file", env_file, "sf-assign", upn, "API_Only"]) == 2  # assigned already: a 400
     err = capsys.readouterr().err.strip()
     assert err.startswith("sandbox.tenant: Salesforce refused /services/data/v62.0/sobjects/PermissionSetAssignment")
     assert "DUPLICATE_VALUE" in err and "is the sandbox at" not in err
@@ -387,3 +387,64 @@ def test_list_shows_a_guest_s_contact_account_in_a_fixed_number_of_queries(
     members = [upn for upn, side in rows.items() if "#EXT#" not in upn]
     assert members and all(rows[upn].startswith("salesforce=") for upn in members)
     assert any(rows[upn] == "salesforce=active" for upn in members)
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize(("command", "says"), [
+    (["show", "nobody@x"], "no user nobody@x in Entra"),
+    (["enable", "nobody@x", "--wait", "0"], "no user nobody@x in Entra"),
+    (["disable", "nobody@x", "--wait", "0"], "no user nobody@x in Entra"),
+    (["sf-assign", "nobody@x", "API_Only"], "no user nobody@x in Entra"),
+    (["set-manager", "nobody@x", "MEMBER"], "no user nobody@x in Entra"),
+    (["set-manager", "MEMBER", "nobody@x", "--wait", "0"], "no user nobody@x in Entra"),
+    (["add-to-group", "MEMBER", "No Such Group", "--wait", "0"], "no group named 'No Such Group' in Entra"),
+    (["remove-from-group", "MEMBER", "No Such Group", "--wait", "0"], "no group named 'No Such Group' in Entra"),
+    (["sf-assign", "MEMBER", "No_Such_PS"], "no permission set 'No_Such_PS' in the org"),
+    (["accept", "nobody@example.com", "--wait", "0"], "no guest with mail nobody@example.com in Entra"),
+    (["invite", "not-an-address", "--wait", "0"], "Graph refused POST /v1.0/invitations: BadRequest:"),
+])
+def test_bad_input_exits_2_with_one_line_saying_what_is_unknown(sandbox: SandboxServer, tmp_path, capsys, command,
+                                                                 says):
+    org = OrgAdmin(sandbox.env())
+    member = next(u for u in _members(sandbox)[10:] if (sf := org.user(u)) and sf["IsActive"])
+    argv = [member if arg == "MEMBER" else arg for arg in command]
+    assert main(["--env-file", _env_file(sandbox, tmp_path), *argv]) == 2
+    assert _one_line(capsys.readouterr().err).startswith(f"sandbox.tenant: {says}")
+
+
+def test_a_salesforce_5xx_exits_1(sandbox: SandboxServer, tmp_path, capsys):
+    upn = _members(sandbox)[3]
+    env_file = _env_file(sandbox, tmp_path)
+    sandbox.state.faults.patch({"salesforce": {"error_rate": 1.0, "error_kinds": ["503"]}})
+    try:
+        assert main(["--env-file", env_file, "show", upn]) == 1
+    finally:
+        sandbox.state.faults.patch({"salesforce": {"error_rate": 0.0, "error_kinds": ["503"]}})
+    assert "(503): " in _one_line(capsys.readouterr().err)
+
+
+def test_a_salesforce_locked_row_is_transient_and_exits_1_though_it_is_a_400(sandbox: SandboxServer, tmp_path,
+                                                                             capsys):
+    upn = _members(sandbox)[3]
+    env_file = _env_file(sandbox, tmp_path)
+    sandbox.state.faults.patch({"salesforce": {"error_rate": 1.0, "error_kinds": ["UNABLE_TO_LOCK_ROW"]}})
+    try:
+        assert main(["--env-file", env_file, "show", upn]) == 1
+    finally:
+        sandbox.state.faults.patch({"salesforce": {"error_rate": 0.0, "error_kinds": ["503"]}})
+    assert "(400): UNABLE_TO_LOCK_ROW" in _one_line(capsys.readouterr().err)
+
+
+def test_graph_throttling_is_not_bad_input_and_exits_1(sandbox: SandboxServer, tmp_path, capsys):
+    env_file = _env_file(sandbox, tmp_path)
+    sandbox.state.faults.patch({"graph": {"throttle_rate": 1.0}})
+    try:
+        assert main(["--env-file", env_file, "show", _members(sandbox)[3]]) == 1
+    finally:
+        sandbox.state.faults.patch({"graph": {"throttle_rate": 0.0}})
+    assert "TooManyRequests" in _one_line(capsys.readouterr().err)
