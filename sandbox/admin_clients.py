@@ -71,7 +71,8 @@ class GraphAdmin:
         return out
 
     def user(self, id_or_upn: str) -> dict[str, Any]:
-        return self.http.get(f"/users/{segment(id_or_upn)}", params={"$select": "id,userPrincipalName,accountEnabled"}
+        return self.http.get(f"/users/{segment(id_or_upn)}",
+                             params={"$select": "id,userPrincipalName,accountEnabled,userType,mail"}
                              ).raise_for_status().json()
 
     def disable(self, id_or_upn: str) -> None:
@@ -172,11 +173,38 @@ class OrgAdmin:
                                              username))["records"]
         return rows[0] if rows else None
 
+    #: what `contacts` and `guest_contact(s)` read of a Contact: the fields idsync's demo mapping writes for a guest
+    CONTACT_FIELDS = ("Id, FirstName, LastName, Email, AccountId, Account.Name, Entra_Object_Id__c, Entra_Status__c, "
+                      "Invitation_State__c, Relationship__c")
+
     def contacts(self, email: str) -> list[dict[str, Any]]:
-        soql = format_soql("SELECT Id, FirstName, LastName, Email, AccountId, Account.Name, Entra_Object_Id__c, "
-                           "Entra_Status__c, Invitation_State__c, Relationship__c FROM Contact WHERE Email = {}",
-                           email)
+        soql = format_soql(f"SELECT {self.CONTACT_FIELDS} FROM Contact WHERE Email = {{}}", email)
         return list(self.sf.query_all(soql)["records"])
+
+    def guest_contact(self, entra_id: str, email: str | None) -> dict[str, Any] | None:
+        """The Contact idsync keeps for a B2B guest: the one whose link field Entra_Object_Id__c is the guest's
+        object id, else (not linked, e.g. made by hand) one with the guest's email and no link to another guest."""
+        rows = self.sf.query_all(format_soql(f"SELECT {self.CONTACT_FIELDS} FROM Contact "
+                                             "WHERE Entra_Object_Id__c = {}", entra_id))["records"]
+        if not rows and email:
+            rows = [c for c in self.contacts(email) if not c.get("Entra_Object_Id__c")]
+        return dict(rows[0]) if rows else None
+
+    def guest_contacts(self, guests: dict[str, str | None]) -> dict[str, dict[str, Any]]:
+        """`guest_contact` for many guests (Entra object id -> email) at once: one query for every linked Contact,
+        then one per 200 emails of the guests left, whatever the number of guests."""
+        linked = self.sf.query_all(f"SELECT {self.CONTACT_FIELDS} FROM Contact WHERE Entra_Object_Id__c != null")
+        found = {str(c["Entra_Object_Id__c"]): dict(c) for c in linked["records"] if c["Entra_Object_Id__c"] in guests}
+        by_email = {email.lower(): entra_id for entra_id, email in guests.items() if email and entra_id not in found}
+        emails = sorted(by_email)
+        for start in range(0, len(emails), 200):
+            rows = self.sf.query_all(format_soql(f"SELECT {self.CONTACT_FIELDS} FROM Contact WHERE Email IN {{}} "
+                                                 "AND Entra_Object_Id__c = null", emails[start:start + 200]))
+            for c in rows["records"]:
+                entra_id = by_email.get(str(c["Email"] or "").lower())
+                if entra_id is not None:
+                    found.setdefault(entra_id, dict(c))
+        return found
 
     def insert_request(self, **fields: Any) -> str:
         """A User_Provisioning_Request__c inserted through the REST API, as a Salesforce user (or a Flow) would."""

@@ -1,10 +1,11 @@
 """`python -m sandbox.tenant`: act on a running sandbox as its admins would, through the public APIs.
 
-    python -m sandbox.tenant list [--env-file var/sandbox.env]
+    python -m sandbox.tenant list [--env-file var/sandbox.env]   # a guest's Salesforce side: its Contact's Account
     python -m sandbox.tenant disable [UPN]     # no UPN: an enabled member with a Salesforce user who owns open records
     python -m sandbox.tenant enable UPN        # and watch Salesforce: idsync reactivates users it deactivated
     python -m sandbox.tenant show UPN          # both sides: Entra state and groups; Salesforce profile, role,
                                                # permission sets, groups and queues, key fields, open records
+                                               # (a B2B guest: the Contact, its Account and the fields idsync writes)
     python -m sandbox.tenant create-user GIVEN SURNAME --groups "All Employees,Sales Team West" [--title ...]
     python -m sandbox.tenant add-to-group UPN GROUP | remove-from-group UPN GROUP
     python -m sandbox.tenant set UPN jobTitle="Sales Manager" mobilePhone=     # empty value: cleared in Entra
@@ -19,7 +20,10 @@ Every change goes through Graph; then the command watches Salesforce until idsyn
                                                # watch it complete and the Salesforce user appear
 
 It is how a person tries a leaver without writing code; changes go through Graph, so idsync sees them exactly as it
-would see a real admin's.
+would see a real admin's. Exit codes: 0 done; 2 bad input (a malformed argument; an unknown user, group, guest or
+permission set; a request Graph or Salesforce refuses with a 4xx, e.g. a user who exists already); 1 the sandbox
+unreachable, a login refused, a 5xx, or a watched outcome that did not happen in time (`invite`, `accept`,
+`request`). Every problem is one line on stderr.
 """
 
 from __future__ import annotations
@@ -48,8 +52,39 @@ class UsageError(Exception):
     """The command line asks for something malformed: reported as it is, before anything changes."""
 
 
-def _both_sides(graph: GraphAdmin, org: OrgAdmin, upn: str, *, records: bool = False) -> str:
-    entra = graph.user(upn)
+def _is_guest(entra: dict[str, Any]) -> bool:
+    """A B2B guest: idsync keeps a Contact (under an Account) for them in Salesforce, not a user."""
+    return entra.get("userType") == "Guest"
+
+
+def _account(contact: dict[str, Any]) -> str:
+    return str((contact.get("Account") or {}).get("Name") or "no Account")
+
+
+def _contact_line(contact: dict[str, Any] | None) -> str:
+    if contact is None:
+        return "no Contact yet in Salesforce"
+    name = f"{contact.get('FirstName') or ''} {contact['LastName']}".strip()
+    return f"Salesforce Contact {name} under Account '{_account(contact)}'"
+
+
+def _contact_text(contact: dict[str, Any] | None) -> str:
+    """`show`'s Salesforce side for a guest: the Contact and the fields the demo mapping writes."""
+    if contact is None:
+        return ("  Salesforce: no Contact yet (idsync makes one for a guest within seconds of the invitation; "
+                "is idsync running? `make run`)")
+    lines = [f"  Salesforce: Contact {contact['Id']}  account={_account(contact)}"]
+    for name in ("Email", "Relationship__c", "Invitation_State__c", "Entra_Status__c"):
+        lines.append(f"    {name:21} {contact.get(name) if contact.get(name) not in (None, '') else '-'}")
+    return "\n".join(lines)
+
+
+def _both_sides(org: OrgAdmin, entra: dict[str, Any], contact: dict[str, Any] | None, *, records: bool = False
+                ) -> str:
+    """One line: the Entra user (`entra`) and their Salesforce side, the user or, for a guest, the `contact`."""
+    if _is_guest(entra):
+        return (f"{entra['userPrincipalName']}: Entra accountEnabled={entra['accountEnabled']} (a guest); "
+                f"{_contact_line(contact)}")
     sf = org.user(entra["userPrincipalName"])
     side = "not in Salesforce" if sf is None else (
         f"Salesforce IsActive={sf['IsActive']} IsFrozen={org.frozen(sf['Id'])}")
@@ -290,11 +325,16 @@ def _act(args: argparse.Namespace, env: dict[str, str]) -> int:
     if args.command == "request":
         return _request(args, org)
     if args.command == "list":
-        for user in graph.users():
-            sf = org.user(user["userPrincipalName"])
-            state = "-" if sf is None else ("active" if sf["IsActive"] else "inactive")
+        users = graph.users(select="id,userPrincipalName,accountEnabled,userType,mail")
+        contacts = org.guest_contacts({u["id"]: u.get("mail") for u in users if _is_guest(u)})
+        for user in users:
+            if _is_guest(user):  # its Salesforce side is a Contact: the Account it is under
+                side = f"contact={_account(contacts[user['id']]) if user['id'] in contacts else '-'}"
+            else:
+                sf = org.user(user["userPrincipalName"])
+                side = f"salesforce={'-' if sf is None else ('active' if sf['IsActive'] else 'inactive')}"
             print(f"{user['userPrincipalName']:60} entra={'enabled' if user['accountEnabled'] else 'disabled':8} "
-                  f"salesforce={state}")
+                  f"{side}")
         return 0
     upn = args.upn
     if args.command == "disable" and not upn:
@@ -316,10 +356,12 @@ def _act(args: argparse.Namespace, env: dict[str, str]) -> int:
         print(_watch(org, upn, active=args.command == "enable", wait=args.wait))
         if args.command == "disable" and args.wait > 0:  # the transfer follows the revocation: give it 30 s
             print(_watch_records(org, upn, wait=max(args.wait, 30.0), before=owned_before))
-    print(_both_sides(graph, org, upn, records=args.command == "show"))
+    entra = graph.user(upn)
+    contact = org.guest_contact(entra["id"], entra.get("mail")) if _is_guest(entra) else None
+    print(_both_sides(org, entra, contact, records=args.command == "show"))
     if args.command == "show":
         print(f"  Entra groups: {', '.join(graph.groups_of(upn)) or '-'}")
-        print(_view_text(org.view(graph.user(upn)["userPrincipalName"])))
+        print(_contact_text(contact) if _is_guest(entra) else _view_text(org.view(entra["userPrincipalName"])))
     return 0
 
 
@@ -406,15 +448,36 @@ def _problem(err: Exception, args: argparse.Namespace, env: dict[str, str]) -> s
     return None
 
 
+#: 4xx answers that refuse no input of the user's: a login refused, throttling, a timeout
+_NOT_THE_INPUT = frozenset({401, 403, 407, 408, 429})
+
+
+def _exit_code(err: Exception) -> int:
+    """The product CLI's convention: 2 is bad input (a malformed argument; an unknown user, group, guest or
+    permission set; a 4xx refusal of what was asked, e.g. a user who exists already; an incomplete env file); 1 is
+    the sandbox unreachable, a login refused, a 5xx, a transient refusal (429, a locked row). (A watched outcome that
+    does not happen in time returns 1 from the command itself, not through here.)"""
+    if isinstance(err, UsageError | LookupError):  # LookupError includes KeyError: the env file lacks a setting
+        return 2
+    if isinstance(err, httpx.HTTPStatusError):
+        status = err.response.status_code
+        return 2 if 400 <= status < 500 and status not in _NOT_THE_INPUT else 1
+    if isinstance(err, SalesforceError):
+        transient = "UNABLE_TO_LOCK_ROW" in (_refusal(err.content) or "")
+        return 2 if 400 <= err.status < 500 and err.status not in _NOT_THE_INPUT and not transient else 1
+    return 1  # unreachable, the CA file gone, a token refused (msal or Salesforce's token endpoint)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox.tenant", description=__doc__.splitlines()[0])
     parser.add_argument("--env-file", default="var/sandbox.env", help="written by the sandbox (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="users on both sides")
+    sub.add_parser("list", help="users on both sides (a guest's Salesforce side is its Contact)")
     for name, text in (("disable", "a leaver: disable an Entra user through Graph (no UPN: one who owns open "
                                    "Salesforce records), watch Salesforce deactivate them"),
                        ("enable", "re-enable an Entra user through Graph, watch Salesforce reactivate them"),
-                       ("show", "one user on both sides: Entra state and groups, Salesforce access and open records")):
+                       ("show", "one user on both sides: Entra state and groups, Salesforce access and open records "
+                                "(a guest: the Contact)")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("upn", nargs="?" if name == "disable" else None)
         if name != "show":
@@ -482,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if line is None:
             raise
         print(f"sandbox.tenant: {line}", file=sys.stderr)
-        return 2 if isinstance(err, UsageError) else 1
+        return _exit_code(err)
 
 
 if __name__ == "__main__":
