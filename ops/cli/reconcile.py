@@ -93,7 +93,9 @@ def _print_plan(data: Any) -> None:
                           f"[dim]{row['action']}[/dim]")
         before, after = row.get("before"), row.get("after")
         if row.get("change") == "create_user" and isinstance(after, dict):
-            after = after.get("Username")
+            # the new user in one line: who, and what they get (the reports carry every field)
+            shown = [after.get("Username")] + [f"{k}={after[k]}" for k in ("ProfileId", "UserRoleId") if after.get(k)]
+            after = " ".join(str(part) for part in shown if part)
         edit = " [red](direct Salesforce edit)[/red]" if row.get("direct_edit") else ""
         console.print(f"  {escape(str(row['field']))}: {escape(repr(before))} -> {escape(repr(after))}{edit}",
                       highlight=False)

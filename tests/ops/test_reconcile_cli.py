@@ -108,3 +108,17 @@ def test_the_summary_tells_users_needing_a_person_from_review_items(capsys: pyte
     table = capsys.readouterr().out
     assert "review items" in table and "users by plan" in table
     assert not any(line.split("│")[1:2] == [" reviews "] for line in table.splitlines())
+
+
+def test_the_printed_plan_says_what_a_new_user_gets_not_only_their_username(capsys: pytest.CaptureFixture[str]) -> None:
+    from ops.cli.reconcile import _print_plan
+
+    run = RunLog("rec-20261130T080000Z-abcdef", dry_run=True)
+    change = {"entra_id": "e1", "salesforce_id": None, "upn": "ann@x", "action": "create", "change": "create_user",
+              "field": "User", "before": None, "direct_edit": False, "drift": "missing_in_salesforce", "rule": "scope",
+              "after": {"Username": "ann@x", "ProfileId": "Sales User", "UserRoleId": "CEO", "Title": "Analyst"}}
+    run.record("e1", "create", {"changes": [change], "reviews": [], "deprovisions": []})
+    run.finish()
+    _print_plan(ReportData.of(run))
+    out = capsys.readouterr().out
+    assert "ann@x ProfileId=Sales User UserRoleId=CEO" in out
