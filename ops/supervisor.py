@@ -108,7 +108,7 @@ class Supervisor:
         if not self.settings.webhook_public_url:
             env["IDSYNC_WEBHOOK_PUBLIC_URL"] = f"http://{host}:{webhook_port}"
         self.urls["webhook"] = f"http://{host}:{webhook_port}/graph/notifications"
-        env.update(self._metrics_ports(env.get("IDSYNC_WEBHOOK_METRICS_PORT")))
+        env.update(self._metrics_ports(env.get("IDSYNC_WEBHOOK_METRICS_PORT"), host))
         self.urls["flower"] = f"http://127.0.0.1:{flower_port}/"
         run_env = dict(env)
         run_env["IDSYNC_VAR_DIR"] = str(self.var_dir)
@@ -167,7 +167,7 @@ class Supervisor:
         argv = [sys.executable, "-m", "ops", *args]
         return lambda: subprocess.Popen(argv, env=self.env, start_new_session=True)
 
-    def _metrics_ports(self, webhook_port: str | None = None) -> dict[str, str]:
+    def _metrics_ports(self, webhook_port: str | None = None, webhook_host: str | None = None) -> dict[str, str]:
         """Each component's /metrics port (a taken one is replaced and said), as settings for the children; the
         start-up lines name them all, the webhook's (chosen with its listener) included."""
         env: dict[str, str] = {}
@@ -182,8 +182,9 @@ class Supervisor:
             env[f"IDSYNC_METRICS_PORT_{component.upper()}"] = str(port)
         shown = [f"{name.removeprefix('IDSYNC_METRICS_PORT_').lower().replace('_', '-')} :{port}"
                  for name, port in env.items()]
-        if webhook_port:
-            shown.append(f"webhook :{webhook_port}")
+        if webhook_port:  # the webhook serves its metrics on its own host, which may differ
+            where = "" if webhook_host in (None, host) else webhook_host
+            shown.append(f"webhook {where}:{webhook_port}")
         if shown:
             self.urls["metrics"] = f"http://{host}:<port>/metrics ({', '.join(shown)})"
         return env

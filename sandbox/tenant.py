@@ -439,13 +439,24 @@ def _problem(err: Exception, args: argparse.Namespace, env: dict[str, str]) -> s
         detail = _refusal(err.content) or "no error message"
         line = f"Salesforce refused {urlsplit(err.url).path} ({err.status}): {detail}"
         return f"{line} — {same}" if err.status in (401, 403) else line
-    if isinstance(err, KeyError):
+    if _missing_setting(err):
         return f"{args.env_file} has no {err.args[0]} — it is written by the sandbox; {start} again"
-    if isinstance(err, LookupError):  # no such group, guest, permission set...: the message says which
+    if _unknown_name(err):  # no such group, guest, permission set...: the message says which
         return str(err)
     if isinstance(err, RuntimeError | ValueError):  # msal: token refused or authority metadata unreachable
         return f"{' '.join(str(err).split())[:200]} — {same}"
     return None
+
+
+def _missing_setting(err: Exception) -> bool:
+    """A KeyError for a setting the env file lacks (any other KeyError is a bug, not the user's input)."""
+    return isinstance(err, KeyError) and str(err.args[0] if err.args else "").startswith("IDSYNC_")
+
+
+def _unknown_name(err: Exception) -> bool:
+    """The LookupError the admin clients raise for a user, group, guest or permission set that does not exist; an
+    IndexError or KeyError is a bug, not the user's input."""
+    return isinstance(err, LookupError) and not isinstance(err, IndexError | KeyError)
 
 
 #: 4xx answers that refuse no input of the user's: a login refused, throttling, a timeout
@@ -457,7 +468,7 @@ def _exit_code(err: Exception) -> int:
     permission set; a 4xx refusal of what was asked, e.g. a user who exists already; an incomplete env file); 1 is
     the sandbox unreachable, a login refused, a 5xx, a transient refusal (429, a locked row). (A watched outcome that
     does not happen in time returns 1 from the command itself, not through here.)"""
-    if isinstance(err, UsageError | LookupError):  # LookupError includes KeyError: the env file lacks a setting
+    if isinstance(err, UsageError) or _missing_setting(err) or _unknown_name(err):
         return 2
     if isinstance(err, httpx.HTTPStatusError):
         status = err.response.status_code

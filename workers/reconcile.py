@@ -34,7 +34,7 @@ CHECK_EVERY_S = 15.0
 def reconcile(self: IdentityTask, event: dict[str, Any]) -> str:
     from shared.provisioning.mapping_store import NoMapping
     from shared.reconcile.reports import ReportData, write_reports
-    from shared.reconcile.run_state import RunInProgress
+    from shared.reconcile.run_state import RunInProgress, RunLockLost
     from shared.reconcile.runner import Options, Reconciler
 
     if self.ctx.limiter.sync_paused():
@@ -46,6 +46,8 @@ def reconcile(self: IdentityTask, event: dict[str, Any]) -> str:
         runlog = Reconciler(deps).run(Options(source=EventSource.WORKER))
     except RunInProgress:
         return "already_running"
+    except RunLockLost:
+        return "lock_lost"  # cut short, resumable: the scheduler resumes it once the lock is free
     except NoMapping:
         return "no_mapping"
     folder = ctx.settings.reconcile_reports

@@ -68,6 +68,7 @@ def explain(err: BaseException) -> tuple[int, str]:
     """(exit code, one line) for an exception that escaped a command."""
     from ops.embedded_redis import RedisUnavailable
     from shared.errors import AuthenticationFailed, IdsyncError
+    from shared.redis_lock import LockBusy
 
     detail = " ".join(str(err).split())[:300]
     if isinstance(err, SettingsError):
@@ -77,6 +78,9 @@ def explain(err: BaseException) -> tuple[int, str]:
             f"idsync: cannot reach Redis at {_redis_url()} ({detail or type(err).__name__}) — start it or fix "
             "IDSYNC_REDIS_URL (`idsync run` starts an embedded Redis and writes var/run.env)"
         )
+    if isinstance(err, LockBusy):
+        return EXIT_UNAVAILABLE, (f"idsync: {detail}, which does the same work right now — try again in "
+                                  f"{max(1, round(err.retry_after or 1))} s")
     if isinstance(err, AuthenticationFailed):
         return EXIT_CONFIG, (f"idsync: {detail} — check the {_SERVICES.get(err.service, err.service)} credentials "
                              "(`idsync config` shows every value and where it comes from)")

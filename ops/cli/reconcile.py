@@ -159,7 +159,7 @@ def reconcile(
     from shared.output_files import OutputPathError
     from shared.provisioning.mapping_store import NoMapping
     from shared.reconcile.reports import ReportData, check_paths
-    from shared.reconcile.run_state import RunInProgress
+    from shared.reconcile.run_state import RunInProgress, RunLockLost
     from shared.reconcile.runner import Options, ReconcileError, Reconciler
 
     paths = list(report or [])
@@ -176,6 +176,8 @@ def reconcile(
             runlog = reconciler.run(Options(dry_run=dry_run, scope=list(scope or []), restart=restart))
     except RunInProgress as err:
         raise _fail(f"{err} — wait for it (`idsync status`), it holds the lock while it works", 3) from None
+    except RunLockLost as err:
+        raise _fail(str(err), 1) from None
     except (ReconcileError, NoMapping) as err:
         raise _fail(str(err)) from None
     except KeyboardInterrupt:

@@ -74,8 +74,9 @@ GROUP_NAMES = (
     "IT Admins",
     "EMEA Staff",
     "Guests",
-    # last, and seeded empty without touching the random stream: a tenant of up to 13 groups is the same as before
-    # it was added. The demo mapping's guest rule and the README's `invite --group Distributors` name it.
+    # last, and seeded empty (its members draw nothing from the random stream; its id does): a tenant of up to 13
+    # groups is the same as before it was added, larger ones differ from the 15th group on. The demo mapping's
+    # guest rule and the README's `invite --group Distributors` name it.
     "Distributors",
 )
 

@@ -107,6 +107,15 @@ class ContactLinks:
         """Linked users whose Contact shows this manager (directly, or in their manager chain)."""
         return {str(m) for m in self.redis.smembers(_reports_key(manager_id))}
 
+    def unlinked(self, entra_ids: Sequence[str]) -> list[str]:
+        """Of `entra_ids`, those with no Contact link yet (one pipeline of EXISTS)."""
+        if not entra_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for entra_id in entra_ids:
+            pipe.exists(_link_key(entra_id))
+        return [entra_id for entra_id, linked in zip(entra_ids, pipe.execute(), strict=True) if not linked]
+
     def concerned(self, entra_ids: Sequence[str]) -> list[str]:
         """The ids among `entra_ids` whose change touches a Contact: linked themselves, or shown on reports'
         Contacts. One round trip for the whole list (the routing hook calls this per batch)."""

@@ -11,7 +11,8 @@ public groups and queues they hold, each with its status:
 - `entra_disabled`: the user's Entra account is disabled (a leaver);
 - `no_entra_user`: the Salesforce user has no Entra counterpart (no link, no match).
 Listed apart: entitlements no rule justifies (every status but `justified`), users holding entitlements while out
-of scope (the users of the `out_of_scope` rows), and linked users whose Entra account is disabled (the users of the
+of scope (active Salesforce users with `out_of_scope` rows beyond their profile: a deactivated leaver keeps
+its assignments and is no finding), and linked users whose Entra account is disabled (the users of the
 `entra_disabled` rows). Each list and its count come from the rows themselves, so the summary, the lists and the
 table's statuses cannot disagree.
 """
@@ -116,6 +117,7 @@ def _user_rows(data: AccessData, view: RowView, run: _Run, entra: EntraUser | No
                    "in scope" if desired is not None and desired.in_scope else "out of scope")
     data.user_count += 1
     statuses: set[str] = set()
+    out_of_scope_entitlements = False  # an out-of-scope row for more than the profile every user has
     for kind, name, sf_id in _held(view, catalog, side):
         rule = wanted.get((kind, sf_id))
         key = kind if kind in ("role", "profile") else entitlement_key(kind, name)
@@ -132,13 +134,14 @@ def _user_rows(data: AccessData, view: RowView, run: _Run, entra: EntraUser | No
         else:
             status = "granted_by_hand"
         statuses.add(status)
+        out_of_scope_entitlements |= status == "out_of_scope" and kind != "profile"
         data.add({"username": view.get("Username"), "salesforce_id": str(view["Id"]), "active": view.get("IsActive"),
                   "entra_upn": entra.upn if entra else None, "entra_state": entra_state, "kind": KIND_LABELS[kind],
                   "name": name, "status": status,
                   "entra_groups": ", ".join(dict.fromkeys(_GROUP.findall(rule or ""))) or None, "rule": rule})
     if entra is None:
         return
-    if "out_of_scope" in statuses:
+    if out_of_scope_entitlements and view.get("IsActive"):
         data.out_of_scope.append({"username": view.get("Username"), "entra_upn": entra.upn,
                                   "salesforce_active": bool(view.get("IsActive")),
                                   "reason": desired.reason if desired else ""})

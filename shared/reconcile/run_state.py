@@ -41,6 +41,10 @@ class RunInProgress(Exception):  # noqa: N818 - an answer, not a bug
     """Another process holds the reconciliation lock."""
 
 
+class RunLockLost(Exception):  # noqa: N818 - a state, reported as such
+    """This run's lock ran out while it worked; it stopped, resumable, so two runs never write side by side."""
+
+
 def new_run_id(now: float | None = None) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
     return f"rec-{stamp}-{uuid.uuid4().hex[:6]}"
@@ -65,8 +69,12 @@ class RunLock:
                             "one run at a time")
 
     def refresh(self) -> None:
-        if self.held:
-            self._lock.renew()
+        """Start the lock's TTL again; a run whose lock ran out (a call blocked past the TTL) stops here, resumable,
+        rather than go on beside a second run that may have taken the lock."""
+        if self.held and not self._lock.renew():
+            self.held = False
+            raise RunLockLost("this reconciliation lost its lock (nothing refreshed it for "
+                                f"{self._lock.ttl_ms // 1000} s) and stopped; `idsync reconcile` resumes it")
 
     def release(self) -> None:
         if self.held:

@@ -37,6 +37,7 @@ from shared.errors import NotFound
 from shared.events import EventKind, EventSource, IdentityEvent
 from shared.grants import Grants
 from shared.group_membership import GroupMembership
+from shared.guests.links import ContactLinks
 from shared.identity_links import LINKS_BY_SF_KEY, REVIEWS_KEY, IdentityLinks
 from shared.logging import get_logger
 from shared.mapping import Mapping as IdsyncMapping
@@ -425,26 +426,30 @@ class _Run:
             self.owner.report_progress("gone", done=start + len(ids), total=len(gone), counts=self._counts())
 
     def _guests_phase(self) -> None:
-        """Every B2B guest, once, to the contact lane (`sync.contact_changed`): a guest invited before idsync ran, or
-        whose event was lost, becomes (or stays) a Contact the same way a live invitation does; the task re-reads
-        Graph and Salesforce and writes only what differs. Counted as `guests` (not `ignored`) when planned; a dry run
-        only counts them. Resumable: the sorted list is published from where a run cut short had got to (a repeat is
-        harmless, the task is idempotent)."""
-        guests = sorted(self.guests)
+        """Every B2B guest without a Contact link, once, to the contact lane (`sync.contact_changed`): a guest invited
+        before idsync ran, or whose invitation event was lost, becomes a Contact the same way a live invitation does
+        (the task re-reads Graph and Salesforce). Linked guests are left to their events: one task per guest costs 2-3
+        API calls, which for every guest every 4 hours would be a large tenant's daily Salesforce allowance. Counted as
+        `guests` (not `ignored`) when planned; a dry run only counts them. Resumable: published in id order, a run cut
+        short goes on after the last id it published (a repeat is harmless, the task is idempotent)."""
         runlog = self.runlog
-        if self.dry or self.deps.sender is None or not guests:
+        if self.dry or self.deps.sender is None or not self.guests:
             return
-        start = int(runlog.get("guests_published", 0) or 0)
+        after = str(runlog.get("guests_published_to", "") or "")
+        pending = [g for g in sorted(self.guests) if g > after]
         tenant = self.deps.settings.graph_tenant_id or "default"
-        for n, entra_id in enumerate(guests[start:], start=start):
-            event = IdentityEvent(kind=EventKind.USER_CHANGED, source=self.options.source, tenant=tenant,
-                                  object_id=entra_id, correlation_id=runlog.run_id)
-            publish(self.deps.sender, event, CONTACT_TASK)
-            if (n + 1) % 100 == 0:
-                runlog.set(guests_published=n + 1)
-                self.owner.refresh()
-        runlog.set(guests_published=len(guests))
-        self.owner.report_progress("guests", done=len(guests), total=len(guests), counts=self._counts())
+        links = ContactLinks(self.redis)
+        handed = 0
+        for start in range(0, len(pending), 500):
+            batch = pending[start : start + 500]
+            for entra_id in links.unlinked(batch):
+                event = IdentityEvent(kind=EventKind.USER_CHANGED, source=self.options.source, tenant=tenant,
+                                      object_id=entra_id, correlation_id=runlog.run_id)
+                publish(self.deps.sender, event, CONTACT_TASK)
+                handed += 1
+            runlog.set(guests_published_to=batch[-1])
+            self.owner.refresh()
+        log.info("reconcile_guests_handed", run_id=runlog.run_id, guests=len(self.guests), unlinked=handed)
 
     def _chunk(self, users: list[EntraUser], observed: float) -> None:
         """Plan a chunk and record every plan; users whose plan needs the write path join the write queue, which

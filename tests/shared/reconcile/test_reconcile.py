@@ -13,6 +13,7 @@ import redis as redis_lib
 
 from shared import audit
 from shared.engine import PlanAction
+from shared.guests.links import ContactLinks
 from shared.reconcile.run_state import RedisRunLog
 from shared.reconcile.runner import Options, ReconcileError, Reconciler
 from tests.shared.reconcile.conftest import make_deps, reconcile
@@ -293,7 +294,8 @@ def test_one_run_converges_even_when_a_new_hire_s_manager_is_a_leaver_matched_in
     assert [r for r in _by_user(list(after.rows("changes")), hire_upn)] == []
 
 
-def test_every_guest_is_handed_to_the_contact_lane_once_and_a_dry_run_only_counts_them(sandbox, deps, tenant) -> None:
+def test_every_guest_without_a_contact_goes_to_the_contact_lane_and_a_dry_run_only_counts_them(
+        sandbox, deps, tenant, redis_client) -> None:
     guests = {u["id"] for u in tenant.users("userType eq 'Guest'", select="id")}
     assert guests  # the seed has B2B guests, invited before idsync ran
 
@@ -311,3 +313,11 @@ def test_every_guest_is_handed_to_the_contact_lane_once_and_a_dry_run_only_count
     assert sorted(e["object_id"] for e in handed) == sorted(guests)
     assert {e["correlation_id"] for e in handed} == {run.run_id}
     assert run.counts()["guests"] == len(guests)
+
+    linked = sorted(guests)[0]  # its Contact exists now: its own events keep it current, not every run
+    ContactLinks(redis_client).record(linked, "003000000000001AAA", account_id=None, kind="guest", email=None,
+                                      upn=None, chain=())
+    deps.sender.tasks.clear()
+    reconcile(deps)
+    again = sorted(event["object_id"] for name, event in deps.sender.tasks if name == "sync.contact_changed")
+    assert again == sorted(guests - {linked})

@@ -16,6 +16,7 @@ from shared.reconcile.run_state import (
     RedisRunLog,
     RunInProgress,
     RunLock,
+    RunLockLost,
     RunLog,
     recent_runs,
 )
@@ -86,3 +87,14 @@ def test_a_dry_run_keeps_its_state_in_memory_only(redis) -> None:
     run.chunk_done(["u1"])
     assert run.counts()["update"] == 1 and list(run.rows("changes")) == [{"field": "Title"}]
     assert redis.dbsize() == before
+
+
+def test_a_run_whose_lock_ran_out_stops_at_its_next_refresh_instead_of_running_beside_another(redis) -> None:
+    lock = RunLock(redis)
+    lock.acquire()
+    redis.delete(LOCK_KEY)  # its TTL ran out while a call blocked
+    RunLock(redis).acquire()  # a second run took the lock
+    with pytest.raises(RunLockLost, match="lost its lock"):
+        lock.refresh()
+    lock.release()  # no longer ours: nothing deleted
+    assert redis.get(LOCK_KEY) is not None
