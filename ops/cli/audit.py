@@ -16,6 +16,7 @@ import typer
 from ops import components
 from ops.cli.app import app, console, stop_on_signals
 from ops.cli.app import settings as _settings
+from ops.cli.errors import check_output_or_exit, fail
 from shared.settings import Settings
 
 audit_app = typer.Typer(help="Verify, export and report on the audit trail.", no_args_is_help=True)
@@ -27,21 +28,10 @@ DirOpt = Annotated[Path | None, typer.Option("--dir", help="JSONL trail director
                                                            "var/audit)")]
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"idsync: {message}", err=True)
-    return typer.Exit(code)
-
-
 def _check_output(path: Path | None, formats: tuple[str, ...] | None) -> None:
     """Before reading the trail: a file that could not be written there is one line and exit 2 (nothing created)."""
-    from shared.output_files import OutputPathError, check_output
-
-    if path is None:
-        return
-    try:
-        check_output(path, "--output", formats)
-    except OutputPathError as err:
-        raise _fail(str(err)) from None
+    if path is not None:
+        check_output_or_exit(path, "--output", formats)
 
 
 def _entries(settings: Settings, sink: str, directory: Path | None) -> list[Any]:
@@ -53,18 +43,18 @@ def _entries(settings: Settings, sink: str, directory: Path | None) -> list[Any]
 
         where = directory or settings.audit_trail_dir
         if not trail_files(where):
-            raise _fail(f"no audit trail in {where} (is `idsync audit-writer` running with the jsonl sink?)")
+            raise fail(f"no audit trail in {where} (is `idsync audit-writer` running with the jsonl sink?)")
         return parse_lines(read_lines(where))
     if sink == "postgres":
         if not settings.audit_postgres_url:
-            raise _fail("IDSYNC_AUDIT_POSTGRES_URL is not set")
+            raise fail("IDSYNC_AUDIT_POSTGRES_URL is not set")
         from shared.audit_sinks.postgres import read_lines as read_rows
 
         try:
             return parse_lines(read_rows(settings.audit_postgres_url.get_secret_value()))
         except Exception as err:  # noqa: BLE001 - one line for the operator, whatever the driver raised
-            raise _fail(f"PostgreSQL: {type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
-    raise _fail(f"--sink must be one of {', '.join(SINKS_READABLE)}")
+            raise fail(f"PostgreSQL: {type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
+    raise fail(f"--sink must be one of {', '.join(SINKS_READABLE)}")
 
 
 KeyFilesOpt = Annotated[list[Path] | None, typer.Option(
@@ -80,12 +70,12 @@ def _keys(settings: Settings, extra: list[Path] | None = None) -> list[bytes]:
         try:
             keys.append(path.read_text().strip().encode("utf-8"))
         except OSError as err:
-            raise _fail(f"--key-file {path}: {err.strerror}") from None
+            raise fail(f"--key-file {path}: {err.strerror}") from None
     try:
         keys.insert(0, load_key(secret, settings.var_dir))
     except AuditKeyMissing as err:
         if not keys:
-            raise _fail(f"cannot check checkpoint signatures: {err}") from None
+            raise fail(f"cannot check checkpoint signatures: {err}") from None
     return keys
 
 
@@ -222,7 +212,7 @@ def audit_writer() -> None:
         try:
             sinks[name] = build_sink(name, settings)
         except Exception as err:  # noqa: BLE001 - a misconfigured sink is one line for the operator
-            raise _fail(f"audit sink {name}: {err}") from None
+            raise fail(f"audit sink {name}: {err}") from None
     serve(settings.metrics_port_audit_writer, settings.metrics_host)
     get_logger("idsync.audit.writer").info("audit_writer_started", sinks=list(sinks),
                                            trail_dir=str(settings.audit_trail_dir) if "jsonl" in sinks else None)

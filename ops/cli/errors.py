@@ -12,6 +12,7 @@ import os
 import ssl
 import sys
 import traceback
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
@@ -126,6 +127,17 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     """Print `idsync: message` on stderr and return the exit to raise: `raise fail("no review item x")`."""
     print(f"idsync: {message}", file=sys.stderr, flush=True)
     return typer.Exit(code)
+
+
+def check_output_or_exit(path: Path, option: str, formats: tuple[str, ...] | None) -> None:
+    """Before a command's work: a file that could not be written at `path` is one line and exit 2 (nothing created,
+    `shared.output_files`)."""
+    from shared.output_files import OutputPathError, check_output
+
+    try:
+        check_output(path, option, formats)
+    except OutputPathError as err:
+        raise fail(str(err)) from None
 
 
 def usage_line(err: click_exceptions.ClickException) -> str:

@@ -22,12 +22,7 @@ import typer
 from ops import components
 from ops.cli.app import app, console
 from ops.cli.app import settings as _settings
-from ops.cli.errors import EXIT_BAD_INPUT
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"idsync: {message}", err=True)
-    raise typer.Exit(code)
+from ops.cli.errors import EXIT_UNAVAILABLE, fail
 
 
 def _entra_id(graph: Any, links: Any, target: str) -> str:
@@ -40,9 +35,8 @@ def _entra_id(graph: Any, links: Any, target: str) -> str:
     user = graph.get_user(target, select=["id"])
     if user is not None:
         return str(user["id"])
-    _fail(f"no Entra user {target!r} (give a UPN or an object id; a deleted user: the object id, e.g. from "
-          "`idsync review list`)", EXIT_BAD_INPUT)
-    raise AssertionError("unreachable")
+    raise fail(f"no Entra user {target!r} (give a UPN or an object id; a deleted user: the object id, e.g. from "
+               "`idsync review list`)")
 
 
 @app.command()
@@ -71,8 +65,9 @@ def offboard(
         state = read_entra_user(graph, entra_id)
         preview = state.enabled
         if preview and not dry_run:
-            _fail(f"{state.upn or entra_id} is enabled in Entra: disable or delete the user there first (idsync "
-                  "would reactivate a user Entra still enables); `--dry-run` previews the offboarding")
+            raise fail(f"{state.upn or entra_id} is enabled in Entra: disable or delete the user there first (idsync "
+                       "would reactivate a user Entra still enables); `--dry-run` previews the offboarding",
+                       EXIT_UNAVAILABLE)
         planned_state = EntraState(DISABLED, state.upn) if preview else state
         mapping = current_mapping(settings)
         if mapping is None:
@@ -123,9 +118,8 @@ def _execute(settings: Any, redis: Any, entra_id: str, wait: float) -> dict[str,
                                    or "transfer_ownership" in found):
             return {"correlation_id": event.correlation_id, **found}
         time.sleep(0.2)
-    _fail(f"the workers did not finish within {wait:g} s (are they running? `idsync status`); the offboarding stays "
-          f"queued (correlation id {event.correlation_id})")
-    raise AssertionError("unreachable")
+    raise fail(f"the workers did not finish within {wait:g} s (are they running? `idsync status`); the offboarding "
+               f"stays queued (correlation id {event.correlation_id})", EXIT_UNAVAILABLE)
 
 
 def _print_result(result: dict[str, Any]) -> None:

@@ -9,7 +9,6 @@ the next scheduled run. `--report PATH` (several allowed) writes the report; the
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,17 +17,13 @@ import typer
 
 from ops.cli.app import app, console
 from ops.cli.app import settings as _settings
+from ops.cli.errors import check_output_or_exit, fail
 
 access_app = typer.Typer(help="Who holds what in Salesforce, and which rule justifies it.", no_args_is_help=True)
 app.add_typer(access_app, name="access")
 
 #: Reports kept in the report directory (the oldest go first).
 KEEP_REPORTS = 30
-
-
-def _fail(line: str, code: int = 2) -> typer.Exit:
-    print(f"idsync: {line}", file=sys.stderr, flush=True)
-    return typer.Exit(code)
 
 
 class _ProgressView:
@@ -166,7 +161,7 @@ def reconcile(
     try:
         check_paths(paths)  # before the run: a report that cannot be written stops nothing half-way
     except OutputPathError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     settings = _settings()
     deps = provisioning_deps(settings, with_sender=not dry_run)
     view = _ProgressView()
@@ -175,13 +170,13 @@ def reconcile(
         with view:
             runlog = reconciler.run(Options(dry_run=dry_run, scope=list(scope or []), restart=restart))
     except RunInProgress as err:
-        raise _fail(f"{err} — wait for it (`idsync status`), it holds the lock while it works", 3) from None
+        raise fail(f"{err} — wait for it (`idsync status`), it holds the lock while it works", 3) from None
     except RunLockLost as err:
-        raise _fail(str(err), 1) from None
+        raise fail(str(err), 1) from None
     except (ReconcileError, NoMapping) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     except KeyboardInterrupt:
-        raise _fail("interrupted: the run stops here; `idsync reconcile` resumes it at its next chunk", 130) from None
+        raise fail("interrupted: the run stops here; `idsync reconcile` resumes it at its next chunk", 130) from None
     data = ReportData.of(runlog)
     if dry_run and not quiet:
         _print_plan(data)
@@ -219,7 +214,7 @@ def _write_all(data: Any, settings: Any, paths: list[Path], dry_run: bool) -> No
         _keep_reports(settings.reconcile_reports)
     if failed:
         done = "the dry run completed" if dry_run else f"the run {data.runlog.run_id} completed"
-        raise _fail(f"{done}, but {'; '.join(failed)}", 1)
+        raise fail(f"{done}, but {'; '.join(failed)}", 1)
 
 
 def access_summary(data: Any) -> str:
@@ -242,19 +237,15 @@ def access_report(
     the Entra group and mapping rule that justifies each; hand-granted entitlements, out-of-scope holders and
     disabled Entra accounts listed apart. Reads only."""
     from ops.cli.sync_user import provisioning_deps
-    from shared.output_files import OutputPathError, check_output
     from shared.provisioning.mapping_store import NoMapping
     from shared.reconcile.access import write_access_report
 
-    try:
-        check_output(output, "--output", (".html", ".csv"))
-    except OutputPathError as err:
-        raise _fail(str(err)) from None
+    check_output_or_exit(output, "--output", (".html", ".csv"))
     settings = _settings()
     deps = provisioning_deps(settings, with_sender=False)
     try:
         data = write_access_report(deps, output)
     except NoMapping as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     console.print(access_summary(data), highlight=False)
     console.print(f"report: {output}", highlight=False, soft_wrap=True)

@@ -276,7 +276,8 @@ class _Run:
         self.with_reviews: set[str] = set()
         #: B2B guests Entra lists (when the mapping makes them Contacts): handed to the contact lane, not planned here
         self.guests: set[str] = set()
-        self._names_of_ids: dict[str, Mapping[str, str]] | None = None
+        #: a new user's id fields, shown by name in the reports (set with the catalogue and the usernames)
+        self.id_names: dict[str, Mapping[str, str]] = {}
         self.planned = 0
         self.local_counts: dict[str, int] = {}
 
@@ -327,6 +328,8 @@ class _Run:
         self.calls.sf_user_pages += self.side.user_pages
         self.calls.sf_entitlement_pages += _calls(deps.sf) - before - self.side.user_pages
         self.names = _Usernames(self.side)
+        self.id_names = {"ProfileId": self.catalog.profile_names, "UserRoleId": self.catalog.role_names,
+                         "ManagerId": self.names}
         self.linked_by_sf = {str(k): str(v) for k, v in self.redis.hscan_iter(LINKS_BY_SF_KEY, count=5000)}
         self.unseen_linked = set(self.linked_by_sf.values())
         self.with_reviews = {str(k).partition("#")[0] for k in self.redis.hkeys(REVIEWS_KEY)}
@@ -497,7 +500,7 @@ class _Run:
                 revived, inactive = inactive_rows(p, ctx.state.user, entra_id in tombstones)
                 rows: dict[str, list[dict[str, Any]]] = {
                     "changes": change_rows(p, ctx.state.user, ctx.state.granted, self.own_id, self.names,
-                                           self._id_names()) + revived,
+                                           self.id_names) + revived,
                     "reviews": review_rows(p) + inactive,
                     "deprovisions": [deprovision_row(p)] if p.action is PlanAction.DEPROVISION else [],
                 }
@@ -569,13 +572,6 @@ class _Run:
             outcomes=report.count(),
         )
         self.owner.refresh()
-
-    def _id_names(self) -> dict[str, Mapping[str, str]]:
-        """The id fields of a new user's record, shown by name in the reports (read from the catalogue, once)."""
-        if self._names_of_ids is None:
-            self._names_of_ids = {"ProfileId": self.catalog.profile_names, "UserRoleId": self.catalog.role_names,
-                                  "ManagerId": self.names}
-        return self._names_of_ids
 
     def _count(self, action: str, n: int, recorded: set[str], ids: list[str]) -> None:
         self.local_counts[action] = self.local_counts.get(action, 0) + n

@@ -16,7 +16,7 @@ import pytest
 from ops.cli.app import Lane
 from ops.embedded_redis import free_port
 from shared.dispatch import LANES
-from tests.ops.env_files import SANDBOX, write_env
+from tests.env_files import SANDBOX, write_env
 
 GRAPH_ONLY = {
     "IDSYNC_GRAPH_AUTHORITY": "https://login.microsoftonline.com/t1",

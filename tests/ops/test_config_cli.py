@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.ops.env_files import SANDBOX, write_env
+from tests.env_files import SANDBOX, write_env
 
 
 def _config(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -46,7 +46,6 @@ def test_a_bad_setting_stops_the_cli_with_one_line_naming_it(tmp_path):
 
 
 # --- where values come from ---------------------------------------------------------------------------------------
-from pathlib import Path  # noqa: E402
 
 from shared.settings import (  # noqa: E402
     deployment_problems,
@@ -54,6 +53,7 @@ from shared.settings import (  # noqa: E402
     load_checked_settings,
     unknown_name_warnings,
 )
+from tests.env_files import write_env  # noqa: E402
 
 SANDBOX_ENV = {
     "IDSYNC_GRAPH_AUTHORITY": "https://127.0.0.1:8443/sandbox-tenant",
@@ -81,11 +81,6 @@ REAL_TENANT = {
 }
 
 
-def _write(path: Path, values: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-
-
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """An empty working directory and no IDSYNC_* variables: only what the test writes counts."""
@@ -99,8 +94,8 @@ def workdir(tmp_path, monkeypatch):
 
 
 def test_a_leftover_sandbox_env_never_overrides_the_tenant_configured_in_dot_env(workdir):
-    _write(workdir / ".env", REAL_TENANT)
-    _write(workdir / "var" / "sandbox.env", SANDBOX_ENV)
+    write_env(workdir / ".env", REAL_TENANT)
+    write_env(workdir / "var" / "sandbox.env", SANDBOX_ENV)
     settings = load_settings()
     assert settings.graph_client_id == "real-graph-app" and settings.sf_url == "https://acme.my.salesforce.com"
     # Nothing of the sandbox leaks in, not even the settings the real tenant leaves at their defaults.
@@ -110,17 +105,17 @@ def test_a_leftover_sandbox_env_never_overrides_the_tenant_configured_in_dot_env
 
 
 def test_the_sandbox_env_is_read_when_no_tenant_is_configured_at_all(workdir):
-    _write(workdir / ".env", {"IDSYNC_LOG_LEVEL": "debug"})
-    _write(workdir / "var" / "sandbox.env", SANDBOX_ENV)
+    write_env(workdir / ".env", {"IDSYNC_LOG_LEVEL": "debug"})
+    write_env(workdir / "var" / "sandbox.env", SANDBOX_ENV)
     settings = load_settings()
     assert settings.graph_client_id == "sandbox-graph-app" and settings.sandbox_mode
     assert settings.log_level == "DEBUG"
 
 
 def test_the_environment_beats_dot_env_which_beats_run_env(workdir, monkeypatch):
-    _write(workdir / "var" / "run.env", {"IDSYNC_REDIS_URL": "redis://run-env:1/0", "IDSYNC_FLOWER_PORT": "5001",
+    write_env(workdir / "var" / "run.env", {"IDSYNC_REDIS_URL": "redis://run-env:1/0", "IDSYNC_FLOWER_PORT": "5001",
                                          "IDSYNC_WEBHOOK_PORT": "7001"})
-    _write(workdir / ".env", {"IDSYNC_REDIS_URL": "redis://dot-env:1/0", "IDSYNC_FLOWER_PORT": "5002"})
+    write_env(workdir / ".env", {"IDSYNC_REDIS_URL": "redis://dot-env:1/0", "IDSYNC_FLOWER_PORT": "5002"})
     monkeypatch.setenv("IDSYNC_REDIS_URL", "redis://environment:1/0")
     settings = load_settings()
     assert settings.redis_url == "redis://environment:1/0"
@@ -132,22 +127,22 @@ def test_the_environment_beats_dot_env_which_beats_run_env(workdir, monkeypatch)
 
 
 def test_var_dir_decides_where_run_env_and_sandbox_env_are_read(workdir, monkeypatch):
-    _write(workdir / "state" / "run.env", {"IDSYNC_REDIS_URL": "redis://moved:1/0"})
-    _write(workdir / "state" / "sandbox.env", SANDBOX_ENV)
-    _write(workdir / "var" / "run.env", {"IDSYNC_REDIS_URL": "redis://default-var:1/0"})
+    write_env(workdir / "state" / "run.env", {"IDSYNC_REDIS_URL": "redis://moved:1/0"})
+    write_env(workdir / "state" / "sandbox.env", SANDBOX_ENV)
+    write_env(workdir / "var" / "run.env", {"IDSYNC_REDIS_URL": "redis://default-var:1/0"})
     monkeypatch.setenv("IDSYNC_VAR_DIR", "state")
     settings = load_settings()
     assert settings.redis_url == "redis://moved:1/0" and settings.graph_client_id == "sandbox-graph-app"
 
 
 def test_an_empty_value_counts_as_unset_and_does_not_mask_a_lower_layer(workdir):
-    _write(workdir / ".env", {"IDSYNC_GRAPH_CLIENT_ID": "", "IDSYNC_SF_URL": ""})
-    _write(workdir / "var" / "sandbox.env", SANDBOX_ENV)
+    write_env(workdir / ".env", {"IDSYNC_GRAPH_CLIENT_ID": "", "IDSYNC_SF_URL": ""})
+    write_env(workdir / "var" / "sandbox.env", SANDBOX_ENV)
     assert load_settings().graph_client_id == "sandbox-graph-app"
 
 
 def test_one_tenant_setting_keeps_the_sandbox_out_and_the_error_names_what_is_missing(workdir, monkeypatch):
-    _write(workdir / "var" / "sandbox.env", SANDBOX_ENV)
+    write_env(workdir / "var" / "sandbox.env", SANDBOX_ENV)
     monkeypatch.setenv("IDSYNC_GRAPH_CLIENT_ID", "x")
     with pytest.raises(SettingsError) as err:
         load_checked_settings()
@@ -156,15 +151,15 @@ def test_one_tenant_setting_keeps_the_sandbox_out_and_the_error_names_what_is_mi
 
 
 def test_graph_without_salesforce_is_refused_naming_the_salesforce_settings(workdir):
-    _write(workdir / ".env", {k: v for k, v in REAL_TENANT.items() if not k.startswith("IDSYNC_SF_")})
-    _write(workdir / "var" / "sandbox.env", SANDBOX_ENV)
+    write_env(workdir / ".env", {k: v for k, v in REAL_TENANT.items() if not k.startswith("IDSYNC_SF_")})
+    write_env(workdir / "var" / "sandbox.env", SANDBOX_ENV)
     with pytest.raises(SettingsError, match="^IDSYNC_SF_URL, IDSYNC_SF_CLIENT_ID, IDSYNC_SF_CLIENT_SECRET are missing"):
         load_checked_settings()
 
 
 def test_a_lone_graph_url_is_a_partial_tenant_too(workdir):
-    _write(workdir / ".env", {"IDSYNC_GRAPH_URL": "https://graph.microsoft.com/beta"})
-    _write(workdir / "var" / "sandbox.env", SANDBOX_ENV)
+    write_env(workdir / ".env", {"IDSYNC_GRAPH_URL": "https://graph.microsoft.com/beta"})
+    write_env(workdir / "var" / "sandbox.env", SANDBOX_ENV)
     with pytest.raises(SettingsError, match="IDSYNC_GRAPH_AUTHORITY.* missing .*IDSYNC_GRAPH_URL"):
         load_checked_settings()
 
@@ -173,7 +168,7 @@ def test_a_malformed_env_file_line_is_an_error_naming_the_file_and_line(workdir)
     (workdir / ".env").write_text("IDSYNC_LOG_LEVEL=INFO\n# fine\nIDSYNC_WEBHOOK_CLIENT_STATE: s3cret\n")
     with pytest.raises(SettingsError, match=r"^\.env:3: cannot parse"):
         load_settings()
-    _write(workdir / ".env", {})
+    write_env(workdir / ".env", {})
     (workdir / "var").mkdir()
     (workdir / "var" / "run.env").write_text('IDSYNC_REDIS_URL="unterminated\n')
     with pytest.raises(SettingsError, match=r"^var/run\.env:1: cannot parse"):
@@ -181,13 +176,13 @@ def test_a_malformed_env_file_line_is_an_error_naming_the_file_and_line(workdir)
 
 
 def test_a_real_tenant_as_documented_passes_the_deployment_checks(workdir):
-    _write(workdir / ".env", REAL_TENANT)
+    write_env(workdir / ".env", REAL_TENANT)
     settings = load_checked_settings()
     assert settings.tenant_configured and not settings.sandbox_mode
 
 
 def test_a_real_tenant_refuses_the_default_client_state(workdir):
-    _write(workdir / ".env", {k: v for k, v in REAL_TENANT.items() if k != "IDSYNC_WEBHOOK_CLIENT_STATE"})
+    write_env(workdir / ".env", {k: v for k, v in REAL_TENANT.items() if k != "IDSYNC_WEBHOOK_CLIENT_STATE"})
     with pytest.raises(SettingsError, match="^IDSYNC_WEBHOOK_CLIENT_STATE: still the published default"):
         load_checked_settings()
 
@@ -196,20 +191,20 @@ def test_a_real_tenant_refuses_the_default_client_state(workdir):
                                   "IDSYNC_WEBHOOK_PUBLIC_URL"])
 def test_a_real_tenant_needs_https_for_every_url(workdir, name):
     values = {**REAL_TENANT, name: "http://plain.example.com/path"}
-    _write(workdir / ".env", values)
+    write_env(workdir / ".env", values)
     with pytest.raises(SettingsError, match=f"^{name}:? .*https"):
         load_checked_settings()
 
 
 def test_a_real_tenant_needs_a_public_webhook_url(workdir):
-    _write(workdir / ".env", {k: v for k, v in REAL_TENANT.items() if k != "IDSYNC_WEBHOOK_PUBLIC_URL"})
+    write_env(workdir / ".env", {k: v for k, v in REAL_TENANT.items() if k != "IDSYNC_WEBHOOK_PUBLIC_URL"})
     with pytest.raises(SettingsError, match="^IDSYNC_WEBHOOK_PUBLIC_URL is missing"):
         load_checked_settings()
 
 
 @pytest.mark.parametrize("host", ["login.salesforce.com", "test.salesforce.com", "LOGIN.salesforce.com"])
 def test_a_real_tenant_refuses_salesforce_shared_login_hosts(workdir, host):
-    _write(workdir / ".env", {**REAL_TENANT, "IDSYNC_SF_URL": f"https://{host}"})
+    write_env(workdir / ".env", {**REAL_TENANT, "IDSYNC_SF_URL": f"https://{host}"})
     with pytest.raises(SettingsError, match="^IDSYNC_SF_URL: .*My Domain"):
         load_checked_settings()
 
@@ -217,26 +212,26 @@ def test_a_real_tenant_refuses_salesforce_shared_login_hosts(workdir, host):
 def test_the_sandbox_may_keep_the_default_client_state_and_its_own_https(workdir, tmp_path):
     ca = tmp_path / "ca.pem"
     ca.write_text("not checked here")
-    _write(workdir / "var" / "sandbox.env", {**SANDBOX_ENV, "IDSYNC_CA_BUNDLE": str(ca)})
+    write_env(workdir / "var" / "sandbox.env", {**SANDBOX_ENV, "IDSYNC_CA_BUNDLE": str(ca)})
     settings = load_checked_settings()
     assert settings.sandbox_mode and deployment_problems(settings) == []
 
 
 def test_a_stray_sandbox_admin_url_does_not_exempt_a_real_tenant(workdir):
-    _write(workdir / ".env", {**REAL_TENANT, "IDSYNC_WEBHOOK_CLIENT_STATE": "change-me-client-state",
+    write_env(workdir / ".env", {**REAL_TENANT, "IDSYNC_WEBHOOK_CLIENT_STATE": "change-me-client-state",
                               "IDSYNC_SANDBOX_ADMIN_URL": "https://127.0.0.1:8443"})
     with pytest.raises(SettingsError, match="IDSYNC_WEBHOOK_CLIENT_STATE"):
         load_checked_settings()
 
 
 def test_a_missing_ca_bundle_file_is_named(workdir):
-    _write(workdir / ".env", {**REAL_TENANT, "IDSYNC_CA_BUNDLE": "/nonexistent/ca.pem"})
+    write_env(workdir / ".env", {**REAL_TENANT, "IDSYNC_CA_BUNDLE": "/nonexistent/ca.pem"})
     with pytest.raises(SettingsError, match="^IDSYNC_CA_BUNDLE: /nonexistent/ca.pem is not a file"):
         load_checked_settings()
 
 
 def test_unknown_names_are_warned_about_with_the_closest_setting(workdir, monkeypatch):
-    _write(workdir / ".env", {"IDSYNC_WEBHOOK_CLIENTSTATE": "x", "IDSYNC_RUN_WEBHOOK_URL": "http://ok"})
+    write_env(workdir / ".env", {"IDSYNC_WEBHOOK_CLIENTSTATE": "x", "IDSYNC_RUN_WEBHOOK_URL": "http://ok"})
     monkeypatch.setenv("IDSYNC_LOG_LEVLE", "DEBUG")
     monkeypatch.setenv("IDSYNC_ZZZ", "1")
     monkeypatch.setenv("IDSYNC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1/postgres")  # the suite's own
