@@ -175,8 +175,18 @@ class SalesforceClient:
     def query_pages(self, soql: str) -> Iterator[list[dict[str, Any]]]:
         """The records of a query one page at a time (2,000 rows, Salesforce's default and largest REST page), each
         page its own admitted call: a caller streaming 100,000 users never holds more than a page of raw rows."""
-        page = self._call(lambda sf: sf.query(soql))
+        page = self.query_page(soql)
         yield list(page.get("records", []))
+        yield from self.more_pages(page)
+
+    def query_page(self, soql: str) -> dict[str, Any]:
+        """A query's first page as Salesforce answers it (`records`, `totalSize`, `done`, `nextRecordsUrl`): the
+        caller learns how many rows there are before deciding how to read the rest (`more_pages` or a Bulk job)."""
+        page = self._call(lambda sf: sf.query(soql))
+        return dict(page)
+
+    def more_pages(self, page: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+        """The pages after `page` (from `query_page`), one admitted call each."""
         while not page.get("done", True) and page.get("nextRecordsUrl"):
             next_url = page["nextRecordsUrl"]
             page = self._call(partial(_query_more, next_url))
@@ -358,12 +368,19 @@ class SalesforceClient:
                      content_type: str = "application/json", accept: str = "application/json") -> str:
         """One admitted call to a REST resource below `/services/data/vXX.X/`, answered as text: Bulk API 2.0
         takes and returns CSV, which `restful` (JSON only) cannot carry. Errors are mapped like every other call."""
+        return self.request_with_headers(method, path, body=body, content_type=content_type, accept=accept)[0]
 
-        def op(sf: Salesforce) -> str:
+    def request_with_headers(self, method: str, path: str, *, body: str | None = None,
+                             content_type: str = "application/json",
+                             accept: str = "application/json") -> tuple[str, dict[str, str]]:
+        """`request_text` with the response headers: Bulk API 2.0 query results page with the `Sforce-Locator`
+        header, not in the body."""
+
+        def op(sf: Salesforce) -> tuple[str, dict[str, str]]:
             # simple-salesforce's own request helper: raises SalesforceError on >= 300, like `restful`.
             response = sf._call_salesforce(method, sf.base_url + path, name=path, data=body,
                                            headers={"Content-Type": content_type, "Accept": accept})
-            return str(response.text)
+            return str(response.text), {str(k).lower(): str(v) for k, v in response.headers.items()}
 
         return self._call(op)
 

@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     reconcile_report_dir: Path | None = None  # where every run's report goes; default {var_dir}/reconcile
     reconcile_time_limit_s: int = Field(default=3000, gt=0)  # the `sync.reconcile` task's limit (capped below the
     # visibility timeout); a run cut short resumes at its next chunk
+    # Salesforce reads of a run above this many rows (per query) go through one Bulk API 2.0 query job instead of
+    # 2,000-row REST pages (0 = REST only); a job's results are read `reconcile_bulk_query_max_records` at a time.
+    reconcile_bulk_query_threshold: int = Field(default=10_000, ge=0)
+    reconcile_bulk_query_max_records: int = Field(default=50_000, ge=2000, le=1_000_000)
 
     # --- Rate limits
     graph_requests_per_s: float = Field(default=50.0, gt=0)

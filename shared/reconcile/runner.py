@@ -52,7 +52,7 @@ from shared.reconcile.drift import (
     review_rows,
 )
 from shared.reconcile.run_state import RedisRunLog, RunLock, RunLog, new_run_id
-from shared.reconcile.salesforce_side import SalesforceSide, read_salesforce_side
+from shared.reconcile.salesforce_side import SalesforceSide, query_reader, read_salesforce_side
 
 log = get_logger("idsync.reconcile")
 
@@ -323,10 +323,12 @@ class _Run:
             owner.report_progress(phase, done=side.rows)
 
         before = _calls(deps.sf)
-        self.side = read_salesforce_side(deps.sf, self.mapping, set(self.catalog.permission_set_names), on_page)
-        # the User pages are counted apart from the entitlement pages by the side itself
-        self.calls.sf_user_pages += self.side.user_pages
-        self.calls.sf_entitlement_pages += _calls(deps.sf) - before - self.side.user_pages
+        reader = query_reader(deps.sf, deps.settings, self.catalog)
+        self.side = read_salesforce_side(deps.sf, self.mapping, set(self.catalog.permission_set_names), on_page,
+                                         reader=reader)
+        # the User reads are counted apart from the entitlement reads by the side itself
+        self.calls.sf_user_pages += self.side.user_calls
+        self.calls.sf_entitlement_pages += _calls(deps.sf) - before - self.side.user_calls
         self.names = _Usernames(self.side)
         self.id_names = {"ProfileId": self.catalog.profile_names, "UserRoleId": self.catalog.role_names,
                          "ManagerId": self.names}
