@@ -392,10 +392,11 @@ class GraphClient:
         """Every user of the tenant, one page at a time, `MAX_PAGE_SIZE` asked per page: reconciliation reads the
         whole tenant without holding it.
 
-        With `expand_manager`, each user carries `manager` ({"id": ...}, absent when none). Graph documents that
-        `$expand` on directory objects returns at most 100 objects per page (https://learn.microsoft.com/graph/
-        known-issues, "$expand ... returns a maximum of 100 objects"), so a real tenant answers 100 users per page
-        then; the loop follows `@odata.nextLink` whatever page size the service chose.
+        With `expand_manager`, each user carries `manager` ({"id": ...}, absent when none). A directory collection
+        read with `$expand` comes at most 100 objects per page whatever `$top` asks (what tenants observe for
+        `/users?$expand=manager&$top=999`, answered with Graph known issue 13635,
+        https://developer.microsoft.com/en-us/graph/known-issues/?search=13635), so a real tenant answers 100 users
+        per page then; the loop follows `@odata.nextLink` whatever page size the service chose.
         """
         fields = ",".join(dict.fromkeys(["id", *select]))
         params: dict[str, Any] = {"$select": fields, "$top": str(MAX_PAGE_SIZE)}

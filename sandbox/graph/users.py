@@ -1,8 +1,9 @@
 """`/users` and the user's relationships (manager, directReports, memberOf), plus `/directory/deletedItems`.
 
 Shapes follow https://learn.microsoft.com/graph/api/resources/user: the reduced default property set unless `$select`,
-`$top` 1-999 with opaque `$skiptoken` nextLinks, `$count`/advanced queries only with `ConsistencyLevel: eventual`, soft
-delete into the recycle bin, 404 for "no manager".
+`$top` 1-999 with opaque `$skiptoken` nextLinks (at most 100 per page when the request carries `$expand`),
+`$count`/advanced queries only with `ConsistencyLevel: eventual`, soft delete into the recycle bin, 404 for
+"no manager".
 """
 
 from __future__ import annotations
@@ -61,6 +62,18 @@ USER_FILTERABLE = {
     "imAddresses",
 }
 USER_SORTABLE = {"displayName", "userPrincipalName", "createdDateTime", "employeeId", "employeeHireDate"}
+
+#: Objects per page of a directory-object collection read with `$expand`, whatever `$top` asks. Why: real Graph pages
+#: `/users?$expand=manager&$top=999` (and `/groups?$expand=owners&$top=999`) 100 at a time, the rest behind
+#: `@odata.nextLink`. Reported by users, with Graph known issue 13635 given as the cause
+#: (https://developer.microsoft.com/en-us/graph/known-issues/?search=13635); see docs/sandbox.md, "`$expand` limits".
+#: A client trusting `$top=999` would make 10x fewer calls here than against a real tenant.
+EXPAND_PAGE_MAX = 100
+
+#: Items of one expanded collection-valued relationship (`memberOf`, `directReports`) on one object, with no nextLink
+#: for the rest. Why: the `$expand` section of https://learn.microsoft.com/graph/query-parameters documents this
+#: limit of 20 for directory objects (users, groups), and so does known issue 13635.
+EXPANDED_RELATIONSHIP_MAX = 20
 
 
 def context(state: Any, fragment: str) -> str:
@@ -130,15 +143,11 @@ def _expand(
             if mgr:
                 body["manager"] = as_directory_object(state, "user", d.users[mgr], select)
         elif name == "memberOf":
-            body["memberOf"] = [
-                as_directory_object(state, "group", d.groups[g], None) for g in sorted(d.member_of.get(user["id"], ()))
-            ]
+            gids = [g for g in sorted(d.member_of.get(user["id"], ())) if g in d.groups][:EXPANDED_RELATIONSHIP_MAX]
+            body["memberOf"] = [as_directory_object(state, "group", d.groups[g], None) for g in gids]
         else:
-            body["directReports"] = [
-                as_directory_object(state, "user", d.users[r], select)
-                for r in sorted(d.reports.get(user["id"], ()))
-                if r in d.users
-            ]
+            rids = [r for r in sorted(d.reports.get(user["id"], ())) if r in d.users][:EXPANDED_RELATIONSHIP_MAX]
+            body["directReports"] = [as_directory_object(state, "user", d.users[r], select) for r in rids]
 
 
 def _search(req: GraphRequest) -> Any:
@@ -182,10 +191,17 @@ def list_collection(
     render: Any,
     default_top: int = 100,
 ) -> GraphResponse:
-    """Filter, search, sort, count and page a collection the way Graph's directory does."""
+    """Filter, search, sort, count and page a collection the way Graph's directory does.
+
+    A request carrying `$expand` gets pages of at most `EXPAND_PAGE_MAX` objects even when `$top` asks for more (as
+    real Graph answers): every route here serves directory objects, so the cap is applied once, for all of them. The
+    nextLink keeps the caller's `$top`, and each page recomputes the same capped size, so paging stays consistent.
+    """
     advanced = is_advanced(req.query, req.headers)
     count = wants_count(req.query, req.headers)
     top = parse_top(req.query, default=default_top)
+    if req.query.get("$expand"):
+        top = min(top, EXPAND_PAGE_MAX)
     if req.query.get("$filter"):
         node = compile_filter(
             req.query["$filter"],

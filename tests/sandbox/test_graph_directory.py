@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 from starlette.applications import Starlette
@@ -87,6 +87,82 @@ def test_default_page_size_is_100_and_top_1000_is_rejected_with_the_documented_m
     r = g.get("/v1.0/users?$top=1000")
     assert r.status_code == 400
     assert r.json()["error"]["message"] == "Invalid page size specified: '1000'. Must be between 1 and 999 inclusive."
+
+
+def _follow(g: Graph, url: str) -> list[dict[str, Any]]:
+    """Every page of a collection read by following `@odata.nextLink`, as a client would."""
+    pages: list[dict[str, Any]] = []
+    next_url: str | None = url
+    while next_url:
+        body = g.get(next_url.removeprefix("https://testserver")).json()
+        pages.append(body)
+        next_url = body.get("@odata.nextLink")
+    return pages
+
+
+def test_expand_caps_a_999_page_at_100_and_the_next_links_still_reach_every_user(tmp_path: Path) -> None:
+    """Real Graph answers `$expand` on a directory collection 100 objects a page whatever `$top` asks (known issue
+    13635; users report exactly 100 for `/users?$expand=manager&$top=999`); the rest comes behind nextLinks."""
+    g = Graph(tmp_path, users=250)
+    directory = g.state.directory
+    pages = _follow(g, "/v1.0/users?$select=id,displayName&$expand=manager($select=id)&$top=999")
+    assert [len(p["value"]) for p in pages] == [100, 100, len(directory.users) - 200]
+    for page in pages[:-1]:
+        link = unquote(page["@odata.nextLink"])
+        assert "$top=999" in link and "$expand=manager($select=id)" in link and "$skiptoken=" in link
+    users = [u for p in pages for u in p["value"]]
+    assert sorted(u["id"] for u in users) == sorted(directory.users)
+    assert all((u.get("manager") or {}).get("id") == directory.manager_of(u["id"]) for u in users)
+
+
+def test_without_expand_top_999_is_honoured_in_one_page(tmp_path: Path) -> None:
+    g = Graph(tmp_path, users=250)
+    body = g.get("/v1.0/users?$select=id,displayName&$top=999").json()
+    assert len(body["value"]) == len(g.state.directory.users) > 100
+    assert "@odata.nextLink" not in body
+
+
+def test_top_below_100_with_expand_is_kept_as_asked(tmp_path: Path) -> None:
+    g = Graph(tmp_path, users=250)
+    pages = _follow(g, "/v1.0/users?$select=id&$expand=manager($select=id)&$top=50")
+    assert {len(p["value"]) for p in pages[:-1]} == {50}
+    assert sum(len(p["value"]) for p in pages) == len(g.state.directory.users)
+
+
+def test_filtered_reads_with_expand_are_capped_too_and_the_15_id_batch_read_is_untouched(tmp_path: Path) -> None:
+    """A `$filter` goes through the same list, so an expanded filtered read pages 100 at most; the product's
+    `users_by_ids` reads (`id in (...)`, 15 ids, `$top=15`) ask for fewer than 100 and come back whole."""
+    g = Graph(tmp_path, users=250)
+    directory = g.state.directory
+    enabled = sorted(u["id"] for u in directory.users.values() if u.get("accountEnabled") is not False)
+    assert len(enabled) > 100
+    pages = _follow(g, "/v1.0/users?$filter=accountEnabled eq true&$select=id&$expand=manager($select=id)&$top=999")
+    assert len(pages[0]["value"]) == 100 and sorted(u["id"] for p in pages for u in p["value"]) == enabled
+    ids = enabled[:15]
+    quoted = ",".join(f"'{i}'" for i in ids)
+    body = g.get(f"/v1.0/users?$filter=id in ({quoted})&$select=id&$top=15&$expand=manager($select=id)").json()
+    assert sorted(u["id"] for u in body["value"]) == ids and "@odata.nextLink" not in body
+
+
+def test_an_expanded_direct_reports_or_member_of_list_stops_at_20_items_without_a_next_link(g: Graph) -> None:
+    """Graph documents that `$expand` on a directory object's relationship returns at most 20 items and no nextLink
+    (https://learn.microsoft.com/graph/query-parameters#expand); the relationship's own route pages the rest."""
+    boss = g.new_user("walter.skinner")
+    directory = g.state.directory
+    reports = [g.new_user(f"agent.{n}") for n in range(25)]
+    for report in reports:
+        directory.set_manager(report["id"], boss["id"])
+    for n in range(25):
+        group = directory.create_group(
+            {"displayName": f"Task Force {n}", "mailEnabled": False, "mailNickname": f"tf{n}", "securityEnabled": True}
+        )
+        directory.add_member(group["id"], boss["id"])
+    one = g.get(f"/v1.0/users/{boss['id']}?$expand=directReports").json()
+    assert len(one["directReports"]) == 20 and "directReports@odata.nextLink" not in one
+    listed = g.get(f"/v1.0/users?$filter=id eq '{boss['id']}'&$expand=memberOf").json()["value"][0]
+    assert len(listed["memberOf"]) == 20 and "memberOf@odata.nextLink" not in listed
+    assert len(_follow(g, f"/v1.0/users/{boss['id']}/directReports?$top=999")[0]["value"]) == 25
+    assert len(_follow(g, f"/v1.0/users/{boss['id']}/memberOf?$top=999")[0]["value"]) == 25
 
 
 def test_without_select_only_the_default_properties_come_back(g: Graph) -> None:

@@ -210,7 +210,18 @@ def test_user_pages_stream_every_user_with_the_manager_expanded(graph: GraphClie
         managers = {uid: directory.manager_of(uid) for uid in expected}
     assert {u["id"] for u in users} == expected and len(users) == len(expected)
     assert all((u.get("manager") or {}).get("id") == managers[u["id"]] for u in users)
-    assert graph.calls >= len(pages) >= 1
+    # 999 asked, but Graph answers `$expand` 100 objects a page (known issue 13635; the sandbox does the same):
+    # the 120 users come in two pages, and the reader follows the nextLink to the second.
+    assert [len(page) for page in pages] == [100, len(expected) - 100]
+    assert graph.calls >= len(pages)
+
+
+def test_user_pages_without_the_manager_keep_the_999_asked(graph: GraphClient, sandbox: SandboxServer) -> None:
+    """No `$expand`, no cap: the 120 users are one page (the access report reads this way)."""
+    pages = list(graph.user_pages(["userPrincipalName"], expand_manager=False))
+    with sandbox.state.lock:
+        total = len(sandbox.state.directory.users)
+    assert [len(page) for page in pages] == [total]
 
 
 def test_query_pages_yield_the_rows_a_page_at_a_time_each_page_one_call(sf: SalesforceClient,
