@@ -29,7 +29,8 @@ from sandbox.state import SandboxState
 #: the Salesforce failure modes `salesforce.error_kinds` may name (see docs/sandbox.md)
 SALESFORCE_ERROR_KINDS = frozenset({"503", "UNABLE_TO_LOCK_ROW", "timeout", "reset"})
 #: settings that size pages or batches: zero would make a client loop forever, so they must be >= 1
-_AT_LEAST_ONE = frozenset({"delta_page_size", "group_members_page_size", "query_batch_size"})
+_AT_LEAST_ONE = frozenset({"delta_page_size", "group_members_page_size", "query_batch_size",
+                           "bulk_query_default_max_records"})
 _PAGE_SIZE_DEFAULT = 50
 _PAGE_SIZE_MAX = 500
 

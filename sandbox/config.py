@@ -44,6 +44,10 @@ DEFAULT_CONFIG: dict[str, dict[str, Any]] = {
         "daily_api_limit": 100_000,
         "session_lifetime_s": 7200,
         "query_batch_size": 2000,
+        # Bulk API 2.0 query results: rows per page when the client sends no maxRecords (Salesforce documents no
+        # number, only "a default value based on the service")
+        "bulk_query_default_max_records": 100_000,
+        "bulk_query_processing_s": 0.0,  # sandbox-clock seconds a query job stays InProgress after its snapshot
         "other_org_usernames": ["taken@otherorg.example.com"],
         "default_api_version": "62.0",
         "allow_inactive_owner_assignment": False,  # org setting "Update Records with Inactive Owners"

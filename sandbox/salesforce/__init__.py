@@ -2,7 +2,7 @@
 
 `install(state)` creates `state.org` and returns the routes: the OAuth token endpoint, the versions list and,
 under `Mount("/services/data/v{version}")` guarded by `sandbox.salesforce.api.ApiGuard`, the REST data API
-(sObjects, SOQL query, composite, collections, limits, Bulk API 2.0 ingest).
+(sObjects, SOQL query, composite, collections, limits, Bulk API 2.0 ingest and query jobs).
 """
 
 from __future__ import annotations
@@ -33,13 +33,14 @@ def _versions(state: Any) -> Route:
 
 def data_routes(state: Any) -> list[BaseRoute]:
     """The versioned REST routes (relative to `/services/data/v{version}`)."""
-    from sandbox.salesforce import bulk, composite, limits, sobjects
+    from sandbox.salesforce import bulk, bulk_query, composite, limits, sobjects
 
     routes: list[BaseRoute] = []
     routes += sobjects.sobject_routes(state)
     routes += composite.composite_routes(state)
     routes += limits.limits_routes(state)
     routes += bulk.bulk_routes(state)
+    routes += bulk_query.bulk_query_routes(state)
     try:
         from sandbox.salesforce.query_routes import query_routes
     except ModuleNotFoundError:  # the SOQL module is built by another helper; the org still serves CRUD without it

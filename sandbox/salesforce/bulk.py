@@ -5,7 +5,7 @@ Flow as in Salesforce: `POST jobs/ingest` (state Open) -> `PUT jobs/ingest/{id}/
 JobComplete or Failed) -> `GET jobs/ingest/{id}` and the three result CSVs. Each row is its own savepoint: a bad
 row fails alone (`sf__Error` = `CODE:message:fields --`), the rest commit. `#N/A` sets a field to null; an empty
 cell leaves it unchanged (insert: unset). Unknown columns fail the whole job with "InvalidBatch : Field name not
-found : X". Bulk query jobs (`jobs/query`) are not simulated; the REST query resource serves reads.
+found : X". Bulk API 2.0 query jobs (`jobs/query`) live in `sandbox.salesforce.bulk_query`.
 """
 
 from __future__ import annotations

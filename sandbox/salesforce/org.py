@@ -140,6 +140,9 @@ class Org:
         #: connected-app public key (PEM) accepted for the JWT bearer flow; set by install()
         self.jwt_public_key_pem: bytes | None = None
         self.bulk_jobs: dict[str, Any] = {}
+        #: Bulk API 2.0 query jobs (sandbox.salesforce.bulk_query) and their creation times for `DailyBulkV2QueryJobs`
+        self.bulk_query_jobs: dict[str, Any] = {}
+        self.bulk_query_created: collections.deque[float] = collections.deque()
         #: notable ids from the seed (see sandbox.salesforce.seed.seed_org)
         self.seed_info: dict[str, Any] = {}
         self._txn: Txn | None = None
