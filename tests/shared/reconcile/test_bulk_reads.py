@@ -66,7 +66,9 @@ def test_a_large_org_is_read_by_query_jobs_and_planned_exactly_as_rest_pages_pla
     assert query_jobs(sandbox) == []
     bulk_counts, bulk_changes, bulk_calls = plan_of(deps_with(settings, redis_client, threshold=USERS // 2))
 
-    assert query_jobs(sandbox)  # the User rows came from a query job
+    jobs = query_jobs(sandbox)  # the User rows came from a query job: created, polled, its results read
+    assert [(i["method"], i["status"]) for i in jobs][:2] == [("POST", 200), ("GET", 200)]
+    assert any(str(i["path"]).endswith("/results") and i["status"] == 200 for i in jobs)
     assert bulk_counts == rest_counts
     assert bulk_changes == rest_changes
     assert rest_counts["update"] > 0 and any("Typed in Setup" in c for c in rest_changes)
