@@ -23,10 +23,10 @@ The minimum, as counted here (what any implementation reading both sides in full
          names;
   Salesforce: for the User query and each entitlement query (permission set assignments, licence assignments,
          group memberships) the cheaper of max(1, ceil(rows / 2000)) REST pages and a Bulk API 2.0 query job
-         (create + one status poll + ceil(rows / 50,000) results calls) + 3 catalogue calls (names in 2 composite
-         calls, the User describe) + ceil(changed users / 200) collection writes. The run reads a query by a job
-         above IDSYNC_RECONCILE_BULK_QUERY_THRESHOLD (10,000) rows, after the one REST page that told it the size
-         (that page is the run's overhead against this minimum, as are job polls past the first).
+         (create + one status poll + ceil(rows / 50,000) results calls) + 2 catalogue calls (six name queries
+         and the User describe in 2 composite calls) + ceil(changed users / 200) collection writes. The run reads
+         a query by a job above IDSYNC_RECONCILE_BULK_QUERY_THRESHOLD (10,000) rows, after the one REST page that
+         told it the size (that page is the run's overhead against this minimum, as are job polls past the first).
 The issue's own formula (ceil(N/999) + ceil(N/2000) + ceil(changes/200)) leaves out the group member pages, the
 entitlement pages and the catalogue; both are printed.
 
@@ -192,7 +192,7 @@ def _minimum(info: dict[str, Any], changes: int) -> dict[str, int]:
     """The calls any full read of both sides must make (module docstring); the issue's formula is kept as written."""
     graph = math.ceil(info["entra_users"] / USER_PAGE) + max(1, math.ceil(info["group_members"] / 999)) + 1
     sf = (_query_minimum(info["sf_users"]) + sum(_query_minimum(n) for n in info["entitlements"].values())
-          + 3 + math.ceil(changes / 200))
+          + 2 + math.ceil(changes / 200))
     issue = math.ceil(info["entra_users"] / 999) + math.ceil(info["sf_users"] / 2000) + math.ceil(changes / 200)
     return {"graph": graph, "salesforce": sf, "total": graph + sf, "issue_formula": issue}
 

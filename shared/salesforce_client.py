@@ -321,17 +321,26 @@ class SalesforceClient:
         atlas.en-us.api_rest.meta/api_rest/resources_composite_composite.htm). Reading a batch of 200 users'
         User rows, permission set assignments, licences and group memberships is therefore one call, not four.
         """
+        return self.query_many_and_get(soqls, [])[0]
+
+    def query_many_and_get(self, soqls: list[str],
+                           paths: list[str]) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+        """`query_many`, with GETs of other sObject resources (`sobjects/User/describe`) riding in the first composite
+        call: composite carries "all sObject resources" besides queries (same page), and a GET is not one of the five
+        queries, so the catalogue's six queries and the User describe cost two calls, not three."""
         version = self._settings.sf_api_version
         results: list[list[dict[str, Any]]] = [[] for _ in soqls]
+        got: list[dict[str, Any]] = [{} for _ in paths]
         # (index, url) of queries still to run: a first page, or a nextRecordsUrl
         todo: list[tuple[int, str]] = [
             (i, f"/services/data/v{version}/query?q={quote(q, safe='')}") for i, q in enumerate(soqls)
         ]
-        while todo:
+        extra = [f"/services/data/v{version}/{path.lstrip('/')}" for path in paths]
+        while todo or extra:
             chunk, todo = todo[:COMPOSITE_QUERY_LIMIT], todo[COMPOSITE_QUERY_LIMIT:]
             subrequests = [
                 {"method": "GET", "url": url, "referenceId": f"q{n}"} for n, (_, url) in enumerate(chunk)
-            ]
+            ] + [{"method": "GET", "url": url, "referenceId": f"g{n}"} for n, url in enumerate(extra)]
             replies = self.composite(subrequests, all_or_none=False)
             by_ref = {str(r.get("referenceId")): r for r in replies}
             for n, (index, _) in enumerate(chunk):
@@ -343,7 +352,15 @@ class SalesforceClient:
                 results[index].extend(body.get("records", []))
                 if not body.get("done", True) and body.get("nextRecordsUrl"):
                     todo.append((index, str(body["nextRecordsUrl"])))
-        return results
+            for n in range(len(extra)):
+                reply = by_ref.get(f"g{n}") or {}
+                status = int(reply.get("httpStatusCode") or 0)
+                body = reply.get("body")
+                if status >= 400 or not isinstance(body, dict):
+                    raise _composite_error(status, body)
+                got[n] = body
+            extra = []
+        return results, got
 
     def describe(self, sobject: str) -> dict[str, Any]:
         """The sObject's describe (fields with type, length, picklist values, createable/updateable)."""

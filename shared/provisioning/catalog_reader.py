@@ -14,7 +14,7 @@ from typing import Any
 
 from shared.engine import Catalog, FieldMeta, PermissionSetInfo
 
-#: Five queries in one composite call (one API call) plus one describe.
+#: Six queries and the User describe in two composite calls (composite takes at most five queries per call).
 CATALOG_QUERIES = (
     "SELECT Id, Name FROM Profile",
     "SELECT Id, Name, DeveloperName FROM UserRole",
@@ -28,10 +28,9 @@ EARLY_REFRESH_S = 60.0
 
 
 def read_catalog(sf: Any) -> Catalog:
-    """One composite call for the names (+ one for licences: composite allows five queries) and one describe."""
-    profiles, roles, permission_sets, psgs, groups = sf.query_many(list(CATALOG_QUERIES))
-    [licences] = sf.query_many([PSL_QUERY])
-    describe = sf.describe("User")
+    """Two composite calls: five name queries and the User describe, then the licences (a sixth query)."""
+    queried, [describe] = sf.query_many_and_get([*CATALOG_QUERIES, PSL_QUERY], ["sobjects/User/describe"])
+    profiles, roles, permission_sets, psgs, groups, licences = queried
     role_names: dict[str, str] = {}
     for role in roles:
         role_names[str(role["Name"])] = str(role["Id"])

@@ -15,6 +15,7 @@ import pytest
 from sandbox.server import SandboxServer
 from shared.errors import GraphThrottled
 from shared.graph_client import BatchRequest, GraphClient
+from shared.provisioning.catalog_reader import read_catalog
 from shared.salesforce_client import SalesforceClient
 from shared.settings import Settings, load_settings
 
@@ -166,6 +167,20 @@ def test_query_many_runs_five_queries_per_composite_call_and_pages_through(
     assert len(results[0]) == profiles
     assert len(results[5]) == users
     assert calls == 2  # six queries: five in the first composite call, one in the second
+
+
+def test_the_catalogue_reads_six_queries_and_the_user_describe_in_two_composite_calls(
+    sf: SalesforceClient, sandbox: SandboxServer
+) -> None:
+    sf.query_all("SELECT Id FROM Profile LIMIT 1")
+    before = _sf_calls(sandbox)
+
+    catalog = read_catalog(sf)
+
+    assert _sf_calls(sandbox) - before == 2  # the describe rides in the first call beside five queries
+    assert catalog.profiles["Standard User"].startswith("00e")
+    assert catalog.user_fields["IsActive"].type == "boolean"
+    assert catalog.permission_set_licenses  # the sixth query, in the second call
 
 
 def test_create_and_delete_records_go_through_collections_two_hundred_per_call(
