@@ -259,6 +259,8 @@ def _print(result: dict[str, Any], goals: bool) -> None:
     print(f"\n{result['users']:,} Entra users ({info['linked']:,} linked members, {info['sf_users']:,} Salesforce "
           f"users), {info['drifted']:,} drifted (seeded in {info['seed_s']:.1f} s); mapping "
           f"{'with' if result['with_manager'] else 'without'} the manager")
+    print(f"  Salesforce rows: {info['sf_users']:,} users, entitlements {json.dumps(info['entitlements'])}; "
+          f"members of All Employees {info['group_members']:,}")
     print(f"  counts: {json.dumps(result['counts'])}; changes {result['totals']['changes']}, direct edits "
           f"{result['totals']['direct_edits']}; Salesforce records written {result['sf_writes']}")
     print(f"  wall time {result['seconds']:.1f} s  {mark(result['seconds'] <= GOAL_S)} (CPU of the reconcile process "
