@@ -70,7 +70,7 @@ class BulkQuery:
 
     def __init__(self, api: HeaderApi, *, max_records: int = 50_000, first_poll_s: float = 0.25,
                  max_poll_s: float = 5.0, timeout_s: float = 600.0, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, on_wait: Callable[[], None] | None = None) -> None:
         self.api = api
         self.max_records = max_records
         self.first_poll_s = first_poll_s
@@ -78,6 +78,9 @@ class BulkQuery:
         self.timeout_s = timeout_s
         self.sleep = sleep
         self.clock = clock
+        #: called after every status poll: a caller holding a lock with a TTL (a reconcile run) renews it while a
+        #: real org's job waits in its queue for minutes
+        self.on_wait = on_wait
         #: API calls the last `pages` took (create, polls, results)
         self.calls = 0
 
@@ -131,6 +134,8 @@ class BulkQuery:
         while True:
             self.sleep(interval)
             info = self._json("GET", f"jobs/query/{quote(job_id, safe='')}")
+            if self.on_wait is not None:
+                self.on_wait()
             state = str(info.get("state") or "")
             if state == "JobComplete":
                 return

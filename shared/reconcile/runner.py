@@ -323,7 +323,7 @@ class _Run:
             owner.report_progress(phase, done=side.rows)
 
         before = _calls(deps.sf)
-        reader = query_reader(deps.sf, deps.settings, self.catalog)
+        reader = query_reader(deps.sf, deps.settings, self.catalog, on_wait=owner.refresh)
         self.side = read_salesforce_side(deps.sf, self.mapping, set(self.catalog.permission_set_names), on_page,
                                          reader=reader)
         # the User reads are counted apart from the entitlement reads by the side itself

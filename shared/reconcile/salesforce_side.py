@@ -169,7 +169,7 @@ class QueryReader:
     Why decide on the first REST page: it carries `totalSize`, so a small query costs its one call and nothing more,
     and a large one wastes one call (the page is dropped and the job reads every row; mixing the two would need an
     ordering the job cannot promise). A job the org refuses or fails (Bulk API not enabled for the run-as user, a
-    timeout) falls back to the REST pages after that first one, logged once: slower, never wrong.
+    timeout) falls back to the REST pages after that first one, with a warning: slower, never wrong.
     """
 
     def __init__(self, sf: Any, bulk: JobReader | None = None, bulk_threshold: int = 0,
@@ -208,12 +208,13 @@ class QueryReader:
         self.bulk_calls += self.bulk.calls
 
 
-def query_reader(sf: Any, settings: Any, catalog: Any) -> QueryReader:
+def query_reader(sf: Any, settings: Any, catalog: Any, on_wait: Callable[[], None] | None = None) -> QueryReader:
     """The reader a run uses: Bulk API 2.0 above `reconcile_bulk_query_threshold` rows (0 = REST only), CSV typed
-    with the User describe in the catalogue (the entitlement queries read only ids)."""
+    with the User describe in the catalogue (the entitlement queries read only ids); `on_wait` runs after every
+    status poll of a job (the run renews its lock there)."""
     threshold = int(getattr(settings, "reconcile_bulk_query_threshold", 0) or 0)
     if threshold <= 0 or not hasattr(sf, "request_with_headers"):
         return QueryReader(sf)
-    bulk = BulkQuery(sf, max_records=int(settings.reconcile_bulk_query_max_records))
+    bulk = BulkQuery(sf, max_records=int(settings.reconcile_bulk_query_max_records), on_wait=on_wait)
     types = {name: meta.type for name, meta in getattr(catalog, "user_fields", {}).items()}
     return QueryReader(sf, bulk, threshold, types)

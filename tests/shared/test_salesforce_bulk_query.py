@@ -122,3 +122,14 @@ def test_a_job_that_outlives_the_timeout_is_unavailable_and_polls_back_off() -> 
         next(bulk.pages("SELECT Id FROM User"))
 
     assert slept[:5] == [0.5, 1.0, 2.0, 4.0, 4.0]
+
+
+def test_every_status_poll_gives_the_caller_a_turn_so_a_run_can_renew_its_lock_while_the_org_queues_the_job() -> None:
+    turns: list[int] = []
+    api = Scripted([job("UploadComplete"), job("UploadComplete"), job("InProgress"), job("JobComplete"),
+                    ("Id\n005A\n", {"sforce-locator": "null"})])
+    bulk = BulkQuery(api, sleep=lambda s: None, on_wait=lambda: turns.append(len(api.asked)))
+
+    list(bulk.pages("SELECT Id FROM User"))
+
+    assert turns == [2, 3, 4]  # after each of the three polls, before the results are asked for
