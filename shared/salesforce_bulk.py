@@ -38,6 +38,7 @@ class RowFailure:
     id: str
     code: str
     message: str
+    fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,15 @@ def parse_row_error(cell: str) -> tuple[str, str]:
     return code.strip() or "UNKNOWN", message.strip()
 
 
+def parse_row_fields(cell: str) -> tuple[str, ...]:
+    """`INVALID_EMAIL_ADDRESS:Email: invalid email address: x:Email --` -> ("Email",): the fields after the last
+    colon, before the closing `--` (empty when the error names none)."""
+    if ":" not in cell.partition(":")[2]:
+        return ()
+    names = cell.rsplit(":", 1)[1].strip().removesuffix("--").strip()
+    return tuple(n.strip() for n in names.split(",") if n.strip())
+
+
 def to_csv(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -74,8 +84,11 @@ class BulkIngest:
     """Runs one ingest job at a time for one Salesforce client (not thread-safe, like the client)."""
 
     def __init__(self, api: TextApi, *, poll_interval_s: float = 1.0, timeout_s: float = 240.0,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 on_wait: Callable[[], None] | None = None) -> None:
         self.api = api
+        #: called after every status poll (a reconcile run renews its lock there while the org runs the job)
+        self.on_wait = on_wait
         self.poll_interval_s = poll_interval_s
         self.timeout_s = timeout_s
         self.sleep = sleep
@@ -110,6 +123,8 @@ class BulkIngest:
                                      service=SERVICE_SALESFORCE, code="BULK_JOB_TIMEOUT")
             self.sleep(self.poll_interval_s)
             info = self._json(counter, "GET", f"jobs/ingest/{job_id}")
+            if self.on_wait is not None:
+                self.on_wait()
         state = str(info.get("state"))
         if state != "JobComplete":
             return IngestResult(job_id, state, error=str(info.get("errorMessage") or state), calls=counter.calls)
@@ -118,8 +133,10 @@ class BulkIngest:
         bad = self._rows(self.api.request_text("GET", f"jobs/ingest/{job_id}/failedResults", accept="text/csv"))
         failures = []
         for row in bad:
-            code, message = parse_row_error(row.get("sf__Error", ""))
-            failures.append(RowFailure(row.get("sf__Id") or row.get("Id") or "", code, message))
+            cell = row.get("sf__Error", "")
+            code, message = parse_row_error(cell)
+            failures.append(RowFailure(row.get("sf__Id") or row.get("Id") or "", code, message,
+                                       parse_row_fields(cell)))
         return IngestResult(job_id, state, tuple(r.get("sf__Id") or r.get("Id") or "" for r in ok), tuple(failures),
                             calls=counter.calls)
 

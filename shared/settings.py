@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     # Salesforce reads of a run above this many rows (per query) go through one Bulk API 2.0 query job instead of
     # 2,000-row REST pages (0 = REST only); a job's results are read `reconcile_bulk_query_max_records` at a time.
     reconcile_bulk_query_threshold: int = Field(default=10_000, ge=0)
+    # A write batch changing more Users than this updates them through one Bulk API 2.0 job instead of sObject
+    # Collections (0 = collections only). Reconciliation writes `reconcile_write_chunk` users at a time once a run
+    # has more than this many users to write; below it, `reconcile_chunk_size` at a time.
+    bulk_write_threshold: int = Field(default=2000, ge=0)
+    reconcile_write_chunk: int = Field(default=10_000, ge=200)
     reconcile_bulk_query_max_records: int = Field(default=50_000, ge=2000, le=1_000_000)
 
     # --- Rate limits

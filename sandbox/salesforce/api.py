@@ -13,7 +13,9 @@ How routes use it (contract for every Salesforce route module, including `query_
   clock (403 REQUEST_LIMIT_EXCEEDED above `salesforce.daily_api_limit`), and applied faults. The session is at
   `request.scope["sf_session"]` (`sandbox.salesforce.org.Session`: user_id, token, expires_at).
 - Routes signal errors by raising `SalesforceApiError`; the guard renders it as the JSON *list* body
-  `[{"message", "errorCode", "fields"}]` simple-salesforce needs. Any other exception becomes 500 UNKNOWN_EXCEPTION.
+  `[{"message", "errorCode", "fields"}]` simple-salesforce needs. A path no route serves answers 404 NOT_FOUND ("The
+  requested resource does not exist"), a route asked with another method 405 METHOD_NOT_ALLOWED, as an org does;
+  any other exception becomes 500 UNKNOWN_EXCEPTION.
 - Every response the guard lets out carries `Sforce-Limit-Info: api-usage=N/M`.
 
 Fault choices (documented because they are the sandbox's, not Salesforce's):
@@ -34,6 +36,7 @@ import re
 import traceback
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MIN_VERSION = 59.0
@@ -181,6 +184,15 @@ class ApiGuard:
             if started:
                 raise
             await respond(exc.status, exc.body())
+            return
+        except HTTPException as exc:  # the router's own answer: no such resource, or not with this method
+            if started:
+                raise
+            if exc.status_code == 405:
+                await respond(405, [{"message": f"HTTP Method '{method}' not allowed. Allowed are "
+                                     f"{(exc.headers or {}).get('Allow', 'GET')}", "errorCode": "METHOD_NOT_ALLOWED"}])
+            else:
+                await respond(404, not_found().body())
             return
         except Exception:  # noqa: BLE001 - a real org answers 500 UNKNOWN_EXCEPTION, never a bare stack trace
             if started:

@@ -55,6 +55,7 @@ from shared.provisioning.reactivation import reactivate_revoked
 from shared.provisioning.review_decisions import ReviewDecisions
 from shared.provisioning.state_reader import StateReader, UserContext
 from shared.redis_lock import RedisLock
+from shared.salesforce_bulk import BulkIngest
 
 log = get_logger("idsync.provisioning")
 
@@ -307,6 +308,13 @@ def sync_users(
     return report
 
 
+def _bulk_ingest(deps: SyncDeps, on_wait: Callable[[], None] | None) -> BulkIngest | None:
+    """A Bulk API 2.0 ingest client for the executor, when the client can carry CSV (the real one can)."""
+    if not getattr(deps.settings, "bulk_write_threshold", 0) or not hasattr(deps.sf, "request_text"):
+        return None
+    return BulkIngest(deps.sf, on_wait=on_wait)
+
+
 def plan_and_apply(
     deps: SyncDeps,
     mapping: Mapping,
@@ -319,12 +327,14 @@ def plan_and_apply(
     correlation_ids: dict[str, str],
     dry_run: bool = False,
     deprovision: Callable[[Plan], None] | None = None,
+    on_wait: Callable[[], None] | None = None,
 ) -> BatchReport:
     """Steps 5 to 8 for users whose Entra and Salesforce state is already read (`contexts`): plan each with THE
     engine, reactivate, write through the executor, route leavers and keep review items. `sync_users` reads a batch
     and calls this; reconciliation reads the whole tenant in pages and calls this per chunk, so both lanes' writes
     take exactly one path. `deprovision` receives the plans that take a linked user out of scope instead of handing
-    them to the revocation lane at once (reconciliation passes them through the mass-deprovisioning guard first)."""
+    them to the revocation lane at once (reconciliation passes them through the mass-deprovisioning guard first).
+    `on_wait` runs while a Bulk API job is polled (a reconciliation renews its run lock there)."""
     redis = deps.redis
     links, grants, backlog = IdentityLinks(redis), Grants(redis), DirtyUsers(redis)
     decisions = ReviewDecisions(redis)
@@ -344,7 +354,8 @@ def plan_and_apply(
         return report
 
     recorder = AuditRecorder(deps, links, grants, backlog, cids, observed, decisions)
-    executor = Executor(deps.sf, recorder)
+    executor = Executor(deps.sf, recorder, bulk=_bulk_ingest(deps, on_wait),
+                        bulk_threshold=int(getattr(deps.settings, "bulk_write_threshold", 0) or 0))
     try:
         # 6. reactivate what idsync revoked, when the user is wanted again
         for entra_id, p in list(report.plans.items()):

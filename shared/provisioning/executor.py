@@ -10,6 +10,11 @@ Phases (each a handful of collection calls of up to 200 records, across every us
 Every object here is a setup object (User, PermissionSetAssignment, PermissionSetLicenseAssign, GroupMember), so no
 call mixes setup and non-setup records (MIXED_DML_OPERATION).
 
+Phase 2 goes through one Bulk API 2.0 update job instead when a batch changes more Users than `bulk_threshold`
+(reconciliation writes thousands at a time; the sync lane's batches of 200 never do): a job is a handful of calls
+whatever the size, where collections cost one per 200. Rows answer one by one as collection results do, so the
+outcomes are the same; a job that fails as a whole, or rows it did not report, go through collections.
+
 Per-record errors never fail the batch: each becomes an outcome for that user (`UserResult`) — a review item naming
 the field and the mapping line, a licence shortage (retried when seats free up), or a transient error (the user goes
 back to the backlog). Progress is reported as it happens through a `Recorder` (links, grants, audit), so a batch
@@ -99,10 +104,12 @@ def _errors(result: Mapping[str, Any]) -> tuple[str, str, tuple[str, ...]]:
 
 
 class Executor:
-    def __init__(self, sf: Any, recorder: Recorder) -> None:
+    def __init__(self, sf: Any, recorder: Recorder, *, bulk: Any = None, bulk_threshold: int = 0) -> None:
         self.sf = sf
         self.recorder = recorder
         self.calls = 0
+        self.bulk = bulk  # a `shared.salesforce_bulk.BulkIngest`, or None: collections only
+        self.bulk_threshold = bulk_threshold
 
     # ------------------------------------------------------------------ entry point
     def apply(self, plans: Iterable[Plan], username_candidates: Mapping[str, list[str]] | None = None,
@@ -184,11 +191,11 @@ class Executor:
                 batch.append((result, changes, {"attributes": {"type": "User"}, "id": result.sf_user_id, **record}))
         if not batch:
             return
-        answers: list[dict[str, Any]] = []
-        for start in range(0, len(batch), 200):
-            chunk = [b[2] for b in batch[start : start + 200]]
-            self.calls += 1
-            answers.extend(self.sf.collections_update(chunk))
+        records = [b[2] for b in batch]
+        if self.bulk is not None and 0 < self.bulk_threshold < len(records):
+            answers = self._bulk_update(records)
+        else:
+            answers = self._collections_update(records)
         for (result, changes, _record), answer in zip(batch, answers, strict=True):
             if answer.get("success"):
                 for change in changes:
@@ -238,6 +245,31 @@ class Executor:
                 self._fail(result, Failure(change, code, message, fields))
 
     # ------------------------------------------------------------------ plumbing
+    def _collections_update(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        answers: list[dict[str, Any]] = []
+        for start in range(0, len(records), 200):
+            self.calls += 1
+            answers.extend(self.sf.collections_update(records[start : start + 200]))
+        return answers
+
+    def _bulk_update(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One Bulk API 2.0 update job for every record, answered per record like `collections_update`."""
+        header, rows = bulk_rows(records)
+        job = self.bulk.update("User", header, rows)
+        self.calls += job.calls
+        answers: dict[str, dict[str, Any]] = {}
+        if job.state == "JobComplete":
+            for sf_id in job.succeeded:
+                answers[sf_id[:15]] = {"success": True, "id": sf_id}
+            for failure in job.failed:
+                answers[failure.id[:15]] = {"success": False, "errors": [
+                    {"statusCode": failure.code, "message": failure.message, "fields": list(failure.fields)}]}
+        missing = [r for r in records if str(r["id"])[:15] not in answers]
+        if missing:  # the job failed as a whole, or left rows unreported: collections are idempotent for updates
+            for record, answer in zip(missing, self._collections_update(missing), strict=True):
+                answers[str(record["id"])[:15]] = answer
+        return [answers[str(r["id"])[:15]] for r in records]
+
     def _post(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         answers: list[dict[str, Any]] = []
         for start in range(0, len(records), 200):
@@ -248,6 +280,23 @@ class Executor:
     def _fail(self, result: UserResult, failure: Failure) -> None:
         result.failed.append(failure)
         self.recorder.failed(result.plan, result.sf_user_id, failure)
+
+
+def bulk_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """User updates as one CSV: Id, then every field any record sets. In a Bulk API 2.0 update an empty cell leaves
+    the field as it is and `#N/A` sets it to null (https://developer.salesforce.com/docs/atlas.en-us.api_asynch.meta/
+    api_asynch/datafiles_prepare_csv.htm), so records changing different fields share the header."""
+    fields = sorted({k for r in records for k in r if k not in ("attributes", "id", "Id")})
+    rows = [[str(r["id"]), *(_cell(r[f]) if f in r else "" for f in fields)] for r in records]
+    return ["Id", *fields], rows
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "#N/A"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _assignment(change: Change, sf_user_id: str) -> dict[str, Any]:

@@ -273,6 +273,7 @@ class _Run:
         self.waiting: set[str] = set()
         #: users planned with something to write, applied `chunk_size` at a time: id -> (context, observed, tombstone)
         self.queue: dict[str, tuple[UserContext, float, float | None]] = {}
+        self.queued = 0  # users that joined the write queue in this attempt (decides the write chunk's size)
         self.with_reviews: set[str] = set()
         #: B2B guests Entra lists (when the mapping makes them Contacts): handed to the contact lane, not planned here
         self.guests: set[str] = set()
@@ -511,14 +512,25 @@ class _Run:
                 self.waiting.add(entra_id)
             if not self.dry and self._needs_write_path(p, ctx):
                 self.queue[entra_id] = (ctx, observed, tombstones.get(entra_id))
+                self.queued += 1
             else:
                 settled.append(entra_id)
         runlog.record_many(entries)
         self.planned += len(planned.plans)
         if not self.dry:
             runlog.mark_done(settled)  # nothing to write for them
-            while len(self.queue) >= self.owner.chunk_size:
+            while len(self.queue) >= self._write_chunk():
                 self._flush()
+
+    def _write_chunk(self) -> int:
+        """Users written together: `chunk_size` (200) while the run has few to write, so a small drift is written
+        as it is found; `reconcile_write_chunk` (10,000) once more than `bulk_write_threshold` joined the queue, so
+        the executor updates them through one Bulk API 2.0 job per chunk instead of a collection call per 200."""
+        settings = self.deps.settings
+        threshold = int(getattr(settings, "bulk_write_threshold", 0) or 0)
+        if threshold <= 0 or self.queued <= threshold:
+            return self.owner.chunk_size
+        return max(self.owner.chunk_size, int(settings.reconcile_write_chunk))
 
     def _flush(self) -> None:
         """Write one chunk of queued users through the sync lane's own path (`plan_and_apply`): re-planned from the
@@ -526,7 +538,7 @@ class _Run:
         if not self.queue:
             return
         deps, runlog = self.deps, self.runlog
-        ids = list(self.queue)[: self.owner.chunk_size]
+        ids = list(self.queue)[: self._write_chunk()]
         batch = {e: self.queue.pop(e) for e in ids}
         contexts = {e: item[0] for e, item in batch.items()}
         observed = {e: item[1] for e, item in batch.items()}
@@ -543,6 +555,7 @@ class _Run:
             correlation_ids={e: runlog.run_id for e in ids},
             dry_run=False,
             deprovision=lambda _p: None,
+            on_wait=self.owner.refresh,
         )
         self.calls.sf_writes += report.write_calls
         self.calls.sf_other += max(0, _calls(deps.sf) - before - report.write_calls)

@@ -127,6 +127,20 @@ def test_unsupported_api_version_is_404_not_found(sandbox, http):
                            "fields": []}
 
 
+def test_a_path_no_resource_serves_is_404_not_found_not_a_server_error(sandbox, http):
+    r = http.get("/services/data/v62.0/no/such/resource", headers={"Authorization": f"Bearer {_token(sandbox, http)}"})
+    assert r.status_code == 404
+    assert r.json()[0] == {"errorCode": "NOT_FOUND", "message": "The requested resource does not exist",
+                           "fields": []}
+
+
+def test_a_resource_asked_with_a_method_it_does_not_take_is_405_method_not_allowed(sandbox, http):
+    r = http.put("/services/data/v62.0/limits", headers={"Authorization": f"Bearer {_token(sandbox, http)}"})
+    assert r.status_code == 405
+    assert r.json()[0]["errorCode"] == "METHOD_NOT_ALLOWED"
+    assert "'PUT' not allowed" in r.json()[0]["message"]
+
+
 def test_every_data_response_carries_sforce_limit_info_which_simple_salesforce_reads(sf):
     sf.restful("limits")
     usage = sf.api_usage["api-usage"]

@@ -288,6 +288,52 @@ def test_a_value_salesforce_refuses_is_a_review_item_naming_the_user_the_field_a
     assert org.view(user["userPrincipalName"])["Title"] == "Sales Manager"
 
 
+def _bulk(deps: SyncDeps, threshold: int) -> SyncDeps:
+    return dataclasses.replace(deps, settings=deps.settings.model_copy(update={"bulk_write_threshold": threshold}))
+
+
+def _ingest_jobs(sandbox: Any) -> int:
+    return sum(1 for i in sandbox.state.activity.recent("sf_request", limit=500)
+               if i["method"] == "POST" and str(i["path"]).endswith("/jobs/ingest"))
+
+
+def test_a_batch_changing_more_users_than_the_bulk_threshold_updates_them_through_one_bulk_job(
+    deps, tenant, org, sandbox
+):
+    users = [_joiner(tenant, deps, ["All Employees"]) for _ in range(3)]
+    _run(deps, *(u["id"] for u in users))
+    for n, user in enumerate(users):
+        tenant.update(user["id"], {"jobTitle": f"Regional Lead {n}", "mobilePhone": None})
+    jobs = _ingest_jobs(sandbox)
+
+    report = _run(_bulk(deps, 2), *(u["id"] for u in users))
+
+    assert _ingest_jobs(sandbox) == jobs + 1  # three User updates, above the threshold of 2: one job
+    for n, user in enumerate(users):
+        view = org.view(user["userPrincipalName"])
+        assert (view["Title"], view["MobilePhone"]) == (f"Regional Lead {n}", None)  # #N/A empties the field
+        assert report.outcomes[user["id"]] == "updated"
+
+
+def test_a_value_salesforce_refuses_in_a_bulk_job_is_the_same_review_item_as_through_collections(
+    deps, tenant, org, sandbox
+):
+    good, bad = _joiner(tenant, deps, ["All Employees"]), _joiner(tenant, deps, ["All Employees"])
+    _run(deps, good["id"], bad["id"])
+    tenant.update(good["id"], {"jobTitle": "Sales Manager"})
+    tenant.update(bad["id"], {"mail": "not an address", "jobTitle": "Sales Manager"})
+    jobs = _ingest_jobs(sandbox)
+
+    report = _run(_bulk(deps, 1), good["id"], bad["id"])
+
+    assert _ingest_jobs(sandbox) == jobs + 1
+    assert (report.outcomes[good["id"]], report.outcomes[bad["id"]]) == ("updated", "review")
+    [item] = [i for i in deps_links(deps).list_reviews() if i["entra_id"] == bad["id"]]
+    assert item["code"] == "INVALID_EMAIL_ADDRESS" and "Email" in item["topic"] and "mapping.yaml:" in item["where"]
+    assert org.view(good["userPrincipalName"])["Title"] == "Sales Manager"
+    assert org.view(bad["userPrincipalName"])["Title"] == "Account Executive"  # its row refused as a whole
+
+
 def test_dry_run_writes_nothing(deps, tenant, org, sandbox):
     user = _joiner(tenant, deps, ["All Employees", "Marketing"])
     writes_before = _write_count(sandbox)

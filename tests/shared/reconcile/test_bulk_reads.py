@@ -12,6 +12,7 @@ import pytest
 import redis as redis_lib
 
 from sandbox.server import SandboxServer
+from shared import audit
 from shared.provisioning.batch import SyncDeps
 from shared.reconcile.runner import Options, Reconciler
 from shared.settings import Settings
@@ -89,3 +90,32 @@ def test_a_run_that_reads_by_query_jobs_repairs_the_drift_it_found(
     counts, _changes, _calls = plan_of(deps_with(settings, redis_client, threshold=USERS // 2))
 
     assert counts["update"] == 0  # a second look, through query jobs again, finds nothing left to repair
+
+
+def test_a_run_with_more_users_to_write_than_the_bulk_threshold_writes_the_rest_through_bulk_jobs(
+    sandbox: SandboxServer, settings: Settings, redis_client: redis_lib.Redis
+) -> None:
+    setup = Setup(sandbox)
+    usernames = sandbox.state.org.unique[("User", "Username")]
+    members = sorted(str(u["userPrincipalName"]).lower() for u in sandbox.state.directory.users.values()
+                     if u.get("userType") == "Member" and u.get("accountEnabled") is not False
+                     and str(u["userPrincipalName"]).lower() in usernames)
+    for username in members[:600]:
+        setup.edit_user(username, Title="Typed in Setup")
+    tuned = settings.model_copy(update={"bulk_write_threshold": 100, "reconcile_write_chunk": 250})
+    deps = make_deps(tuned, redis_client)
+    try:
+        run = Reconciler(deps).run(Options())
+    finally:
+        deps.graph.close()
+        deps.sf.close()
+
+    jobs = [i for i in sandbox.state.activity.recent("sf_request", limit=500)
+            if i["method"] == "POST" and str(i["path"]).endswith("/jobs/ingest")]
+    assert run.counts()["update"] >= 600
+    assert len(jobs) >= 2  # after the first 100 users (collections, 10 at a time), chunks of 250 in one job each
+    audited = {r["entra_id"] for r in audit.recent(redis_client, 100_000)
+               if r["correlation_id"] == run.run_id and r["action"] == "field_update"}
+    assert len(audited) == run.counts()["update"]  # every user written by a job is in the audit trail too
+    counts, _changes, _calls = plan_of(deps_with(settings, redis_client, threshold=0))
+    assert counts["update"] == 0  # every user written, by collections or by a job
