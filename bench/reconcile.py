@@ -24,9 +24,12 @@ The minimum, as counted here (what any implementation reading both sides in full
   Salesforce: for the User query and each entitlement query (permission set assignments, licence assignments,
          group memberships) the cheaper of max(1, ceil(rows / 2000)) REST pages and a Bulk API 2.0 query job
          (create + one status poll + ceil(rows / 50,000) results calls) + 2 catalogue calls (six name queries
-         and the User describe in 2 composite calls) + ceil(changed users / 200) collection writes. The run reads
+         and the User describe in 2 composite calls) + the cheaper of ceil(changed users / 200) collection writes
+         and one Bulk API 2.0 update job for all of them (create, upload, close, a poll, results: 5). The run reads
          a query by a job above IDSYNC_RECONCILE_BULK_QUERY_THRESHOLD (10,000) rows, after the one REST page that
-         told it the size (that page is the run's overhead against this minimum, as are job polls past the first).
+         told it the size, and writes its first IDSYNC_BULK_WRITE_THRESHOLD (2,000) users through collections and
+         the rest in jobs of IDSYNC_RECONCILE_WRITE_CHUNK (10,000) users, so that a crash re-plans at most one
+         chunk: that is its overhead against this minimum, with job polls past the first.
 The issue's own formula (ceil(N/999) + ceil(N/2000) + ceil(changes/200)) leaves out the group member pages, the
 entitlement pages and the catalogue; both are printed.
 
@@ -78,6 +81,7 @@ matching:
 """
 GOAL_S, GOAL_RSS_MB, GOAL_CALLS = 120.0, 1024.0, 1.05
 BULK_RESULTS_PAGE = 50_000  # IDSYNC_RECONCILE_BULK_QUERY_MAX_RECORDS's default
+BULK_JOB_CALLS = 5  # one Bulk API 2.0 update job for every changed user: create, upload, close, a poll, results
 
 
 # ------------------------------------------------------------------------------------------------ the sandbox side
@@ -198,7 +202,7 @@ def _minimum(info: dict[str, Any], changes: int, page: int) -> dict[str, int]:
     """The calls any full read of both sides must make (module docstring); the issue's formula is kept as written."""
     graph = math.ceil(info["entra_users"] / page) + max(1, math.ceil(info["group_members"] / 999)) + 1
     sf = (_query_minimum(info["sf_users"]) + sum(_query_minimum(n) for n in info["entitlements"].values())
-          + 2 + math.ceil(changes / 200))
+          + 2 + min(math.ceil(changes / 200), BULK_JOB_CALLS))
     issue = math.ceil(info["entra_users"] / 999) + math.ceil(info["sf_users"] / 2000) + math.ceil(changes / 200)
     return {"graph": graph, "salesforce": sf, "total": graph + sf, "issue_formula": issue}
 
