@@ -29,6 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared.engine import Change, ChangeKind, Plan, PlanAction
+from shared.errors import PermanentError, RetryableError
+from shared.logging import get_logger
+
+log = get_logger(__name__)
 
 #: Salesforce per-record codes that mean "try the same write again later".
 TRANSIENT_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "UNKNOWN_EXCEPTION",
@@ -255,10 +259,17 @@ class Executor:
     def _bulk_update(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One Bulk API 2.0 update job for every record, answered per record like `collections_update`."""
         header, rows = bulk_rows(records)
-        job = self.bulk.update("User", header, rows)
-        self.calls += job.calls
         answers: dict[str, dict[str, Any]] = {}
-        if job.state == "JobComplete":
+        try:
+            job = self.bulk.update("User", header, rows)
+        except (PermanentError, RetryableError) as exc:
+            if isinstance(exc, RetryableError) and exc.code != "BULK_JOB_TIMEOUT":
+                raise  # throttled or unreachable: collections would fare no better; the batch is retried
+            log.warning("bulk_update_unavailable", error=exc.message, records=len(records), fallback="collections")
+            job = None
+        if job is not None:
+            self.calls += job.calls
+        if job is not None and job.state == "JobComplete":
             for sf_id in job.succeeded:
                 answers[sf_id[:15]] = {"success": True, "id": sf_id}
             for failure in job.failed:

@@ -17,10 +17,12 @@ from sandbox.admin_clients import GraphAdmin, OrgAdmin
 from shared.delta_keys import delta_key, tenant_of
 from shared.dirty_users import DirtyUsers
 from shared.engine import PlanAction
+from shared.errors import SERVICE_SALESFORCE, PermanentError
 from shared.group_membership import GroupMembership
 from shared.provisioning.batch import BatchReport, SyncDeps, sync_users
 from shared.provisioning.group_events import members_changed
 from shared.provisioning.review_decisions import ReviewDecisions
+from shared.salesforce_bulk import BulkIngest
 
 _names = (f"user{n:03d}" for n in itertools.count(1))
 
@@ -332,6 +334,25 @@ def test_a_value_salesforce_refuses_in_a_bulk_job_is_the_same_review_item_as_thr
     assert item["code"] == "INVALID_EMAIL_ADDRESS" and "Email" in item["topic"] and "mapping.yaml:" in item["where"]
     assert org.view(good["userPrincipalName"])["Title"] == "Sales Manager"
     assert org.view(bad["userPrincipalName"])["Title"] == "Account Executive"  # its row refused as a whole
+
+
+def test_a_bulk_job_the_org_refuses_falls_back_to_collections_and_the_users_are_still_updated(
+    deps, tenant, org, sandbox, monkeypatch
+):
+    users = [_joiner(tenant, deps, ["All Employees"]) for _ in range(2)]
+    _run(deps, *(u["id"] for u in users))
+    for user in users:
+        tenant.update(user["id"], {"jobTitle": "Field Marketing"})
+
+    def refused(*_args: Any, **_kwargs: Any) -> Any:
+        raise PermanentError("Bulk API is not enabled for this user", service=SERVICE_SALESFORCE, status=400,
+                             code="FEATURENOTENABLED")
+
+    monkeypatch.setattr(BulkIngest, "update", refused)
+    report = _run(_bulk(deps, 1), *(u["id"] for u in users))
+
+    assert [report.outcomes[u["id"]] for u in users] == ["updated", "updated"]
+    assert [org.view(u["userPrincipalName"])["Title"] for u in users] == ["Field Marketing"] * 2
 
 
 def test_dry_run_writes_nothing(deps, tenant, org, sandbox):
