@@ -29,9 +29,8 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from shared.errors import SERVICE_SALESFORCE, PermanentError
+from shared.salesforce_bulk import FINAL_STATES
 
-#: States in which a job does no more work.
-FINAL_STATES = frozenset({"JobComplete", "Failed", "Aborted"})
 #: Describe types whose CSV text is a number or a boolean in REST's JSON.
 _INTEGER_TYPES = frozenset({"int", "long"})
 _DECIMAL_TYPES = frozenset({"double", "currency", "percent"})

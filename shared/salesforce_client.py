@@ -344,21 +344,12 @@ class SalesforceClient:
             replies = self.composite(subrequests, all_or_none=False)
             by_ref = {str(r.get("referenceId")): r for r in replies}
             for n, (index, _) in enumerate(chunk):
-                reply = by_ref.get(f"q{n}") or {}
-                status = int(reply.get("httpStatusCode") or 0)
-                body = reply.get("body")
-                if status >= 400 or not isinstance(body, dict):
-                    raise _composite_error(status, body)
+                body = _reply_body(by_ref, f"q{n}")
                 results[index].extend(body.get("records", []))
                 if not body.get("done", True) and body.get("nextRecordsUrl"):
                     todo.append((index, str(body["nextRecordsUrl"])))
             for n in range(len(extra)):
-                reply = by_ref.get(f"g{n}") or {}
-                status = int(reply.get("httpStatusCode") or 0)
-                body = reply.get("body")
-                if status >= 400 or not isinstance(body, dict):
-                    raise _composite_error(status, body)
-                got[n] = body
+                got[n] = _reply_body(by_ref, f"g{n}")
             extra = []
         return results, got
 
@@ -415,6 +406,16 @@ def _transport_error(exc: requests.RequestException) -> TransportError:
     if isinstance(exc, requests.exceptions.SSLError):
         return TransportError("TLS verification failed", service=SERVICE_SALESFORCE, code="tls")
     return TransportError(f"connection failed: {type(exc).__name__}", service=SERVICE_SALESFORCE, code="connection")
+
+
+def _reply_body(by_ref: dict[str, Any], ref: str) -> dict[str, Any]:
+    """The body of one composite subrequest's reply; a failed subrequest raises as a direct call would."""
+    reply = by_ref.get(ref) or {}
+    status = int(reply.get("httpStatusCode") or 0)
+    body = reply.get("body")
+    if status >= 400 or not isinstance(body, dict):
+        raise _composite_error(status, body)
+    return body
 
 
 def _composite_error(status: int, body: Any) -> IdsyncError:

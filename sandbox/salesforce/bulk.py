@@ -27,6 +27,24 @@ OPERATIONS = ("insert", "update", "upsert", "delete", "hardDelete")
 DELIMITERS = {"COMMA": ",", "TAB": "\t", "PIPE": "|", "SEMICOLON": ";", "CARET": "^", "BACKQUOTE": "`"}
 
 
+def job_fields(job: Any) -> dict[str, Any]:
+    """The fields every Bulk API 2.0 job shows, ingest or query (`id`, `operation`, ... `columnDelimiter`)."""
+    return {
+        "id": job.id,
+        "operation": job.operation,
+        "object": job.object,
+        "createdById": job.user_id,
+        "createdDate": job.created,
+        "systemModstamp": job.modstamp,
+        "state": job.state,
+        "concurrencyMode": "Parallel",
+        "contentType": "CSV",
+        "apiVersion": float(job.version),
+        "lineEnding": job.line_ending,
+        "columnDelimiter": job.delimiter,
+    }
+
+
 class IngestJob:
     """One ingest job and its results (kept in memory; Salesforce purges jobs 7 days after they end)."""
 
@@ -52,20 +70,9 @@ class IngestJob:
 
     def info(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "id": self.id,
-            "operation": self.operation,
-            "object": self.object,
-            "createdById": self.user_id,
-            "createdDate": self.created,
-            "systemModstamp": self.modstamp,
-            "state": self.state,
-            "concurrencyMode": "Parallel",
-            "contentType": "CSV",
-            "apiVersion": float(self.version),
+            **job_fields(self),
             "jobType": "V2Ingest",
             "contentUrl": f"services/data/v{self.version}/jobs/ingest/{self.id}/batches",
-            "lineEnding": self.line_ending,
-            "columnDelimiter": self.delimiter,
             "numberRecordsProcessed": self.processed,
             "numberRecordsFailed": len(self.failed),
             "retries": 0,

@@ -39,7 +39,6 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
-import datetime as dt
 import io
 import re
 import threading
@@ -52,12 +51,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from sandbox.salesforce.api import SalesforceApiError, not_found
-from sandbox.salesforce.bulk import DELIMITERS
+from sandbox.salesforce.bulk import DELIMITERS, job_fields
 from sandbox.salesforce.org import Org, make_id
 from sandbox.salesforce.schema import FieldInfo
 from sandbox.salesforce.sobjects import actor, json_object
 from sandbox.salesforce.soql import SoqlError, SoqlQuery, execute, parse
-from sandbox.salesforce.soql_eval import NUMBER_TYPES, Binder, make_getter, to_datetime
+from sandbox.salesforce.soql_eval import Binder, formatter, make_getter
 
 OPERATIONS = ("query", "queryAll")
 LINE_ENDINGS = {"LF": "\n", "CRLF": "\r\n"}
@@ -111,20 +110,7 @@ class QueryJob:
 
     def info(self, *, full: bool = True) -> dict[str, Any]:
         """The job as Salesforce shows it: the create/abort answer, or (`full`) Get Information About a Query Job."""
-        out: dict[str, Any] = {
-            "id": self.id,
-            "operation": self.operation,
-            "object": self.object,
-            "createdById": self.user_id,
-            "createdDate": self.created,
-            "systemModstamp": self.modstamp,
-            "state": self.state,
-            "concurrencyMode": "Parallel",
-            "contentType": "CSV",
-            "apiVersion": float(self.version),
-            "lineEnding": self.line_ending,
-            "columnDelimiter": self.delimiter,
-        }
+        out = job_fields(self)
         if full:
             out["jobType"] = "V2Query"
             out["numberRecordsProcessed"] = len(self.rows or []) if self.state == "JobComplete" else 0
@@ -182,53 +168,23 @@ def validate(org: Org, soql: Any, lock: Any) -> tuple[SoqlQuery, str]:
     return query, result.sobject
 
 
-def _bulk_datetime(value: Any) -> Cell:
-    d = to_datetime(value)
-    if d is None:
-        return None
-    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
-
-
-def _bulk_date(value: Any) -> Cell:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return value.date().isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return str(value)[:10]
-
-
-def _bulk_boolean(value: Any) -> Cell:
-    return None if value is None else ("true" if value else "false")
-
-
-def _bulk_int(value: Any) -> Cell:
-    return None if value is None else str(int(value))
-
-
-def _bulk_number(value: Any) -> Cell:
-    return None if value is None else str(value if isinstance(value, (int, float)) else float(value))
-
-
-def _bulk_text(value: Any) -> Cell:
-    return None if value is None or value == "" else str(value)
-
-
 def cell_formatter(info: Any) -> Callable[[Any], Cell]:
-    """How a stored value of this field is written in a Bulk query CSV cell (None: null, written as `""`)."""
-    ftype = info.type
-    if ftype == "datetime":
-        return _bulk_datetime
-    if ftype == "date":
-        return _bulk_date
-    if ftype == "boolean":
-        return _bulk_boolean
-    if ftype == "int":
-        return _bulk_int
-    if ftype in NUMBER_TYPES:
-        return _bulk_number
-    return _bulk_text
+    """How a stored value of this field is written in a Bulk query CSV cell (None: null, written as `""`): the value
+    the REST query resource returns (`soql_eval.formatter`), as text: booleans `true`/`false`, numbers as written,
+    datetimes ending `Z` where REST writes `+0000`, an empty string null (Salesforce stores none)."""
+    rest = formatter(info)
+    is_datetime = info.type == "datetime"
+
+    def cell(value: Any) -> Cell:
+        out = rest(value)
+        if out is None or out == "":
+            return None
+        if isinstance(out, bool):
+            return "true" if out else "false"
+        text = str(out)
+        return text[:-5] + "Z" if is_datetime and text.endswith("+0000") else text
+
+    return cell
 
 
 def snapshot(state: Any, job: QueryJob) -> list[list[Cell]]:

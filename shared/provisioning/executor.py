@@ -24,7 +24,7 @@ assignment counts as done).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -235,11 +235,7 @@ class Executor:
         pending = [(r, c) for r in ready for c in r.plan.changes if c.kind in kinds and c.record_id]
         if not pending:
             return
-        ids = [str(c.record_id) for _r, c in pending]
-        answers: list[dict[str, Any]] = []
-        for start in range(0, len(ids), 200):
-            self.calls += 1
-            answers.extend(self.sf.delete_records(ids[start : start + 200]))
+        answers = self._in_calls(self.sf.delete_records, [str(c.record_id) for _r, c in pending])
         for (result, change), answer in zip(pending, answers, strict=True):
             code, message, fields = ("", "", ()) if answer.get("success") else _errors(answer)
             if answer.get("success") or code in ALREADY_GONE:
@@ -249,12 +245,16 @@ class Executor:
                 self._fail(result, Failure(change, code, message, fields))
 
     # ------------------------------------------------------------------ plumbing
-    def _collections_update(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _in_calls(self, call: Callable[[list[Any]], list[dict[str, Any]]], items: list[Any]) -> list[dict[str, Any]]:
+        """One sObject Collections call per 200 items, the answers in the items' order."""
         answers: list[dict[str, Any]] = []
-        for start in range(0, len(records), 200):
+        for start in range(0, len(items), 200):
             self.calls += 1
-            answers.extend(self.sf.collections_update(records[start : start + 200]))
+            answers.extend(call(items[start : start + 200]))
         return answers
+
+    def _collections_update(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self._in_calls(self.sf.collections_update, records)
 
     def _bulk_update(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One Bulk API 2.0 update job for every record, answered per record like `collections_update`."""
@@ -282,11 +282,7 @@ class Executor:
         return [answers[str(r["id"])[:15]] for r in records]
 
     def _post(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        answers: list[dict[str, Any]] = []
-        for start in range(0, len(records), 200):
-            self.calls += 1
-            answers.extend(self.sf.create_records(records[start : start + 200]))
-        return answers
+        return self._in_calls(self.sf.create_records, records)
 
     def _fail(self, result: UserResult, failure: Failure) -> None:
         result.failed.append(failure)

@@ -78,7 +78,6 @@ class SalesforceSide:
         self._views: list[RowView] = []
         self.entitlements = Entitlements()
         self.index = CandidateIndex((), match_fields)
-        self.pages = 0
         #: API calls the User rows took (REST pages, or the Bulk job's calls), apart from the entitlements'
         self.user_calls = 0
         self.rows = 0
@@ -99,7 +98,6 @@ class SalesforceSide:
                            for v, flag in zip((record.get(name) for name in self.fields), self._interned,
                                               strict=True))
             self._views.append(RowView(self._pos, values))
-        self.pages += 1
         self.rows += len(records)
 
     def add_entitlements(self, records: list[dict[str, Any]], assignable_ps: set[str]) -> None:
@@ -109,7 +107,6 @@ class SalesforceSide:
                 if isinstance(row.get(key), str):
                     row[key] = sys.intern(row[key])
         self.entitlements.add(rows, assignable_ps)
-        self.pages += 1
         self.rows += len(records)
 
     def finish(self) -> None:
@@ -183,7 +180,7 @@ class QueryReader:
         self.bulk_calls = 0
 
     def pages(self, soql: str) -> Iterator[list[dict[str, Any]]]:
-        if self.bulk is None or self.bulk_threshold <= 0 or not hasattr(self.sf, "query_page"):
+        if self.bulk is None or self.bulk_threshold <= 0:
             yield from self.sf.query_pages(soql)
             return
         first = self.sf.query_page(soql)
